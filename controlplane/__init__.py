@@ -1,0 +1,1 @@
+"""UAV fleet control plane on Ray."""

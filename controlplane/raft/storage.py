@@ -1,0 +1,98 @@
+"""What a Raft replica keeps durable, as three small interfaces, each with an in-memory
+implementation for tests. The core never calls these: its driver does, between ready() and
+advance(). File-backed versions live in controlplane.persist."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from controlplane.raft.messages import Entry, HardState, Snapshot
+
+
+class LogStore(Protocol):
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Store entries, first dropping any stored entry at or after entries[0].index."""
+
+    def sync(self) -> None:
+        """Make every append so far durable (one fsync for the whole batch)."""
+
+    def entries(self) -> list[Entry]:
+        """All stored entries, in index order."""
+
+    def compact(self, through_index: int) -> None:
+        """Allow entries up to through_index to be discarded (a snapshot covers them)."""
+
+    def close(self) -> None: ...
+
+
+class StableStore(Protocol):
+    def save(self, hard_state: HardState) -> None:
+        """Durably and atomically replace the hard state."""
+
+    def load(self) -> HardState: ...
+
+    def close(self) -> None: ...
+
+
+class SnapshotStore(Protocol):
+    def save(self, snapshot: Snapshot) -> None:
+        """Durably and atomically replace the latest snapshot."""
+
+    def load(self) -> Snapshot | None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryLogStore:
+    def __init__(self) -> None:
+        self._entries: list[Entry] = []
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        first = entries[0].index
+        self._entries = [e for e in self._entries if e.index < first]
+        if self._entries and self._entries[-1].index != first - 1:
+            raise ValueError(f"gap in log: last stored {self._entries[-1].index}, appending {first}")
+        self._entries.extend(entries)
+
+    def sync(self) -> None:
+        pass
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries)
+
+    def compact(self, through_index: int) -> None:
+        self._entries = [e for e in self._entries if e.index > through_index]
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryStableStore:
+    def __init__(self) -> None:
+        self._state = HardState()
+
+    def save(self, hard_state: HardState) -> None:
+        self._state = hard_state
+
+    def load(self) -> HardState:
+        return self._state
+
+    def close(self) -> None:
+        pass
+
+
+class MemorySnapshotStore:
+    def __init__(self) -> None:
+        self._snapshot: Snapshot | None = None
+
+    def save(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    def load(self) -> Snapshot | None:
+        return self._snapshot
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Creates .venv and installs requirements.txt into it; a no-op when already up to date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "[bootstrap] installing requirements into .venv (first run takes about a minute)" >&2
+  python3 -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r requirements.txt
+  echo "$want" > "$stamp"
+fi
