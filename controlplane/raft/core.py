@@ -740,10 +740,11 @@ class RaftCore:
         reply(len(incoming[1]), True)
 
     def _has_unapplied_conf_change(self) -> bool:
-        lo = self.log.applied + 1
+        lo = max(self.log.applied, self._conf_index) + 1
+        first = self.log.snap_index + 1
         return any(
             e.kind is EntryKind.CONF_CHANGE
-            for e in self.log.entries[max(0, lo - self.log.snap_index - 1) : self.log.committed - self.log.snap_index]
+            for e in self.log.entries[max(0, lo - first) : self.log.committed - first + 1]
         )
 
     def _send(self, m: Message) -> None:

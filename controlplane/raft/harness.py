@@ -59,7 +59,7 @@ class Replica:
                 self.stable.save(rd.hard_state)
             if rd.snapshot is not None:
                 self.snapshots.save(rd.snapshot)
-                self.logs.compact(rd.snapshot.meta.index)
+                self.logs.reset()
                 self.applied = decode_items(rd.snapshot.data)
             self.logs.append(rd.entries)
             out.extend(rd.messages)

@@ -15,7 +15,11 @@ class RaftLog:
         self.snapshot = snapshot  # the latest snapshot; entries start right after it
         self.snap_index = snapshot.meta.index
         self.snap_term = snapshot.meta.term
-        # A restarted node may have kept entries the snapshot covers; start after it.
+        # A restarted node may have kept entries the snapshot covers; start after it. If its
+        # entry at the snapshot point disagrees with the snapshot, what follows diverged too.
+        at_snap = [e for e in entries if e.index == self.snap_index]
+        if at_snap and at_snap[0].term != self.snap_term:
+            entries = []
         entries = [e for e in entries if e.index > self.snap_index]
         expected = self.snap_index + 1
         for e in entries:

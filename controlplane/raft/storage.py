@@ -23,6 +23,9 @@ class LogStore(Protocol):
     def compact(self, through_index: int) -> None:
         """Allow entries up to through_index to be discarded (a snapshot covers them)."""
 
+    def reset(self) -> None:
+        """Drop every entry: a snapshot received from the leader replaces the whole log."""
+
     def close(self) -> None: ...
 
 
@@ -65,6 +68,9 @@ class MemoryLogStore:
 
     def compact(self, through_index: int) -> None:
         self._entries = [e for e in self._entries if e.index > through_index]
+
+    def reset(self) -> None:
+        self._entries = []
 
     def close(self) -> None:
         pass

@@ -1,0 +1,100 @@
+"""A replica's data directory: identity, lock, WAL, hard state and snapshots together.
+
+The identity file binds the directory to one (cluster, node) so a misconfigured replica
+cannot adopt another's votes and log; the lock keeps two processes out of one directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from controlplane.persist.errors import StorageError
+from controlplane.persist.files import atomic_write, read_checked
+from controlplane.persist.hardstate import FileStableStore
+from controlplane.persist.snapshots import FileSnapshotStore
+from controlplane.persist.wal import FileLogStore
+from controlplane.raft.messages import Entry, HardState, Ready, Snapshot
+
+_IDENTITY_MAGIC = b"RID1"
+
+
+@dataclass(frozen=True)
+class RecoveredState:
+    hard_state: HardState
+    snapshot: Snapshot | None
+    entries: list[Entry]
+    fresh: bool  # True when the directory was just created (a new member)
+    repaired_tail_bytes: int
+
+
+class DiskStorage:
+    def __init__(self, directory: Path | str, *, cluster: str, node_id: int, segment_bytes: int = 64 << 20) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise StorageError(f"{self.dir} is in use by another process") from None
+        self.fresh = self._check_identity(cluster, node_id)
+        (self.dir / "wal").mkdir(exist_ok=True)
+        (self.dir / "snap").mkdir(exist_ok=True)
+        self.wal = FileLogStore(self.dir / "wal", segment_bytes=segment_bytes)
+        self.stable = FileStableStore(self.dir)
+        self.snapshots = FileSnapshotStore(self.dir / "snap")
+        self._saved = self._latest = self.stable.load()
+
+    def _check_identity(self, cluster: str, node_id: int) -> bool:
+        path = self.dir / "identity"
+        want = {"cluster": cluster, "node_id": node_id}
+        if not path.exists():
+            atomic_write(path, _IDENTITY_MAGIC, json.dumps(want).encode())
+            return True
+        have = json.loads(read_checked(path, _IDENTITY_MAGIC))
+        if have != want:
+            raise StorageError(
+                f"{self.dir} belongs to cluster {have.get('cluster')!r} node {have.get('node_id')}, "
+                f"not cluster {cluster!r} node {node_id}"
+            )
+        return False
+
+    def load(self) -> RecoveredState:
+        return RecoveredState(
+            self._saved,
+            self.snapshots.load(),
+            self.wal.entries(),
+            self.fresh,
+            self.wal.repaired_tail_bytes,
+        )
+
+    def persist(self, rd: Ready) -> None:
+        """Make a Ready's state durable; returns only once it is on disk."""
+        hs = rd.hard_state
+        if hs is not None and (hs.term, hs.vote) != (self._saved.term, self._saved.vote):
+            # Term and vote must be durable before any message leaves. The commit index
+            # need not be (Raft recovers it), so it rides along instead of costing fsyncs.
+            self.stable.save(hs)
+            self._saved = hs
+        if rd.snapshot is not None:
+            self.snapshots.save(rd.snapshot)
+            self.wal.reset()  # after the snapshot is durable: a crash between keeps both
+        self.wal.append(rd.entries)
+        if rd.entries or rd.snapshot is not None:
+            self.wal.sync()
+        if hs is not None:
+            self._latest = hs
+
+    def save_snapshot(self, snapshot: Snapshot, compact_through: int) -> None:
+        self.snapshots.save(snapshot)
+        self.wal.compact(compact_through)
+
+    def close(self) -> None:
+        if self._latest != self._saved:
+            self.stable.save(self._latest)
+        self.wal.close()
+        os.close(self._lock_fd)

@@ -1,0 +1,176 @@
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controlplane.persist import CorruptionError, FileLogStore, StorageError
+from controlplane.raft.messages import Entry, EntryKind
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def entries(first, n, term=1, size=10):
+    return [Entry(term, i, bytes([i % 251]) * size) for i in range(first, first + n)]
+
+
+def test_entries_survive_reopen_across_segments(tmp_path):
+    store = FileLogStore(tmp_path, segment_bytes=1024)
+    store.append(entries(1, 200, size=30))
+    store.sync()
+    store.close()
+    assert len(list(tmp_path.glob("wal-*.log"))) > 3
+    again = FileLogStore(tmp_path, segment_bytes=1024)
+    assert again.entries() == entries(1, 200, size=30)
+    assert again.repaired_tail_bytes == 0
+
+
+def test_append_truncates_conflicting_suffix_across_segments(tmp_path):
+    store = FileLogStore(tmp_path, segment_bytes=1024)
+    store.append(entries(1, 100, size=30))
+    store.append(entries(40, 5, term=2, size=3))
+    store.sync()
+    want = entries(1, 39, size=30) + entries(40, 5, term=2, size=3)
+    assert store.entries() == want
+    store.close()
+    assert FileLogStore(tmp_path, segment_bytes=1024).entries() == want
+
+
+def test_gaps_are_refused(tmp_path):
+    store = FileLogStore(tmp_path)
+    store.append(entries(1, 3))
+    with pytest.raises(StorageError, match="gap"):
+        store.append(entries(5, 1))
+
+
+def test_compact_deletes_only_whole_covered_segments(tmp_path):
+    store = FileLogStore(tmp_path, segment_bytes=1024)
+    store.append(entries(1, 200, size=30))
+    store.sync()
+    before = len(list(tmp_path.glob("wal-*.log")))
+    store.compact(100)
+    after = sorted(tmp_path.glob("wal-*.log"))
+    assert len(after) < before
+    first = store.entries()[0].index
+    assert first <= 101
+    store.close()
+    assert FileLogStore(tmp_path, segment_bytes=1024).entries()[0].index == first
+
+
+def test_reset_then_append_after_a_snapshot_point(tmp_path):
+    store = FileLogStore(tmp_path)
+    store.append(entries(1, 10))
+    store.reset()
+    store.append(entries(500, 3, term=4))
+    store.sync()
+    store.close()
+    assert FileLogStore(tmp_path).entries() == entries(500, 3, term=4)
+
+
+@pytest.mark.parametrize("cut", [1, 5, 8, 9, 20, -1])
+def test_torn_last_record_is_truncated_on_recovery(tmp_path, cut):
+    store = FileLogStore(tmp_path)
+    store.append(entries(1, 10, size=40))
+    store.sync()
+    store.close()
+    seg = next(tmp_path.glob("wal-*.log"))
+    size = seg.stat().st_size
+    record = size // 10
+    with open(seg, "r+b") as f:
+        f.truncate(size - record + cut if cut > 0 else size - 1)
+    again = FileLogStore(tmp_path)
+    assert again.entries() == entries(1, 9, size=40)
+    assert again.repaired_tail_bytes > 0
+    again.append(entries(10, 2, size=40))
+    again.sync()
+    again.close()
+    assert FileLogStore(tmp_path).entries() == entries(1, 11, size=40)
+
+
+def test_a_garbled_final_record_counts_as_torn(tmp_path):
+    store = FileLogStore(tmp_path)
+    store.append(entries(1, 5, size=40))
+    store.sync()
+    store.close()
+    seg = next(tmp_path.glob("wal-*.log"))
+    data = bytearray(seg.read_bytes())
+    data[-3] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    assert FileLogStore(tmp_path).entries() == entries(1, 4, size=40)
+
+
+def test_zero_filled_tail_counts_as_torn(tmp_path):
+    store = FileLogStore(tmp_path)
+    store.append(entries(1, 5))
+    store.sync()
+    store.close()
+    seg = next(tmp_path.glob("wal-*.log"))
+    with open(seg, "ab") as f:
+        f.write(b"\0" * 4096)
+    assert FileLogStore(tmp_path).entries() == entries(1, 5)
+
+
+def test_corruption_in_the_middle_is_refused_with_file_and_offset(tmp_path):
+    store = FileLogStore(tmp_path)
+    store.append(entries(1, 10, size=40))
+    store.sync()
+    store.close()
+    seg = next(tmp_path.glob("wal-*.log"))
+    data = bytearray(seg.read_bytes())
+    record = len(data) // 10
+    data[3 * record + 20] ^= 0x01
+    seg.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError) as info:
+        FileLogStore(tmp_path)
+    assert info.value.path == seg and info.value.offset == 3 * record
+    assert str(seg) in str(info.value) and f"offset {3 * record}" in str(info.value)
+    assert seg.read_bytes() == bytes(data)  # refused, not "repaired"
+
+
+def test_corruption_in_an_earlier_segment_is_refused(tmp_path):
+    store = FileLogStore(tmp_path, segment_bytes=1024)
+    store.append(entries(1, 100, size=30))
+    store.sync()
+    store.close()
+    first = sorted(tmp_path.glob("wal-*.log"))[0]
+    data = bytearray(first.read_bytes())
+    data[-2] ^= 0x01  # the last record of a non-final segment
+    first.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError, match=first.name):
+        FileLogStore(tmp_path, segment_bytes=1024)
+
+
+def test_conf_change_entries_round_trip(tmp_path):
+    store = FileLogStore(tmp_path)
+    e = Entry(3, 1, b"\x00" * 9, EntryKind.CONF_CHANGE)
+    store.append([e])
+    store.sync()
+    store.close()
+    assert FileLogStore(tmp_path).entries() == [e]
+
+
+def test_process_killed_mid_write_keeps_every_synced_entry(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for round_ in range(3):  # each round resumes the same log, then is killed again
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("wal_writer.py")), str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert proc.stdout is not None
+        acknowledged = 0
+        for line in proc.stdout:
+            acknowledged = int(line)
+            if acknowledged >= 2000 * (round_ + 1):
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        recovered = FileLogStore(tmp_path, segment_bytes=64 * 1024)
+        got = recovered.entries()
+        assert got[-1].index >= acknowledged
+        assert [e.index for e in got] == list(range(1, len(got) + 1))
+        assert all(e.data == b"payload-%d" % e.index * 20 for e in got)
+        recovered.close()
