@@ -74,20 +74,23 @@ class DiskStorage:
 
     def persist(self, rd: Ready) -> None:
         """Make a Ready's state durable; returns only once it is on disk."""
-        hs = rd.hard_state
-        if hs is not None and (hs.term, hs.vote) != (self._saved.term, self._saved.vote):
-            # Term and vote must be durable before any message leaves. The commit index
-            # need not be (Raft recovers it), so it rides along instead of costing fsyncs.
-            self.stable.save(hs)
-            self._saved = hs
+        # Log first, hard state second: a durable commit index must never point at log
+        # entries that did not reach the disk. Both precede any message the Ready sends.
         if rd.snapshot is not None:
             self.snapshots.save(rd.snapshot)
             self.wal.reset()  # after the snapshot is durable: a crash between keeps both
         self.wal.append(rd.entries)
         if rd.entries or rd.snapshot is not None:
             self.wal.sync()
-        if hs is not None:
-            self._latest = hs
+        hs = rd.hard_state
+        if hs is None:
+            return
+        self._latest = hs
+        if (hs.term, hs.vote) != (self._saved.term, self._saved.vote):
+            # Term and vote must be durable before any message leaves; the commit index need
+            # not be (Raft recovers it), so it rides along instead of costing fsyncs.
+            self.stable.save(hs)
+            self._saved = hs
 
     def save_snapshot(self, snapshot: Snapshot, compact_through: int) -> None:
         self.snapshots.save(snapshot)

@@ -147,6 +147,10 @@ class RaftCore:
         self.log = RaftLog(snapshot, list(entries), hard_state.commit)
         self.term = hard_state.term
         self.vote = hard_state.vote
+        if self.log.last_term() > self.term:
+            # The log reached the disk but the hard state after it did not: no message of
+            # the newer term was sent, so no vote in it was either.
+            self.term, self.vote = self.log.last_term(), NO_NODE
         self.conf = snapshot.meta.conf
         self._conf_index = snapshot.meta.index
         for e in self.log.entries:
@@ -341,6 +345,7 @@ class RaftCore:
             read_states=tuple(self._read_states),
             leader_id=self.leader_id,
             role=self.role,
+            term=self.term,
         )
         self._msgs = []
         self._read_states = []
@@ -430,8 +435,7 @@ class RaftCore:
             self.progress[self.id].match = last
         # No configuration change until this term's no-op commits (fixes the single-server
         # change bug Ongaro described on raft-dev, 2015).
-        self.pending_conf_index = last
-        self._append_local([(b"", EntryKind.NORMAL)])
+        self.pending_conf_index = self._append_local([(b"", EntryKind.NORMAL)])[0].index
 
     # --- leader -----------------------------------------------------------------------------
 

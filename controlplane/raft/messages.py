@@ -261,6 +261,7 @@ class Ready:
     read_states: tuple[ReadState, ...]
     leader_id: int
     role: Role
+    term: int
 
     def must_sync(self) -> bool:
         return bool(self.entries) or self.hard_state is not None or self.snapshot is not None

@@ -66,7 +66,12 @@ class Progress:
             return True
         if self.next - 1 != rejected:
             return False
-        self.next = max(min(rejected, hint + 1), self.match + 1, 1)
+        next_index = max(min(rejected, hint + 1), self.match + 1, 1)
+        if next_index == self.next:
+            # The follower rejects below what it acknowledged (its disk lost synced data):
+            # retrying at once would spin; wait for the next heartbeat instead.
+            return False
+        self.next = next_index
         self.probe_sent = False
         return True
 
