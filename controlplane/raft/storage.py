@@ -55,7 +55,8 @@ class MemoryLogStore:
         if not entries:
             return
         first = entries[0].index
-        self._entries = [e for e in self._entries if e.index < first]
+        if self._entries and first <= self._entries[-1].index:
+            del self._entries[max(0, first - self._entries[0].index) :]
         if self._entries and self._entries[-1].index != first - 1:
             raise ValueError(f"gap in log: last stored {self._entries[-1].index}, appending {first}")
         self._entries.extend(entries)

@@ -1,10 +1,12 @@
 """Raft §5.4 safety, plus the codec's refusal of bad bytes."""
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlplane.raft import RaftConfig, Role
+from controlplane.raft import RaftConfig
 from controlplane.raft.codec import CodecError, decode_message, encode_message
 from controlplane.raft.core import RaftCore
 from controlplane.raft.harness import Network
@@ -30,7 +32,7 @@ def test_committed_entries_survive_any_single_leader_crash():
         net.isolate(victim)
         net.tick(times=40)
         leader = net.leader()
-        assert leader is not None and leader != victim or net.core(leader).role is Role.LEADER
+        assert leader is not None and leader != victim
         net.propose(leader, b"later")
         assert net.replicas[leader].applied[: len(committed)] == committed
 
@@ -104,10 +106,8 @@ def test_codec_covers_every_message_type():
 
 @given(st.binary(max_size=200))
 def test_codec_never_crashes_on_garbage(data):
-    try:
+    with contextlib.suppress(CodecError):
         decode_message(data)
-    except CodecError:
-        pass
 
 
 def test_codec_rejects_truncation_and_trailing_bytes():
