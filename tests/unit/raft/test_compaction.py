@@ -9,6 +9,18 @@ def chunked(nid):
     return RaftConfig(node_id=nid, snapshot_chunk_bytes=16, compaction_keep=0)
 
 
+def follower_behind_a_snapshot(commands):
+    """Node 3 misses `commands` entries that the leader (1) then compacts into a snapshot."""
+    net = Network(3, config=chunked)
+    net.elect(1)
+    net.isolate(3)
+    for i in range(commands):
+        net.propose(1, b"cmd%d" % i)
+    net.replicas[1].take_snapshot()
+    net.heal()
+    return net
+
+
 def test_compaction_drops_entries_behind_the_snapshot():
     net = Network(3, config=lambda nid: RaftConfig(node_id=nid, compaction_keep=5))
     net.elect(1)
@@ -22,14 +34,8 @@ def test_compaction_drops_entries_behind_the_snapshot():
 
 
 def test_a_lagging_follower_catches_up_by_chunked_snapshot():
-    net = Network(3, config=chunked)
-    net.elect(1)
-    net.isolate(3)
-    for i in range(40):
-        net.propose(1, b"cmd%d" % i)
-    net.replicas[1].take_snapshot()
+    net = follower_behind_a_snapshot(40)
     seen = []
-    net.drop_filter = None
     original = net.core(3).step
 
     def spy(m):
@@ -38,7 +44,6 @@ def test_a_lagging_follower_catches_up_by_chunked_snapshot():
         original(m)
 
     net.core(3).step = spy
-    net.heal()
     net.tick(times=3)
     assert len(seen) > 5 and seen[-1].done  # many 16-byte chunks
     assert [m.offset for m in seen] == sorted(m.offset for m in seen)
@@ -50,13 +55,7 @@ def test_a_lagging_follower_catches_up_by_chunked_snapshot():
 
 
 def test_lost_snapshot_chunks_are_resent():
-    net = Network(3, config=chunked)
-    net.elect(1)
-    net.isolate(3)
-    for i in range(20):
-        net.propose(1, b"cmd%d" % i)
-    net.replicas[1].take_snapshot()
-    net.heal()
+    net = follower_behind_a_snapshot(20)
     dropped = []
 
     def drop_some(m):
@@ -72,13 +71,7 @@ def test_lost_snapshot_chunks_are_resent():
 
 
 def test_follower_restart_after_installing_a_snapshot_recovers_it():
-    net = Network(3, config=chunked)
-    net.elect(1)
-    net.isolate(3)
-    for i in range(20):
-        net.propose(1, b"cmd%d" % i)
-    net.replicas[1].take_snapshot()
-    net.heal()
+    net = follower_behind_a_snapshot(20)
     net.tick(times=3)
     before = list(net.replicas[3].applied)
     net.replicas[3].restart()
