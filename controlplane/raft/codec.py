@@ -207,3 +207,20 @@ def decode_conf_change(data: bytes) -> ConfChange:
         return ConfChange(ConfChangeOp(op), node)
     except ValueError:
         raise CodecError(f"unknown conf change op {op}") from None
+
+
+def encode_batch(messages: list[Message] | tuple[Message, ...]) -> bytes:
+    """Several messages in one body: u32 count, then u32 length + message, each."""
+    out = [_U32.pack(len(messages))]
+    for m in messages:
+        body = encode_message(m)
+        out.append(_U32.pack(len(body)))
+        out.append(body)
+    return b"".join(out)
+
+
+def decode_batch(data: bytes | memoryview) -> list[Message]:
+    r = _Reader(data)
+    messages = [decode_message(r.take(r.u32())) for _ in range(r.u32())]
+    r.done()
+    return messages

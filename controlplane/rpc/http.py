@@ -1,0 +1,118 @@
+"""HTTP transport: an aiohttp server per replica and one pooled keep-alive ClientSession per
+client. Bodies are the codec's binary batches (never pickle); the cluster token travels as
+a bearer header and is compared in constant time. Rejections are counted, never logged
+with the token."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from controlplane.rpc.config import RPCConfig
+from controlplane.rpc.errors import (
+    RPCAuthError,
+    RPCConnectionError,
+    RPCError,
+    RPCRejectedError,
+    RPCServerError,
+    RPCTimeoutError,
+)
+from controlplane.rpc.transport import Handler
+
+PATH = "/raft/v1/messages"
+log = logging.getLogger(__name__)
+
+
+class HTTPTransportServer:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, token: str | None = None, max_body: int = 64 << 20
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._token = token
+        self.max_body = max_body
+        self.auth_rejections = 0
+        self.bad_requests = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def address(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self, handler: Handler) -> None:
+        async def receive(request: web.Request) -> web.Response:
+            if self._token is not None:
+                presented = request.headers.get("Authorization", "")
+                if not hmac.compare_digest(presented.encode(), f"Bearer {self._token}".encode()):
+                    self.auth_rejections += 1
+                    log.warning("rejected a request from %s: missing or wrong cluster token", request.remote)
+                    return web.Response(status=401, text="missing or wrong cluster token")
+            body = await request.read()
+            try:
+                await handler(body)
+            except ValueError as exc:
+                self.bad_requests += 1
+                return web.Response(status=400, text=f"undecodable request: {exc}")
+            return web.Response(status=204)
+
+        app = web.Application(client_max_size=self.max_body)
+        app.router.add_post(PATH, receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        if self.port == 0:
+            server = site._server
+            assert server is not None
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+class HTTPTransport:
+    def __init__(self, config: RPCConfig) -> None:
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = {"Content-Type": "application/octet-stream"}
+        if config.cluster_token is not None:
+            self._headers["Authorization"] = f"Bearer {config.cluster_token}"
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.config.pool_size, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def send(self, address: str, body: bytes, timeout: float) -> int:
+        session = self._get_session()
+        try:
+            async with session.post(
+                address + PATH, data=body, headers=self._headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
+                text = await resp.read()
+                if resp.status in (401, 403):
+                    raise RPCAuthError(f"{address} rejected the cluster token")
+                if 400 <= resp.status < 500:
+                    raise RPCRejectedError(f"{address} answered {resp.status}: {text[:200]!r}")
+                if resp.status >= 500:
+                    raise RPCServerError(f"{address} answered {resp.status}")
+                return len(text)
+        except RPCError:
+            raise
+        except TimeoutError:
+            raise RPCTimeoutError(f"{address} did not answer within {timeout:.3f}s") from None
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            raise RPCConnectionError(f"cannot reach {address}: {type(exc).__name__}") from None
+        except aiohttp.ClientError as exc:
+            raise RPCError(f"{address}: {type(exc).__name__}: {exc}") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,169 @@
+"""RPC statistics: every attempt passes the client's hooks as an AttemptRecord. Two hooks
+ship here: StatsAggregator (counts and latency percentiles per peer, for get_statistics)
+and ArrowStatsWriter (Arrow record batches flushed to rotated Parquet files). The schema
+lives here and only here."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA = pa.schema(
+    [
+        pa.field("time", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("attempt", pa.int16(), nullable=False),
+        pa.field("outcome", pa.string(), nullable=False),  # ok | timeout | connection | rejected | auth | ...
+        pa.field("error_type", pa.string()),
+        pa.field("latency_ms", pa.float64(), nullable=False),
+        pa.field("request_bytes", pa.int64(), nullable=False),
+        pa.field("response_bytes", pa.int64(), nullable=False),
+        pa.field("entries", pa.int32(), nullable=False),
+        pa.field("term", pa.int64(), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    time: float  # unix seconds
+    source: str
+    target: str
+    method: str
+    attempt: int
+    outcome: str
+    error_type: str | None
+    latency_ms: float
+    request_bytes: int
+    response_bytes: int
+    entries: int
+    term: int
+
+
+class StatsHook(Protocol):
+    def __call__(self, record: AttemptRecord) -> None: ...
+
+
+class StatsAggregator:
+    """Running totals and recent latencies per peer."""
+
+    def __init__(self, window: int = 4096) -> None:
+        self.window = window
+        self.counts: dict[str, int] = defaultdict(int)
+        self.latencies: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=self.window))
+        self.per_peer: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def __call__(self, record: AttemptRecord) -> None:
+        r = record
+        self.counts["attempts"] += 1
+        self.counts[r.outcome] += 1
+        if r.attempt > 1:
+            self.counts["retries"] += 1
+        self.per_peer[r.target][r.outcome] += 1
+        if r.outcome == "ok":
+            self.latencies[r.target].append(r.latency_ms)
+
+    def requests_finished(self, ok: bool) -> None:
+        self.counts["requests"] += 1
+        self.counts["requests_ok" if ok else "requests_failed"] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        c = self.counts
+        total = c["requests"]
+        attempts = c["attempts"]
+
+        def rate(n: int, d: int) -> float:
+            return round(n / d, 4) if d else 0.0
+
+        peers = {}
+        for peer, outcomes in sorted(self.per_peer.items()):
+            lat = sorted(self.latencies[peer])
+            peers[peer] = {
+                "attempts": sum(outcomes.values()),
+                "outcomes": dict(outcomes),
+                "latency_ms": {f"p{q}": _percentile(lat, q) for q in (50, 90, 99)},
+            }
+        return {
+            "total_requests": total,
+            "success_rate": rate(c["requests_ok"], total),
+            "failure_rate": rate(c["requests_failed"], total),
+            "timeout_rate": rate(c["timeout"], attempts),
+            "attempts": attempts,
+            "retries": c["retries"],
+            "auth_rejections": c["auth"],
+            "peers": peers,
+        }
+
+
+def _percentile(sorted_values: list[float], q: int) -> float | None:
+    """Nearest-rank percentile."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return round(sorted_values[rank - 1], 3)
+
+
+class ArrowStatsWriter:
+    """Buffers attempts as columns; flush() writes them as one Parquet file. At most
+    `keep_files` files are kept per node (oldest deleted first)."""
+
+    def __init__(self, directory: Path | str, node: str, flush_rows: int = 50_000, keep_files: int = 100) -> None:
+        if flush_rows < 1 or keep_files < 1:
+            raise ValueError("flush_rows and keep_files must be positive")
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.node = node
+        self.flush_rows = flush_rows
+        self.keep_files = keep_files
+        self._columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+        self._seq = self._next_sequence()
+        self.rows_written = 0
+
+    def _files(self) -> list[Path]:
+        return sorted(self.dir.glob(f"rpc-stats-{self.node}-*.parquet"))
+
+    def _next_sequence(self) -> int:
+        files = self._files()
+        return int(files[-1].stem.rsplit("-", 1)[1]) + 1 if files else 0
+
+    def __call__(self, record: AttemptRecord) -> None:
+        r = record
+        cols = self._columns
+        cols["time"].append(int(r.time * 1_000_000))
+        for name in SCHEMA.names[1:]:
+            cols[name].append(getattr(r, name))
+        if len(cols["time"]) >= self.flush_rows:
+            self.flush()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._columns["time"])
+
+    def to_table(self) -> pa.Table:
+        return pa.Table.from_pydict(self._columns, schema=SCHEMA)
+
+    def flush(self) -> Path | None:
+        if not self.buffered:
+            return None
+        table = self.to_table()
+        path = self.dir / f"rpc-stats-{self.node}-{self._seq:08d}.parquet"
+        tmp = path.with_suffix(".tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        tmp.replace(path)
+        self._seq += 1
+        self.rows_written += table.num_rows
+        self._columns = {name: [] for name in SCHEMA.names}
+        for old in self._files()[: -self.keep_files]:
+            old.unlink()
+        return path
+
+    def close(self) -> None:
+        self.flush()
