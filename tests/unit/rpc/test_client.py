@@ -131,7 +131,7 @@ def test_post_coalesces_and_drops_superseded_batches_instead_of_queueing():
 
 def test_unreachable_peer_eventually_raises_connection_error():
     async def go():
-        net, _, client, _ = await setup()
+        _, _, client, _ = await setup()
         with pytest.raises(RPCConnectionError):
             await client.timeout_now(Peer(9, "mem://9"), 1)
 
