@@ -17,6 +17,7 @@ from controlplane.persist.files import atomic_write, read_checked
 from controlplane.persist.hardstate import FileStableStore
 from controlplane.persist.snapshots import FileSnapshotStore
 from controlplane.persist.wal import FileLogStore
+from controlplane.raft.core import initial_entries
 from controlplane.raft.messages import Entry, HardState, Ready, Snapshot
 
 _IDENTITY_MAGIC = b"RID1"
@@ -63,7 +64,17 @@ class DiskStorage:
             )
         return False
 
+    def bootstrap(self, founders: list[int]) -> None:
+        """Write a founding member's first state: the founders' configuration, committed."""
+        if self.wal.entries() or self.snapshots.load() is not None or self.stable.load() != HardState():
+            raise StorageError(f"{self.dir} already holds Raft state; refusing to bootstrap over it")
+        self.wal.append(initial_entries(founders))
+        self.wal.sync()
+        self._saved = self._latest = HardState(term=1, vote=0, commit=len(founders))
+        self.stable.save(self._saved)
+
     def load(self) -> RecoveredState:
+        self._saved = self._latest = self.stable.load()
         return RecoveredState(
             self._saved,
             self.snapshots.load(),

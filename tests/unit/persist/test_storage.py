@@ -49,12 +49,10 @@ def test_data_directory_is_locked(tmp_path):
 def test_recovery_rebuilds_the_core_exactly(tmp_path):
     """Drive a single-node core through proposals and a snapshot, persisting every Ready;
     a core rebuilt from the directory has the same term, vote, log and configuration."""
-    from controlplane.raft import initial_entries
-
     disk = DiskStorage(tmp_path, cluster="c", node_id=1)
-    disk.wal.append(initial_entries([1]))
-    disk.wal.sync()
-    disk.stable.save(HardState(1, 0, 1))
+    disk.bootstrap([1])
+    with pytest.raises(StorageError, match="refusing to bootstrap"):
+        disk.bootstrap([1])
     disk.close()
 
     def boot():
