@@ -1,0 +1,100 @@
+"""Transport benchmark: round-trip latency and AppendEntries throughput, side by side.
+
+    python -m bench.transport [--requests N] [--json]
+
+Measures each transport in the same run against a server on 127.0.0.1 whose handler
+decodes the batch (as a replica would). In-memory is the floor (no network at all).
+The Ray actor-call transport joins this table when it lands (issue: runtime on Ray).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from typing import Any
+
+from controlplane.raft.codec import decode_batch, encode_batch
+from controlplane.raft.messages import AppendEntries, Entry, Heartbeat
+from controlplane.rpc.config import RPCConfig
+from controlplane.rpc.http import HTTPTransport, HTTPTransportServer
+from controlplane.rpc.transport import InMemoryNetwork
+
+
+async def _handler(body: bytes) -> None:
+    decode_batch(body)
+
+
+async def measure(kind: str, requests: int, concurrency: int, entries: int) -> dict[str, Any]:
+    if kind == "http":
+        server: Any = HTTPTransportServer()
+        transport: Any = HTTPTransport(RPCConfig())
+    else:
+        net = InMemoryNetwork()
+        server, transport = net.server("mem://bench"), net.transport()
+    await server.start(_handler)
+    try:
+        heartbeat = encode_batch([Heartbeat(1, 2, 7, 100)])
+        for _ in range(50):  # warm the connection pool
+            await transport.send(server.address, heartbeat, 5.0)
+        latencies = []
+        for _ in range(requests):
+            t = time.perf_counter()
+            await transport.send(server.address, heartbeat, 5.0)
+            latencies.append((time.perf_counter() - t) * 1000)
+        latencies.sort()
+        batch = tuple(Entry(7, i, b"x" * 100) for i in range(entries))
+        body = encode_batch([AppendEntries(1, 2, 7, 0, 0, batch, 0)])
+        sent = 0
+        start = time.perf_counter()
+
+        async def worker() -> None:
+            nonlocal sent
+            while sent < requests:
+                sent += 1
+                await transport.send(server.address, body, 5.0)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+        return {
+            "transport": kind,
+            "rtt_p50_ms": round(statistics.median(latencies), 3),
+            "rtt_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 3),
+            "append_entries_per_s": round(sent * entries / elapsed),
+            "append_requests_per_s": round(sent / elapsed),
+            "append_body_bytes": len(body),
+        }
+    finally:
+        await transport.close()
+        await server.close()
+
+
+async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [await measure(k, args.requests, args.concurrency, args.entries) for k in ("memory", "http")]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--entries", type=int, default=64, help="entries per AppendEntries")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    if min(args.requests, args.concurrency, args.entries) < 1:
+        p.error("--requests, --concurrency and --entries must be positive")
+    rows = asyncio.run(main_async(args))
+    if args.json:
+        print(json.dumps({"results": rows}))
+        return
+    print(f"{'transport':<10} {'rtt p50 ms':>10} {'rtt p99 ms':>10} {'entries/s':>12} {'requests/s':>11}")
+    for r in rows:
+        print(
+            f"{r['transport']:<10} {r['rtt_p50_ms']:>10} {r['rtt_p99_ms']:>10} "
+            f"{r['append_entries_per_s']:>12,} {r['append_requests_per_s']:>11,}"
+        )
+
+
+if __name__ == "__main__":
+    main()
