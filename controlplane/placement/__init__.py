@@ -1,0 +1,1 @@
+"""Where replicas run: service discovery backends and the placement planner."""
