@@ -1,0 +1,213 @@
+"""The only module that touches @ray.remote: Raft replicas as named, detached Ray actors.
+
+RaftReplica is plain Python; `RaftActor` is its Ray decoration. A replica keeps its Raft
+state on its station's disk (data_root/<group>/<replica>), never in Ray's GCS, and rebuilds
+everything from there whenever Ray (re)starts it: Ray restarts re-run __init__, and the
+node starts on the first call that arrives (a peer's heartbeat is enough).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from controlplane.node import RaftNode
+from controlplane.persist import DiskStorage
+from controlplane.raft import NotLeaderError, RaftConfig, Role
+from controlplane.raft.codec import decode_batch
+from controlplane.rpc.client import Peer, RaftRPCClient
+from controlplane.rpc.config import RPCConfig
+from controlplane.rpc.ray import RayTransport
+from controlplane.rpc.stats import ArrowStatsWriter
+from controlplane.state.registers import Registers
+
+NAMESPACE = "uav-control-plane"
+
+
+def actor_name(group: str, replica: int) -> str:
+    return f"raft-{group}-{replica}"
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    group: str
+    replica: int
+    founders: tuple[int, ...]
+    data_root: str
+    tick_interval: float = 0.05
+    election_ticks: int = 10
+    snapshot_every: int = 10_000
+    rpc_timeout: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.group or "/" in self.group:
+            raise ValueError(f"group must be a non-empty name without '/', got {self.group!r}")
+        if self.replica not in self.founders:
+            raise ValueError(f"replica {self.replica} is not among the founders {self.founders}")
+
+
+class RaftReplica:
+    def __init__(self, spec: ReplicaSpec) -> None:
+        self.spec = spec
+        self.node: RaftNode | None = None
+        self.state = Registers()
+        self.stats: ArrowStatsWriter | None = None
+        self.client: RaftRPCClient | None = None
+        self.started_at = time.time()
+        self.recovered_entries = 0
+        self._starting: asyncio.Lock | None = None
+
+    async def _ensure_started(self) -> RaftNode:
+        if self.node is not None:
+            return self.node
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self.node is None:
+                self.node = await self._start()
+        return self.node
+
+    async def _start(self) -> RaftNode:
+        spec = self.spec
+        directory = Path(spec.data_root) / spec.group / str(spec.replica)
+        storage = DiskStorage(directory, cluster=spec.group, node_id=spec.replica)
+        if storage.fresh:
+            storage.bootstrap(list(spec.founders))
+        self.recovered_entries = len(storage.wal.entries())
+        self.stats = ArrowStatsWriter(directory / "rpc-stats", node=f"{spec.group}-{spec.replica}", flush_rows=20_000)
+        rpc = RPCConfig(timeout=spec.rpc_timeout, max_retries=2, retry_delay=0.02)
+        client = RaftRPCClient(spec.replica, RayTransport(NAMESPACE), rpc, hooks=[self.stats])
+        self.client = client
+        node = RaftNode(
+            RaftConfig(node_id=spec.replica, election_ticks=spec.election_ticks, seed=int(time.time())),
+            storage,
+            self.state,
+            lambda m: client.post(Peer(m.dst, actor_name(spec.group, m.dst)), m),
+            tick_interval=spec.tick_interval,
+            snapshot_every=spec.snapshot_every,
+        )
+        await node.start()
+        return node
+
+    # --- called by peers and clients --------------------------------------------------------
+
+    async def receive(self, body: bytes) -> None:
+        node = await self._ensure_started()
+        for m in decode_batch(body):
+            node.receive(m)
+
+    async def propose(self, command: bytes, timeout: float = 5.0) -> Any:
+        node = await self._ensure_started()
+        return await node.propose(command, timeout)
+
+    async def read(self, key: str, consistency: str = "linearizable") -> Any:
+        node = await self._ensure_started()
+        if consistency == "linearizable":
+            await node.read_barrier()
+        elif consistency != "stale":
+            raise ValueError(f"consistency must be 'linearizable' or 'stale', got {consistency!r}")
+        return self.state.data.get(key)
+
+    async def status(self) -> dict[str, Any]:
+        node = await self._ensure_started()
+        s = node.status()
+        return {
+            "replica": self.spec.replica,
+            "role": s.role.value,
+            "term": s.term,
+            "leader": s.leader_id,
+            "commit": s.commit,
+            "applied": s.applied,
+            "voters": sorted(s.conf.voters),
+            "keys": len(self.state.data),
+            "recovered_entries": self.recovered_entries,
+            "started_at": self.started_at,
+        }
+
+    async def flush_stats(self) -> dict[str, Any]:
+        await self._ensure_started()
+        assert self.stats is not None and self.client is not None
+        path = self.stats.flush()
+        return {
+            "file": str(path) if path else None,
+            "rows": self.stats.rows_written,
+            "statistics": self.client.get_statistics(),
+        }
+
+
+RaftActor = ray.remote(RaftReplica)
+
+
+def deploy(
+    group: str,
+    stations: list[str],
+    data_root: str,
+    *,
+    tick_interval: float = 0.05,
+    snapshot_every: int = 10_000,
+) -> dict[int, Any]:
+    """Create (or find) one detached replica per station, pinned by the station resource.
+    Idempotent: replicas that already run are returned as they are."""
+    if len(set(stations)) != len(stations) or not stations:
+        raise ValueError(f"stations must be distinct and non-empty, got {stations}")
+    founders = tuple(range(1, len(stations) + 1))
+    handles: dict[int, Any] = {}
+    actor_class: Any = RaftActor
+    for replica, station in enumerate(stations, start=1):
+        name = actor_name(group, replica)
+        try:
+            handles[replica] = ray.get_actor(name, namespace=NAMESPACE)
+            continue
+        except ValueError:
+            pass
+        spec = ReplicaSpec(group, replica, founders, data_root, tick_interval, snapshot_every=snapshot_every)
+        handles[replica] = actor_class.options(
+            name=name,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            max_restarts=-1,
+            max_task_retries=0,
+            num_cpus=0.01,
+            resources={f"station:{station}": 0.01},
+            get_if_exists=True,
+        ).remote(spec)
+    return handles
+
+
+async def find_leader(handles: dict[int, Any], timeout: float = 15.0) -> int:
+    """The replica that all reachable replicas agree leads; waits for one."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        statuses = await asyncio.gather(
+            *(asyncio.wait_for(h.status.remote(), 2.0) for h in handles.values()), return_exceptions=True
+        )
+        leaders = {s["replica"] for s in statuses if isinstance(s, dict) and s["role"] == Role.LEADER.value}
+        if len(leaders) == 1:
+            return int(leaders.pop())
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"no single leader among {sorted(handles)} within {timeout}s")
+
+
+async def propose_to_leader(handles: dict[int, Any], command: bytes, timeout: float = 15.0) -> Any:
+    """Send a command to the leader, following NotLeader answers and waiting out elections."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Exception | None = None
+    while loop.time() < deadline:
+        leader = await find_leader(handles, max(0.1, deadline - loop.time()))
+        try:
+            return await handles[leader].propose.remote(command)
+        except ray.exceptions.RayTaskError as exc:
+            if not isinstance(exc.cause, NotLeaderError | TimeoutError):
+                raise
+            last = exc
+        except ray.exceptions.RayActorError as exc:
+            last = exc
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"command not committed within {timeout}s: {last}")
