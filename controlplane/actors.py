@@ -17,7 +17,7 @@ from typing import Any
 import ray
 
 from controlplane.node import RaftNode
-from controlplane.persist import DiskStorage
+from controlplane.persist import DiskStorage, FileStableStore, StorageError
 from controlplane.raft import NotLeaderError, RaftConfig, Role
 from controlplane.raft.codec import decode_batch
 from controlplane.rpc.client import Peer, RaftRPCClient
@@ -27,6 +27,10 @@ from controlplane.rpc.stats import ArrowStatsWriter
 from controlplane.state.registers import Registers
 
 NAMESPACE = "uav-control-plane"
+
+
+class LostDiskError(StorageError):
+    """A founder restarted without its data directory while the group lives on."""
 
 
 def actor_name(group: str, replica: int) -> str:
@@ -76,7 +80,16 @@ class RaftReplica:
         spec = self.spec
         directory = Path(spec.data_root) / spec.group / str(spec.replica)
         storage = DiskStorage(directory, cluster=spec.group, node_id=spec.replica)
-        if storage.fresh:
+        if storage.is_empty():
+            witness = await self._established_peer()
+            if witness is not None:
+                storage.close()
+                # DESIGN.md: a replica back without its disk must not vote under its old
+                # identity with a blank state; it needs a membership replacement instead.
+                raise LostDiskError(
+                    f"replica {spec.replica} of {spec.group!r} has no Raft state in {directory}, but replica "
+                    f"{witness} shows the group already ran: refusing to rejoin under the old identity"
+                )
             storage.bootstrap(list(spec.founders))
         self.recovered_entries = len(storage.wal.entries())
         self.stats = ArrowStatsWriter(directory / "rpc-stats", node=f"{spec.group}-{spec.replica}", flush_rows=20_000)
@@ -93,6 +106,27 @@ class RaftReplica:
         )
         await node.start()
         return node
+
+    async def _established_peer(self) -> int | None:
+        """A founder whose term shows the group has run (any election raises it past 1)."""
+        for peer in self.spec.founders:
+            if peer == self.spec.replica:
+                continue
+            try:
+                handle: Any = ray.get_actor(actor_name(self.spec.group, peer), namespace=NAMESPACE)
+                term: int = await asyncio.wait_for(handle.probe_term.remote(), 5.0)
+            except (ValueError, TimeoutError, ray.exceptions.RayError):
+                continue
+            if term > 1:
+                return peer
+        return None
+
+    async def probe_term(self) -> int:
+        """This replica's current term, from memory or its disk; never starts the node."""
+        if self.node is not None:
+            return self.node.status().term
+        stable = FileStableStore(Path(self.spec.data_root) / self.spec.group / str(self.spec.replica))
+        return stable.load().term if stable.path.exists() else 0
 
     # --- called by peers and clients --------------------------------------------------------
 

@@ -64,9 +64,13 @@ class DiskStorage:
             )
         return False
 
+    def is_empty(self) -> bool:
+        """No Raft state at all: no log, no snapshot, no term or vote."""
+        return not self.wal.entries() and self.snapshots.load() is None and self.stable.load() == HardState()
+
     def bootstrap(self, founders: list[int]) -> None:
         """Write a founding member's first state: the founders' configuration, committed."""
-        if self.wal.entries() or self.snapshots.load() is not None or self.stable.load() != HardState():
+        if not self.is_empty():
             raise StorageError(f"{self.dir} already holds Raft state; refusing to bootstrap over it")
         self.wal.append(initial_entries(founders))
         self.wal.sync()

@@ -1,0 +1,72 @@
+"""Replicas as Ray actors: restart recovery from disk, and refusal to rejoin without a disk."""
+
+import asyncio
+import shutil
+
+import pytest
+import ray
+
+from controlplane.actors import deploy, find_leader, propose_to_leader
+from controlplane.state.registers import put
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        num_cpus=2,
+        resources={f"station:{s}": 1 for s in ("s1", "s2", "s3")},
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()
+
+
+def test_restarted_replica_recovers_every_acknowledged_write_and_a_diskless_one_is_refused(ray_session, tmp_path):
+    async def go():
+        handles = deploy("rec", ["s1", "s2", "s3"], str(tmp_path))
+        try:
+            leader = await find_leader(handles, 60)
+            for i in range(30):
+                await propose_to_leader(handles, put(f"k{i}", i))
+            follower = next(r for r in handles if r != leader)
+            ray.kill(handles[follower], no_restart=False)  # Ray restarts it: __init__ runs again
+            for i in range(30, 40):
+                await propose_to_leader(handles, put(f"k{i}", i))
+            await asyncio.sleep(0.5)
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:
+                st = await handles[follower].status.remote()
+                if st["keys"] == 40:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, st
+                await asyncio.sleep(0.1)
+            assert st["recovered_entries"] >= 30  # it came back with its log, not from scratch
+            for i in range(40):
+                assert await handles[follower].read.remote(f"k{i}", "stale") == i
+
+            # Now the station loses its disk: the replica must refuse to vote as a blank copy.
+            victim = next(r for r in handles if r not in (leader, follower))
+            before = (await handles[victim].status.remote())["started_at"]
+            shutil.rmtree(tmp_path / "rec" / str(victim))
+            ray.kill(handles[victim], no_restart=False)
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:
+                assert asyncio.get_running_loop().time() < deadline, "the restarted replica never answered"
+                try:
+                    st = await handles[victim].status.remote()
+                except ray.exceptions.RayTaskError as exc:
+                    assert "refusing to rejoin under the old identity" in str(exc)
+                    break
+                except ray.exceptions.RayActorError:
+                    pass  # still restarting
+                else:
+                    assert st["started_at"] == before, f"came back blank as a voter: {st}"
+                await asyncio.sleep(0.1)
+            await propose_to_leader(handles, put("still", "writable"))  # two of three carry on
+        finally:
+            for h in handles.values():
+                ray.kill(h, no_restart=True)
+
+    asyncio.run(go())
