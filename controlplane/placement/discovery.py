@@ -164,5 +164,8 @@ def create_service_discovery(env: Mapping[str, str] | None = None) -> ServiceDis
 
         return EtcdServiceDiscovery(env.get("ETCD_HOST", "127.0.0.1"), _port(env, "ETCD_PORT", 2379))
     if kind == "consul":
-        raise DiscoveryError("DISCOVERY_TYPE=consul is not available yet in this build")
+        from controlplane.placement.consul import ConsulServiceDiscovery
+
+        token = env.get("CONSUL_HTTP_TOKEN") or None
+        return ConsulServiceDiscovery(env.get("CONSUL_HOST", "127.0.0.1"), _port(env, "CONSUL_PORT", 8500), token)
     raise DiscoveryError(f"DISCOVERY_TYPE must be one of embedded, static, etcd, consul; got {kind!r}")

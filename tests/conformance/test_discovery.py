@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import urllib.request
 import uuid
 
 import pytest
 
+from controlplane.placement.consul import ConsulServiceDiscovery
 from controlplane.placement.discovery import DiscoveryError, WatchEvent, create_service_discovery
 from controlplane.placement.embedded import EmbeddedRegistry, EmbeddedServiceDiscovery
 from controlplane.placement.etcd import EtcdServiceDiscovery
+from tests.consul_emulator import ConsulEmulator
+
+EMULATOR_TOKEN = "emulator-acl-token-0123456789"
 
 ETCD_HOST = os.environ.get("ETCD_HOST", "127.0.0.1")
 ETCD_PORT = int(os.environ.get("ETCD_PORT", "23790"))
@@ -26,11 +31,43 @@ def etcd_available() -> bool:
         return False
 
 
-@pytest.fixture(params=["embedded", "etcd"])
+@pytest.fixture(scope="module")
+def consul_emulator():
+    """The emulator serves from its own thread and loop, so each test's loop can reach it."""
+    started = threading.Event()
+    box = {}
+
+    def serve():
+        loop = asyncio.new_event_loop()
+        emu = ConsulEmulator(token=EMULATOR_TOKEN)
+        box["address"] = loop.run_until_complete(emu.start())
+        box["loop"], box["emu"] = loop, emu
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(emu.close())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    yield box["address"]
+    box["loop"].call_soon_threadsafe(box["loop"].stop)
+    thread.join(10)
+
+
+@pytest.fixture(params=["embedded", "etcd", "consul-emulator", "consul-real"])
 def make(request):
     if request.param == "embedded":
         registry = EmbeddedRegistry()
         return lambda: EmbeddedServiceDiscovery(registry, sweep_interval=0.1)
+    if request.param == "consul-emulator":
+        host, port = request.getfixturevalue("consul_emulator").split(":")
+        return lambda: ConsulServiceDiscovery(host, int(port), EMULATOR_TOKEN)
+    if request.param == "consul-real":
+        addr = os.environ.get("CONSUL_HTTP_ADDR")
+        if not addr:
+            pytest.skip("SKIPPED LOUDLY: no real Consul (set CONSUL_HTTP_ADDR=host:port to run this suite on one)")
+        host, _, port = addr.removeprefix("http://").partition(":")
+        return lambda: ConsulServiceDiscovery(host, int(port or 8500), os.environ.get("CONSUL_HTTP_TOKEN"))
     if not etcd_available():
         if os.environ.get("CI"):
             pytest.fail(f"etcd is not running on {ETCD_HOST}:{ETCD_PORT}; scripts/test.sh starts it")
@@ -42,7 +79,7 @@ def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-async def until(predicate, timeout=10.0):
+async def until(predicate, timeout=10.0, message=lambda: ""):
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = predicate()
@@ -51,7 +88,7 @@ async def until(predicate, timeout=10.0):
         if result:
             return
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met before the deadline")
+            raise AssertionError(f"condition not met before the deadline {message()}")
         await asyncio.sleep(0.05)
 
 
@@ -86,14 +123,16 @@ def test_a_node_that_stops_renewing_expires_and_watchers_hear_it(make):
             watch = await w.watch(lambda ev, node: events.append((ev, node.node_id)), service=svc)
             await d.register("x", "127.0.0.1", 7100, service=svc, ttl=2)
             await d.register("y", "127.0.0.1", 7101, service=svc, ttl=2)
-            await until(lambda: {(WatchEvent.ADDED, "x"), (WatchEvent.ADDED, "y")} <= set(events))
+            await until(
+                lambda: {(WatchEvent.ADDED, "x"), (WatchEvent.ADDED, "y")} <= set(events), message=lambda: events
+            )
             await asyncio.sleep(2.5)  # longer than the TTL: renewals keep both alive
             assert [n.node_id for n in await d.discover(svc)] == ["x", "y"]
             d.stop_keepalive("x", service=svc)  # as a crashed station would
-            await until(lambda: (WatchEvent.REMOVED, "x") in events)
+            await until(lambda: (WatchEvent.REMOVED, "x") in events, message=lambda: events)
             assert [n.node_id for n in await d.discover(svc)] == ["y"]
             await d.register("y", "127.0.0.1", 7999, service=svc, ttl=2)
-            await until(lambda: (WatchEvent.UPDATED, "y") in events)
+            await until(lambda: (WatchEvent.UPDATED, "y") in events, message=lambda: events)
             await watch.cancel()
         finally:
             await d.close()
@@ -188,6 +227,8 @@ def test_create_service_discovery_reads_the_environment():
     static = create_service_discovery(
         {"DISCOVERY_TYPE": "static", "PEER_NODES": '[{"node_id": "1", "address": "127.0.0.1", "port": 7001}]'}
     )
+    consul = create_service_discovery({"DISCOVERY_TYPE": "consul", "CONSUL_HTTP_TOKEN": "t0ken-t0ken-t0ken"})
+    assert isinstance(consul, ConsulServiceDiscovery) and "t0ken" not in repr(consul)
     nodes = asyncio.run(static.discover())
     assert [(n.node_id, n.port) for n in nodes] == [("1", 7001)]
     for env, msg in (
@@ -197,7 +238,7 @@ def test_create_service_discovery_reads_the_environment():
         ({"DISCOVERY_TYPE": "static", "PEER_NODES": '[{"node_id": "1"}]'}, r"PEER_NODES\[0\] is missing address, port"),
         ({"DISCOVERY_TYPE": "static", "PEER_NODES": '[{"node_id": "1", "address": "h", "port": 0}]'}, "port"),
         ({"DISCOVERY_TYPE": "etcd", "ETCD_PORT": "abc"}, "ETCD_PORT must be a port number"),
-        ({"DISCOVERY_TYPE": "consul"}, "consul"),
+        ({"DISCOVERY_TYPE": "consul", "CONSUL_PORT": "99999"}, "CONSUL_PORT must be in 1..65535"),
     ):
         with pytest.raises(DiscoveryError, match=msg):
             create_service_discovery(env)
@@ -212,5 +253,20 @@ def test_static_discovery_refuses_unlisted_registrations():
         await d.register("1", "127.0.0.1", 7001)
         with pytest.raises(DiscoveryError, match="not in PEER_NODES"):
             await d.register("2", "127.0.0.1", 7002)
+
+    asyncio.run(go())
+
+
+def test_consul_wrong_token_is_a_clear_error_without_the_token(consul_emulator):
+    host, port = consul_emulator.split(":")
+
+    async def go():
+        d = ConsulServiceDiscovery(host, int(port), "not-the-right-token-123")
+        try:
+            with pytest.raises(DiscoveryError, match="refused the ACL token") as info:
+                await d.kv_get("x")
+            assert "not-the-right" not in str(info.value)
+        finally:
+            await d.close()
 
     asyncio.run(go())
