@@ -70,3 +70,31 @@ def test_restarted_replica_recovers_every_acknowledged_write_and_a_diskless_one_
                 ray.kill(h, no_restart=True)
 
     asyncio.run(go())
+
+
+def test_sdk_writes_reads_and_retries_apply_once(ray_session, tmp_path):
+    from controlplane.client import ControlPlane
+
+    async def go():
+        deploy("sdk", ["s1", "s2", "s3"], str(tmp_path))
+        cp = ControlPlane.connect("sdk")
+        try:
+            assert sorted(cp.replicas) == [1, 2, 3]
+            answer = await cp.put("uav-7", {"battery": 88})
+            assert answer["ok"]
+            assert await cp.read("uav-7") == {"battery": 88}
+            # A retry whose first answer was lost: the same (client, seq) bytes again.
+            data = put("uav-8", 1, cp.client_id, 99)
+            leader = cp.replicas[await find_leader(cp.replicas)]
+            first = await leader.propose.remote(data)
+            second = await leader.propose.remote(data)
+            assert second == first  # applied once, answered twice
+            statuses = await cp.status()
+            assert len(statuses) == 3 and all("role" in s for s in statuses)
+            with pytest.raises(ValueError, match="consistency"):
+                await cp.read("uav-7", consistency="eventual")
+        finally:
+            for h in cp.replicas.values():
+                ray.kill(h, no_restart=True)
+
+    asyncio.run(go())

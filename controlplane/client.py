@@ -1,0 +1,89 @@
+"""The Python SDK: ControlPlane finds a group's replicas by their actor names, sends
+commands to the leader (following NotLeader answers and waiting out elections), and
+retries with the same (client_id, seq) so a command is applied once even when an answer
+is lost. Reads are linearizable (ReadIndex on the leader) or explicitly stale."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from typing import Any
+
+import ray
+
+from controlplane.actors import NAMESPACE, actor_name, find_leader
+from controlplane.raft import NotLeaderError
+from controlplane.state.registers import put
+
+
+class ControlPlaneError(Exception):
+    pass
+
+
+class ControlPlane:
+    def __init__(self, group: str, replicas: dict[int, Any], client_id: str | None = None) -> None:
+        if not replicas:
+            raise ControlPlaneError(f"group {group!r} has no replicas")
+        self.group = group
+        self.replicas = replicas
+        self.client_id = client_id or f"sdk-{uuid.uuid4().hex[:12]}"
+        self._seq = itertools.count(1)
+        self._leader: int | None = None
+
+    @classmethod
+    def connect(cls, group: str, address: str = "auto", *, client_id: str | None = None) -> ControlPlane:
+        """Attach to Ray (address "auto": the running cluster) and find the group's replicas."""
+        if not ray.is_initialized():
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        replicas = {}
+        for n in itertools.count(1):
+            try:
+                replicas[n] = ray.get_actor(actor_name(group, n), namespace=NAMESPACE)
+            except ValueError:
+                break
+        if not replicas:
+            raise ControlPlaneError(f"no replicas of group {group!r} in namespace {NAMESPACE!r}; deploy it first")
+        return cls(group, replicas, client_id)
+
+    async def _leader_handle(self, timeout: float) -> Any:
+        if self._leader is None:
+            self._leader = await find_leader(self.replicas, timeout)
+        return self.replicas[self._leader]
+
+    async def propose(self, command_for_seq: Any, timeout: float = 15.0) -> dict[str, Any]:
+        """command_for_seq(client_id, seq) -> bytes; sent until answered, same seq each try."""
+        seq = next(self._seq)
+        data = command_for_seq(self.client_id, seq)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last: Exception | None = None
+        while loop.time() < deadline:
+            try:
+                handle = await self._leader_handle(max(0.1, deadline - loop.time()))
+                answer: dict[str, Any] = await handle.propose.remote(data)
+                return answer
+            except ray.exceptions.RayTaskError as exc:
+                if not isinstance(exc.cause, NotLeaderError | TimeoutError):
+                    raise
+                last = exc
+            except (ray.exceptions.RayActorError, TimeoutError) as exc:
+                last = exc
+            self._leader = None
+            await asyncio.sleep(0.05)
+        raise ControlPlaneError(f"command {self.client_id}/{seq} not answered within {timeout}s: {last}")
+
+    async def put(self, key: str, value: Any, timeout: float = 15.0) -> dict[str, Any]:
+        return await self.propose(lambda client, seq: put(key, value, client, seq), timeout)
+
+    async def read(self, key: str, consistency: str = "linearizable", timeout: float = 15.0) -> Any:
+        if consistency not in ("linearizable", "stale"):
+            raise ValueError(f"consistency must be 'linearizable' or 'stale', got {consistency!r}")
+        if consistency == "stale":
+            return await next(iter(self.replicas.values())).read.remote(key, "stale")
+        handle = await self._leader_handle(timeout)
+        return await handle.read.remote(key, "linearizable")
+
+    async def status(self) -> list[dict[str, Any]]:
+        results = await asyncio.gather(*(h.status.remote() for h in self.replicas.values()), return_exceptions=True)
+        return [r if isinstance(r, dict) else {"error": f"{type(r).__name__}: {r}"} for r in results]
