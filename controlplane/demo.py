@@ -122,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = asyncio.run(run_demo(data_dir, args.writes))
         summarise_stats(data_dir)
+        where = f"stats and logs in {data_dir}" if args.data_dir else "pass --data-dir DIR to keep stats and logs"
         say(
             f"done: {result['writes']} writes, leader {result['first_leader']} killed, "
-            f"replica {result['new_leader']} took over in {result['failover_s']}s; stats and logs in {data_dir}"
+            f"replica {result['new_leader']} took over in {result['failover_s']}s; {where}"
         )
     finally:
         ray.shutdown()
