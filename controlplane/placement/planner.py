@@ -1,0 +1,136 @@
+"""The placement planner: which station hosts each replica of a Raft group.
+
+Stations register with discovery as service `uav-station` (meta: `ray_node_id`, optional
+`capacity`) under a TTL check. Each replica goes to a distinct healthy station. The map
+lives in the discovery KV at `placement/<group>` and is only ever written with
+compare-and-set, so two planners racing cannot both win. A station that stays unhealthy
+past the grace period loses its replica to another station; moving the Raft member itself
+(add the new one as a learner, promote, remove the old) is the runtime's job.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from controlplane.placement.discovery import ServiceDiscovery
+
+STATION_SERVICE = "uav-station"
+
+
+class PlacementError(Exception):
+    """No valid placement exists (too few healthy stations, a corrupt map...)."""
+
+
+@dataclass(frozen=True)
+class Station:
+    name: str
+    ray_node_id: str = ""
+    capacity: int = 1
+
+
+@dataclass(frozen=True)
+class Move:
+    replica: int
+    from_station: str | None
+    to_station: str
+
+
+def plan(
+    replicas: list[int],
+    healthy: list[Station],
+    current: Mapping[int, str],
+    unhealthy_for: Mapping[str, float],
+    grace: float,
+) -> tuple[dict[int, str], list[Move]]:
+    """A deterministic placement: keep what may stay, move what must, fill what is new.
+
+    A replica stays on its station while the station is healthy or has been unhealthy for
+    less than `grace` seconds (a reboot should not trigger a membership change)."""
+    if len(set(replicas)) != len(replicas):
+        raise PlacementError(f"replica ids repeat: {replicas}")
+    healthy_names = {s.name for s in healthy}
+    result: dict[int, str] = {}
+    for r in replicas:
+        station = current.get(r)
+        if station is None:
+            continue
+        if station in healthy_names or unhealthy_for.get(station, 0.0) < grace:
+            result[r] = station
+    used = set(result.values())
+    free = sorted((s for s in healthy if s.name not in used and s.capacity > 0), key=lambda s: (-s.capacity, s.name))
+    moves = []
+    for r in sorted(replicas):
+        if r in result:
+            continue
+        if not free:
+            raise PlacementError(
+                f"replica {r} needs a healthy station and none is free "
+                f"(healthy: {sorted(healthy_names) or 'none'}, in use: {sorted(used)})"
+            )
+        target = free.pop(0)
+        result[r] = target.name
+        used.add(target.name)
+        moves.append(Move(r, current.get(r), target.name))
+    return result, moves
+
+
+@dataclass
+class Planner:
+    discovery: ServiceDiscovery
+    group: str
+    replicas: list[int]
+    grace: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    _unhealthy_since: dict[str, float] = field(default_factory=dict)
+    _known: set[str] = field(default_factory=set)
+
+    @property
+    def key(self) -> str:
+        return f"placement/{self.group}"
+
+    async def healthy_stations(self) -> list[Station]:
+        nodes = await self.discovery.discover(STATION_SERVICE)
+        stations = []
+        for n in nodes:
+            try:
+                capacity = int(n.meta.get("capacity", "1"))
+            except ValueError:
+                capacity = 0  # a station advertising nonsense gets no replica
+            stations.append(Station(n.node_id, n.meta.get("ray_node_id", ""), capacity))
+        return stations
+
+    async def current(self) -> tuple[dict[int, str], int]:
+        entry = await self.discovery.kv_get(self.key)
+        if entry is None:
+            return {}, 0
+        try:
+            raw = json.loads(entry.value)
+            return {int(k): str(v) for k, v in raw["assignments"].items()}, entry.version
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise PlacementError(f"placement map at {self.key!r} is corrupt: {exc}") from None
+
+    async def reconcile(self, attempts: int = 5) -> tuple[dict[int, str], list[Move]]:
+        """Bring the stored map in line with station health; returns (map, moves made)."""
+        for _ in range(attempts):
+            healthy = await self.healthy_stations()
+            now = self.clock()
+            healthy_names = {s.name for s in healthy}
+            current, version = await self.current()
+            self._known |= healthy_names | set(current.values())
+            for name in self._known:
+                if name in healthy_names:
+                    self._unhealthy_since.pop(name, None)
+                else:
+                    self._unhealthy_since.setdefault(name, now)
+            unhealthy_for = {n: now - t for n, t in self._unhealthy_since.items()}
+            assignments, moves = plan(self.replicas, healthy, current, unhealthy_for, self.grace)
+            if assignments == current:
+                return current, []
+            body = json.dumps({"group": self.group, "assignments": {str(k): v for k, v in assignments.items()}})
+            if await self.discovery.kv_cas(self.key, body.encode(), version) is not None:
+                return assignments, moves
+            # Another planner wrote first: re-read and decide again.
+        raise PlacementError(f"placement map for {self.group!r} kept changing under us ({attempts} attempts)")

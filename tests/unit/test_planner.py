@@ -1,0 +1,89 @@
+import asyncio
+
+import pytest
+
+from controlplane.placement.embedded import EmbeddedRegistry, EmbeddedServiceDiscovery
+from controlplane.placement.planner import STATION_SERVICE, Move, PlacementError, Planner, Station, plan
+
+
+def stations(*names):
+    return [Station(n, f"ray-{n}") for n in names]
+
+
+def test_each_replica_gets_a_distinct_healthy_station():
+    assignments, moves = plan([1, 2, 3], stations("a", "b", "c", "d"), {}, {}, grace=30)
+    assert sorted(assignments.values()) == ["a", "b", "c"] and len(moves) == 3
+
+
+def test_replicas_stay_through_a_short_outage_and_move_after_the_grace_period():
+    current = {1: "a", 2: "b", 3: "c"}
+    kept, moves = plan([1, 2, 3], stations("a", "b", "d"), current, {"c": 10.0}, grace=30)
+    assert kept == current and moves == []
+    moved, moves = plan([1, 2, 3], stations("a", "b", "d"), current, {"c": 31.0}, grace=30)
+    assert moved == {1: "a", 2: "b", 3: "d"} and moves == [Move(3, "c", "d")]
+
+
+def test_too_few_stations_is_a_clear_error():
+    with pytest.raises(PlacementError, match="replica 3 needs a healthy station"):
+        plan([1, 2, 3], stations("a", "b"), {}, {}, grace=30)
+
+
+def test_stations_with_zero_capacity_get_nothing():
+    assignments, _ = plan([1], [Station("full", capacity=0), Station("ok")], {}, {}, grace=30)
+    assert assignments == {1: "ok"}
+
+
+def test_planner_stores_the_map_with_cas_and_reacts_to_station_loss():
+    async def go():
+        registry = EmbeddedRegistry()
+        now = [0.0]
+        d = EmbeddedServiceDiscovery(registry, sweep_interval=0.05)
+        for i, name in enumerate(["alpha", "bravo", "charlie", "delta"]):
+            await d.register(name, "127.0.0.1", 9000 + i, {"ray_node_id": f"n{i}"}, service=STATION_SERVICE, ttl=2)
+        p1 = Planner(d, "fleet", [1, 2, 3], grace=5, clock=lambda: now[0])
+        p2 = Planner(d, "fleet", [1, 2, 3], grace=5, clock=lambda: now[0])
+        first, moves = await p1.reconcile()
+        assert sorted(first.values()) == ["alpha", "bravo", "charlie"] and len(moves) == 3
+        assert await p2.reconcile() == (first, [])  # a second planner adopts the stored map
+        victim_replica = next(r for r, s in first.items() if s == "charlie")
+        d.stop_keepalive("charlie", service=STATION_SERVICE)
+        deadline = asyncio.get_running_loop().time() + 10
+        while "charlie" in [s.name for s in await p1.healthy_stations()]:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        now[0] = 1.0
+        assert (await p1.reconcile())[1] == []  # inside the grace period: stay
+        now[0] = 10.0
+        after, moves = await p1.reconcile()
+        assert moves == [Move(victim_replica, "charlie", "delta")]
+        stored, _ = await p2.current()
+        assert stored == after
+        await d.close()
+
+    asyncio.run(asyncio.wait_for(go(), 30))
+
+
+def test_racing_planners_cannot_both_win():
+    async def go():
+        d = EmbeddedServiceDiscovery(EmbeddedRegistry())
+        for i, name in enumerate("abcdef"):
+            await d.register(name, "127.0.0.1", 9100 + i, service=STATION_SERVICE)
+        planners = [Planner(d, "g", [1, 2, 3]) for _ in range(4)]
+        results = await asyncio.gather(*(p.reconcile() for p in planners))
+        maps = {tuple(sorted(m.items())) for m, _ in results}
+        assert len(maps) == 1  # everyone ends with the one stored map
+        assert sum(1 for _, moves in results if moves) == 1
+        await d.close()
+
+    asyncio.run(go())
+
+
+def test_a_corrupt_stored_map_is_reported():
+    async def go():
+        d = EmbeddedServiceDiscovery(EmbeddedRegistry())
+        await d.kv_put("placement/g", b"{oops")
+        with pytest.raises(PlacementError, match="corrupt"):
+            await Planner(d, "g", [1]).reconcile()
+        await d.close()
+
+    asyncio.run(go())
