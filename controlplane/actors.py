@@ -18,7 +18,7 @@ import ray
 
 from controlplane.node import RaftNode
 from controlplane.persist import DiskStorage, FileStableStore, StorageError
-from controlplane.raft import NotLeaderError, RaftConfig, Role
+from controlplane.raft import ConfChange, ConfChangeOp, NotLeaderError, RaftConfig, Role
 from controlplane.raft.codec import decode_batch
 from controlplane.rpc.client import Peer, RaftRPCClient
 from controlplane.rpc.config import RPCConfig
@@ -47,12 +47,17 @@ class ReplicaSpec:
     election_ticks: int = 10
     snapshot_every: int = 10_000
     rpc_timeout: float = 0.5
+    # A replica added after founding starts empty and learns the log (and the founding
+    # configuration) from the leader, as a learner first.
+    joining: bool = False
 
     def __post_init__(self) -> None:
         if not self.group or "/" in self.group:
             raise ValueError(f"group must be a non-empty name without '/', got {self.group!r}")
-        if self.replica not in self.founders:
-            raise ValueError(f"replica {self.replica} is not among the founders {self.founders}")
+        if self.joining == (self.replica in self.founders):
+            raise ValueError(
+                f"replica {self.replica}: a founder ({self.founders}) cannot join, and only founders bootstrap"
+            )
 
 
 class RaftReplica:
@@ -80,7 +85,7 @@ class RaftReplica:
         spec = self.spec
         directory = Path(spec.data_root) / spec.group / str(spec.replica)
         storage = DiskStorage(directory, cluster=spec.group, node_id=spec.replica)
-        if storage.is_empty():
+        if storage.is_empty() and not spec.joining:
             witness = await self._established_peer()
             if witness is not None:
                 storage.close()
@@ -158,10 +163,24 @@ class RaftReplica:
             "commit": s.commit,
             "applied": s.applied,
             "voters": sorted(s.conf.voters),
+            "learners": sorted(s.conf.learners),
+            "match": s.match,
             "keys": len(self.state.data),
             "recovered_entries": self.recovered_entries,
             "started_at": self.started_at,
         }
+
+    async def change_membership(self, op: str, node_id: int, timeout: float = 10.0) -> None:
+        """Leader only: op is add_learner, add_voter (promote) or remove."""
+        ops = {
+            "add_learner": ConfChangeOp.ADD_LEARNER,
+            "add_voter": ConfChangeOp.ADD_VOTER,
+            "remove": ConfChangeOp.REMOVE,
+        }
+        if op not in ops:
+            raise ValueError(f"op must be one of {sorted(ops)}, got {op!r}")
+        node = await self._ensure_started()
+        await node.change_membership(ConfChange(ops[op], node_id), timeout)
 
     async def flush_stats(self) -> dict[str, Any]:
         await self._ensure_started()
@@ -175,6 +194,21 @@ class RaftReplica:
 
 
 RaftActor = ray.remote(RaftReplica)
+
+
+def start_replica(spec: ReplicaSpec, station: str) -> Any:
+    """Create (or find) the detached actor for one replica, pinned to its station."""
+    actor_class: Any = RaftActor
+    return actor_class.options(
+        name=actor_name(spec.group, spec.replica),
+        namespace=NAMESPACE,
+        lifetime="detached",
+        max_restarts=-1,
+        max_task_retries=0,
+        num_cpus=0.01,
+        resources={f"station:{station}": 0.01},
+        get_if_exists=True,
+    ).remote(spec)
 
 
 def deploy(
@@ -191,25 +225,9 @@ def deploy(
         raise ValueError(f"stations must be distinct and non-empty, got {stations}")
     founders = tuple(range(1, len(stations) + 1))
     handles: dict[int, Any] = {}
-    actor_class: Any = RaftActor
     for replica, station in enumerate(stations, start=1):
-        name = actor_name(group, replica)
-        try:
-            handles[replica] = ray.get_actor(name, namespace=NAMESPACE)
-            continue
-        except ValueError:
-            pass
         spec = ReplicaSpec(group, replica, founders, data_root, tick_interval, snapshot_every=snapshot_every)
-        handles[replica] = actor_class.options(
-            name=name,
-            namespace=NAMESPACE,
-            lifetime="detached",
-            max_restarts=-1,
-            max_task_retries=0,
-            num_cpus=0.01,
-            resources={f"station:{station}": 0.01},
-            get_if_exists=True,
-        ).remote(spec)
+        handles[replica] = start_replica(spec, station)
     return handles
 
 
@@ -245,3 +263,52 @@ async def propose_to_leader(handles: dict[int, Any], command: bytes, timeout: fl
             last = exc
         await asyncio.sleep(0.05)
     raise TimeoutError(f"command not committed within {timeout}s: {last}")
+
+
+async def replace_replica(
+    handles: dict[int, Any],
+    group: str,
+    old: int,
+    new_station: str,
+    data_root: str,
+    *,
+    timeout: float = 60.0,
+    tick_interval: float = 0.05,
+) -> int:
+    """Replace member `old` (its station is gone) by a fresh replica on `new_station`: the
+    newcomer joins as a learner, is promoted once caught up, then `old` is removed. Returns
+    the new replica id; `handles` is updated in place."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    live = {r: h for r, h in handles.items() if r != old}
+    founders = tuple(sorted(handles))
+    new_id = max(handles) + 1
+    spec = ReplicaSpec(group, new_id, founders, data_root, tick_interval, joining=True)
+    handles[new_id] = start_replica(spec, new_station)
+    live[new_id] = handles[new_id]
+
+    async def on_leader(op: str, node_id: int) -> None:
+        while True:
+            leader = await find_leader({r: h for r, h in live.items() if r != new_id}, deadline - loop.time())
+            try:
+                await handles[leader].change_membership.remote(op, node_id)
+                return
+            except ray.exceptions.RayTaskError as exc:
+                if loop.time() > deadline:
+                    raise TimeoutError(f"{op} {node_id} did not commit: {exc}") from None
+                await asyncio.sleep(0.1)
+
+    await on_leader("add_learner", new_id)
+    while True:  # promote only a learner that has caught up
+        leader = await find_leader({r: h for r, h in live.items() if r != new_id}, deadline - loop.time())
+        st = await handles[leader].status.remote()
+        if st["match"].get(new_id, 0) >= st["commit"] - 1:
+            break
+        if loop.time() > deadline:
+            raise TimeoutError(f"replica {new_id} did not catch up: {st}")
+        await asyncio.sleep(0.1)
+    await on_leader("add_voter", new_id)
+    await on_leader("remove", old)
+    gone = handles.pop(old)
+    ray.kill(gone, no_restart=True)
+    return new_id

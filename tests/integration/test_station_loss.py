@@ -1,0 +1,59 @@
+"""A station's Ray node is removed (ray.cluster_utils.Cluster): its replica is re-placed
+on a spare station through a membership change and the group is back to three voters."""
+
+import asyncio
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from controlplane.actors import deploy, find_leader, propose_to_leader, replace_replica
+from controlplane.state.registers import put
+
+
+@pytest.fixture(scope="module")
+def station_cluster():
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
+        },
+    )
+    nodes = {s: cluster.add_node(num_cpus=1, resources={f"station:{s}": 1}) for s in ("s1", "s2", "s3", "s4")}
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster, nodes
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_lost_station_replica_is_replaced_by_membership_change(station_cluster, tmp_path):
+    cluster, nodes = station_cluster
+
+    async def go():
+        handles = deploy("loss", ["s1", "s2", "s3"], str(tmp_path))
+        try:
+            leader = await find_leader(handles, 60)
+            for i in range(20):
+                await propose_to_leader(handles, put(f"k{i}", i))
+            victim_station = {1: "s1", 2: "s2", 3: "s3"}
+            victim = next(r for r in handles if r != leader)
+            cluster.remove_node(nodes[victim_station[victim]])
+            survivors = {r: h for r, h in handles.items() if r != victim}
+            await propose_to_leader(survivors, put("during", 1))  # two of three still commit
+            new_id = await replace_replica(handles, "loss", victim, "s4", str(tmp_path), timeout=90)
+            assert victim not in handles and new_id in handles
+            leader = await find_leader(handles, 30)
+            st = await handles[leader].status.remote()
+            assert sorted(st["voters"]) == sorted(handles) and len(st["voters"]) == 3
+            await propose_to_leader(handles, put("after", 2))
+            deadline = asyncio.get_running_loop().time() + 30
+            while (await handles[new_id].status.remote())["keys"] < 22:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.1)
+            assert await handles[new_id].read.remote("k0", "stale") == 0
+        finally:
+            for h in handles.values():
+                ray.kill(h, no_restart=True)
+
+    asyncio.run(asyncio.wait_for(go(), 240))
