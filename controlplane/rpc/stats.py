@@ -123,7 +123,7 @@ class ArrowStatsWriter:
         self.node = node
         self.flush_rows = flush_rows
         self.keep_files = keep_files
-        self._columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+        self._rows: list[AttemptRecord] = []  # columns are built at flush, off the hot path
         self._seq = self._next_sequence()
         self.rows_written = 0
 
@@ -135,20 +135,20 @@ class ArrowStatsWriter:
         return int(files[-1].stem.rsplit("-", 1)[1]) + 1 if files else 0
 
     def __call__(self, record: AttemptRecord) -> None:
-        r = record
-        cols = self._columns
-        cols["time"].append(int(r.time * 1_000_000))
-        for name in SCHEMA.names[1:]:
-            cols[name].append(getattr(r, name))
-        if len(cols["time"]) >= self.flush_rows:
+        self._rows.append(record)
+        if len(self._rows) >= self.flush_rows:
             self.flush()
 
     @property
     def buffered(self) -> int:
-        return len(self._columns["time"])
+        return len(self._rows)
 
     def to_table(self) -> pa.Table:
-        return pa.Table.from_pydict(self._columns, schema=SCHEMA)
+        rows = self._rows
+        columns: dict[str, list[Any]] = {"time": [int(r.time * 1_000_000) for r in rows]}
+        for name in SCHEMA.names[1:]:
+            columns[name] = [getattr(r, name) for r in rows]
+        return pa.Table.from_pydict(columns, schema=SCHEMA)
 
     def flush(self) -> Path | None:
         if not self.buffered:
@@ -160,7 +160,7 @@ class ArrowStatsWriter:
         tmp.replace(path)
         self._seq += 1
         self.rows_written += table.num_rows
-        self._columns = {name: [] for name in SCHEMA.names}
+        self._rows = []
         for old in self._files()[: -self.keep_files]:
             old.unlink()
         return path
