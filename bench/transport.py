@@ -4,7 +4,8 @@
 
 Measures each transport in the same run against a server on 127.0.0.1 whose handler
 decodes the batch (as a replica would). In-memory is the floor (no network at all).
-The Ray actor-call transport joins this table when it lands (issue: runtime on Ray).
+With --ray (the default) the Ray actor-call transport runs too, against an actor on a
+local Ray instance started for the run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from controlplane.raft.codec import decode_batch, encode_batch
 from controlplane.raft.messages import AppendEntries, Entry, Heartbeat
 from controlplane.rpc.config import RPCConfig
 from controlplane.rpc.http import HTTPTransport, HTTPTransportServer
+from controlplane.rpc.ray import RayTransport
 from controlplane.rpc.transport import InMemoryNetwork
 
 
@@ -28,7 +30,10 @@ async def _handler(body: bytes) -> None:
 
 
 async def measure(kind: str, requests: int, concurrency: int, entries: int) -> dict[str, Any]:
-    if kind == "http":
+    if kind == "ray":
+        server = _RayServer()
+        transport = RayTransport(_NAMESPACE)
+    elif kind == "http":
         server: Any = HTTPTransportServer()
         transport: Any = HTTPTransport(RPCConfig())
     else:
@@ -71,8 +76,33 @@ async def measure(kind: str, requests: int, concurrency: int, entries: int) -> d
         await server.close()
 
 
+_NAMESPACE = "uav-bench"
+
+
+class _RayServer:
+    """A receiving actor standing in for a replica: decodes each batch."""
+
+    address = "bench-receiver"
+
+    async def start(self, handler: Any) -> None:
+        import ray
+
+        @ray.remote(num_cpus=0.01)
+        class Receiver:
+            async def receive(self, body: bytes) -> None:
+                decode_batch(body)
+
+        self.actor = Receiver.options(name=self.address, namespace=_NAMESPACE).remote()  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        import ray
+
+        ray.kill(self.actor)
+
+
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
-    return [await measure(k, args.requests, args.concurrency, args.entries) for k in ("memory", "http")]
+    kinds = ["memory", "http"] + (["ray"] if args.ray else [])
+    return [await measure(k, args.requests, args.concurrency, args.entries) for k in kinds]
 
 
 def main() -> None:
@@ -80,20 +110,34 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--entries", type=int, default=64, help="entries per AppendEntries")
+    p.add_argument("--no-ray", dest="ray", action="store_false", help="skip the Ray actor-call transport")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     if min(args.requests, args.concurrency, args.entries) < 1:
         p.error("--requests, --concurrency and --entries must be positive")
-    rows = asyncio.run(main_async(args))
+    if args.ray:
+        import ray
+
+        ray.init(address="local", include_dashboard=False, num_cpus=2, log_to_driver=False)
+    try:
+        rows = asyncio.run(main_async(args))
+    finally:
+        if args.ray:
+            ray.shutdown()
     if args.json:
         print(json.dumps({"results": rows}))
         return
+    fastest = min((r for r in rows if r["transport"] != "memory"), key=lambda r: r["rtt_p50_ms"])
     print(f"{'transport':<10} {'rtt p50 ms':>10} {'rtt p99 ms':>10} {'entries/s':>12} {'requests/s':>11}")
     for r in rows:
         print(
             f"{r['transport']:<10} {r['rtt_p50_ms']:>10} {r['rtt_p99_ms']:>10} "
             f"{r['append_entries_per_s']:>12,} {r['append_requests_per_s']:>11,}"
         )
+    others = [r for r in rows if r["transport"] not in ("memory", fastest["transport"])]
+    for r in others:
+        ratio = r["rtt_p50_ms"] / fastest["rtt_p50_ms"]
+        print(f"{fastest['transport']} round trip is {ratio:.1f}x faster than {r['transport']}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 import shutil
 import sys
 import tempfile
@@ -30,7 +31,7 @@ async def run_demo(data_dir: Path, writes: int) -> dict[str, Any]:
 
     group = f"demo{int(time.time()) % 100000}"
     say(f"deploying group {group!r}: one replica per station {STATIONS}, data under {data_dir}")
-    handles = deploy(group, STATIONS, str(data_dir))
+    handles = deploy(group, STATIONS, str(data_dir), cluster_token=secrets.token_urlsafe(24))
     try:
         started = time.monotonic()
         leader = await find_leader(handles, timeout=60)

@@ -44,3 +44,42 @@ class RayTransport:
 
     async def close(self) -> None:
         self._handles.clear()
+
+
+class RayResolvedHTTPTransport:
+    """HTTP for the traffic, Ray for the phone book: the address is a peer actor's name,
+    resolved once to the HTTP endpoint that actor serves (via its `http_address()` method)
+    and forgotten when the peer stops answering, so a restarted peer is found again."""
+
+    def __init__(self, namespace: str, http: Any) -> None:
+        self.names = RayTransport(namespace)
+        self.http = http
+        self._urls: dict[str, str] = {}
+
+    async def _resolve(self, name: str, timeout: float) -> str:
+        url = self._urls.get(name)
+        if url is None:
+            handle = self.names._handle(name)
+            try:
+                url = str(await asyncio.wait_for(handle.http_address.remote(), timeout))
+            except TimeoutError:
+                raise RPCTimeoutError(f"actor {name} did not give its address within {timeout:.3f}s") from None
+            except (rex.RayActorError, rex.ActorUnavailableError, rex.RayTaskError) as exc:
+                self.names._handles.pop(name, None)
+                raise RPCConnectionError(f"actor {name} unavailable: {type(exc).__name__}") from None
+            self._urls[name] = url
+        return url
+
+    async def send(self, address: str, body: bytes, timeout: float) -> int:
+        url = await self._resolve(address, timeout)
+        try:
+            sent: int = await self.http.send(url, body, timeout)
+            return sent
+        except RPCConnectionError:
+            self._urls.pop(address, None)
+            self.names._handles.pop(address, None)
+            raise
+
+    async def close(self) -> None:
+        await self.http.close()
+        await self.names.close()
