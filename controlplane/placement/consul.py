@@ -23,6 +23,7 @@ from controlplane.placement.discovery import (
     NodeCallback,
     ServiceDiscovery,
     ServiceNode,
+    TaskWatch,
     Watch,
     WatchEvent,
     call_back,
@@ -32,16 +33,6 @@ from controlplane.placement.discovery import (
 log = logging.getLogger(__name__)
 KV = "uav/kv/"
 WAIT = "5s"  # blocking queries always carry an explicit wait
-
-
-class _TaskWatch(Watch):
-    def __init__(self, task: asyncio.Task[None]) -> None:
-        self.task = task
-
-    async def cancel(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
 
 
 def _service_id(service: str, node_id: str) -> str:
@@ -159,7 +150,7 @@ class ConsulServiceDiscovery(ServiceDiscovery):
                 known.clear()
                 known.update(now)
 
-        watch = _TaskWatch(asyncio.get_running_loop().create_task(loop()))
+        watch = TaskWatch(asyncio.get_running_loop().create_task(loop()))
         self._watches.append(watch)
         return watch
 
@@ -219,7 +210,7 @@ class ConsulServiceDiscovery(ServiceDiscovery):
                 known.clear()
                 known.update(now)
 
-        watch = _TaskWatch(asyncio.get_running_loop().create_task(loop()))
+        watch = TaskWatch(asyncio.get_running_loop().create_task(loop()))
         self._watches.append(watch)
         return watch
 

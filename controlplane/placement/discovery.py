@@ -5,6 +5,8 @@ consul)."""
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import enum
 import json
 import os
@@ -63,6 +65,18 @@ KVCallback = Callable[[str, KVEntry | None], Awaitable[None] | None]
 class Watch(abc.ABC):
     @abc.abstractmethod
     async def cancel(self) -> None: ...
+
+
+class TaskWatch(Watch):
+    """A watch served by one background task."""
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        self.task = task
+
+    async def cancel(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
 
 
 def validate_registration(node_id: str, address: str, port: int, ttl: float) -> None:

@@ -23,6 +23,7 @@ from controlplane.placement.discovery import (
     NodeCallback,
     ServiceDiscovery,
     ServiceNode,
+    TaskWatch,
     Watch,
     WatchEvent,
     call_back,
@@ -45,16 +46,6 @@ def _unb64(s: str) -> bytes:
 def _prefix_end(prefix: str) -> str:
     raw = prefix.encode()
     return _b64(raw[:-1] + bytes([raw[-1] + 1]))
-
-
-class _TaskWatch(Watch):
-    def __init__(self, task: asyncio.Task[None]) -> None:
-        self.task = task
-
-    async def cancel(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
 
 
 class EtcdServiceDiscovery(ServiceDiscovery):
@@ -215,7 +206,7 @@ class EtcdServiceDiscovery(ServiceDiscovery):
                     log.warning("etcd watch on %s broke (%s); reconnecting", prefix, exc)
                     await asyncio.sleep(0.5)
 
-        watch = _TaskWatch(asyncio.get_running_loop().create_task(stream()))
+        watch = TaskWatch(asyncio.get_running_loop().create_task(stream()))
         self._watches.append(watch)
         return watch
 
