@@ -26,12 +26,20 @@ def say(msg: str) -> None:
 async def run_demo(data_dir: Path, writes: int) -> dict[str, Any]:
     import ray
 
-    from controlplane.actors import deploy, find_leader, propose_to_leader
+    from controlplane.actors import find_leader, propose_to_leader
+    from controlplane.controller import Controller, RayNodeStations
+    from controlplane.placement.discovery import create_service_discovery
     from controlplane.state.registers import put
 
     group = f"demo{int(time.time()) % 100000}"
-    say(f"deploying group {group!r}: one replica per station {STATIONS}, data under {data_dir}")
-    handles = deploy(group, STATIONS, str(data_dir), cluster_token=secrets.token_urlsafe(24))
+    discovery = create_service_discovery()  # DISCOVERY_TYPE; embedded by default
+    controller = Controller(
+        group, 3, str(data_dir), discovery, stations=RayNodeStations(), cluster_token=secrets.token_urlsafe(24)
+    )
+    handles = await controller.deploy()
+    placement, _ = await controller.planner.current()
+    say(f"deployed group {group!r}: replica -> station {placement} (map in {type(discovery).__name__})")
+    say(f"replicas keep their logs under {data_dir}")
     try:
         started = time.monotonic()
         leader = await find_leader(handles, timeout=60)
@@ -82,6 +90,7 @@ async def run_demo(data_dir: Path, writes: int) -> dict[str, Any]:
     finally:
         for h in handles.values():
             ray.kill(h, no_restart=True)
+        await discovery.close()
 
 
 def summarise_stats(data_dir: Path) -> None:

@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from controlplane.placement.discovery import ServiceDiscovery
 
@@ -29,6 +30,27 @@ class Station:
     name: str
     ray_node_id: str = ""
     capacity: int = 1
+
+
+class StationSource(Protocol):
+    async def healthy_stations(self) -> list[Station]: ...
+
+
+class DiscoveryStations:
+    """Stations as the healthy instances of the `uav-station` service."""
+
+    def __init__(self, discovery: ServiceDiscovery) -> None:
+        self.discovery = discovery
+
+    async def healthy_stations(self) -> list[Station]:
+        stations = []
+        for n in await self.discovery.discover(STATION_SERVICE):
+            try:
+                capacity = int(n.meta.get("capacity", "1"))
+            except ValueError:
+                capacity = 0  # a station advertising nonsense gets no replica
+            stations.append(Station(n.node_id, n.meta.get("ray_node_id", ""), capacity))
+        return stations
 
 
 @dataclass(frozen=True)
@@ -84,6 +106,7 @@ class Planner:
     replicas: list[int]
     grace: float = 30.0
     clock: Callable[[], float] = time.monotonic
+    stations: StationSource | None = None  # default: the `uav-station` service in discovery
     _unhealthy_since: dict[str, float] = field(default_factory=dict)
     _known: set[str] = field(default_factory=set)
 
@@ -92,15 +115,8 @@ class Planner:
         return f"placement/{self.group}"
 
     async def healthy_stations(self) -> list[Station]:
-        nodes = await self.discovery.discover(STATION_SERVICE)
-        stations = []
-        for n in nodes:
-            try:
-                capacity = int(n.meta.get("capacity", "1"))
-            except ValueError:
-                capacity = 0  # a station advertising nonsense gets no replica
-            stations.append(Station(n.node_id, n.meta.get("ray_node_id", ""), capacity))
-        return stations
+        source = self.stations or DiscoveryStations(self.discovery)
+        return await source.healthy_stations()
 
     async def current(self) -> tuple[dict[int, str], int]:
         entry = await self.discovery.kv_get(self.key)
@@ -129,8 +145,24 @@ class Planner:
             assignments, moves = plan(self.replicas, healthy, current, unhealthy_for, self.grace)
             if assignments == current:
                 return current, []
-            body = json.dumps({"group": self.group, "assignments": {str(k): v for k, v in assignments.items()}})
-            if await self.discovery.kv_cas(self.key, body.encode(), version) is not None:
+            if await self._write(assignments, version):
                 return assignments, moves
             # Another planner wrote first: re-read and decide again.
         raise PlacementError(f"placement map for {self.group!r} kept changing under us ({attempts} attempts)")
+
+    async def _write(self, assignments: Mapping[int, str], version: int) -> bool:
+        body = json.dumps({"group": self.group, "assignments": {str(k): v for k, v in sorted(assignments.items())}})
+        return await self.discovery.kv_cas(self.key, body.encode(), version) is not None
+
+    async def rename(self, old: int, new: int, attempts: int = 5) -> None:
+        """Record that replica `new` replaced `old` on the same station."""
+        for _ in range(attempts):
+            current, version = await self.current()
+            if old not in current:
+                return
+            updated = {r: s for r, s in current.items() if r != old}
+            updated[new] = current[old]
+            if await self._write(updated, version):
+                self.replicas = [new if r == old else r for r in self.replicas]
+                return
+        raise PlacementError(f"could not record replica {new} replacing {old} ({attempts} attempts)")

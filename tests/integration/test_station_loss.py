@@ -7,7 +7,9 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from controlplane.actors import deploy, find_leader, propose_to_leader, replace_replica
+from controlplane.actors import find_leader, propose_to_leader
+from controlplane.controller import Controller, RayNodeStations
+from controlplane.placement.embedded import EmbeddedRegistry, EmbeddedServiceDiscovery
 from controlplane.state.registers import put
 
 
@@ -28,32 +30,48 @@ def station_cluster():
 
 
 def test_lost_station_replica_is_replaced_by_membership_change(station_cluster, tmp_path):
+    """The controller places the group from Ray's station nodes, then notices the lost
+    station (after the grace period) and replaces the member on the spare station."""
     cluster, nodes = station_cluster
 
     async def go():
-        handles = deploy("loss", ["s1", "s2", "s3"], str(tmp_path))
+        discovery = EmbeddedServiceDiscovery(EmbeddedRegistry())  # holds the placement map
+        controller = Controller("loss", 3, str(tmp_path), discovery, stations=RayNodeStations(), grace=2.0)
+        handles = await controller.deploy()
         try:
+            placement, _ = await controller.planner.current()
+            assert len(set(placement.values())) == 3
             leader = await find_leader(handles, 60)
             for i in range(20):
                 await propose_to_leader(handles, put(f"k{i}", i))
-            victim_station = {1: "s1", 2: "s2", 3: "s3"}
             victim = next(r for r in handles if r != leader)
-            cluster.remove_node(nodes[victim_station[victim]])
+            spare = next(s for s in nodes if s not in placement.values())
+            cluster.remove_node(nodes[placement[victim]])
             survivors = {r: h for r, h in handles.items() if r != victim}
             await propose_to_leader(survivors, put("during", 1))  # two of three still commit
-            new_id = await replace_replica(handles, "loss", victim, "s4", str(tmp_path), timeout=90)
+            deadline = asyncio.get_running_loop().time() + 90
+            replaced = []
+            while not replaced:
+                assert asyncio.get_running_loop().time() < deadline, "the lost station was never replaced"
+                replaced = await controller.reconcile_once()
+                await asyncio.sleep(0.5)
+            [(move, new_id)] = replaced
+            assert (move.replica, move.to_station) == (victim, spare)
             assert victim not in handles and new_id in handles
+            stored, _ = await controller.planner.current()
+            assert stored[new_id] == spare and victim not in stored
             leader = await find_leader(handles, 30)
             st = await handles[leader].status.remote()
             assert sorted(st["voters"]) == sorted(handles) and len(st["voters"]) == 3
             await propose_to_leader(handles, put("after", 2))
-            deadline = asyncio.get_running_loop().time() + 30
             while (await handles[new_id].status.remote())["keys"] < 22:
                 assert asyncio.get_running_loop().time() < deadline
                 await asyncio.sleep(0.1)
             assert await handles[new_id].read.remote("k0", "stale") == 0
+            assert await controller.reconcile_once() == []  # settled
         finally:
             for h in handles.values():
                 ray.kill(h, no_restart=True)
+            await discovery.close()
 
     asyncio.run(asyncio.wait_for(go(), 240))

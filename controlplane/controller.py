@@ -1,0 +1,97 @@
+"""The reconcile loop that keeps a Raft group placed on healthy stations.
+
+Stations are Ray nodes carrying a `station:<name>` resource (RayNodeStations) or the
+healthy `uav-station` instances in discovery. Each pass asks the planner for the placement;
+a replica whose station stayed unhealthy past the grace period is replaced through a
+membership change (replace_replica), and the map is updated with compare-and-set. Each pass
+is wrapped so one failure never kills the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import ray
+
+from controlplane.actors import deploy, replace_replica
+from controlplane.placement.discovery import ServiceDiscovery
+from controlplane.placement.planner import Move, Planner, Station, StationSource
+
+log = logging.getLogger(__name__)
+STATION_PREFIX = "station:"
+
+
+class RayNodeStations:
+    """Healthy stations as Ray sees them: alive nodes with a station resource."""
+
+    async def healthy_stations(self) -> list[Station]:
+        stations = []
+        for node in ray.nodes():  # type: ignore[no-untyped-call]
+            if not node.get("Alive"):
+                continue
+            for resource in node.get("Resources", {}):
+                if resource.startswith(STATION_PREFIX):
+                    stations.append(Station(resource[len(STATION_PREFIX) :], node.get("NodeID", "")))
+        return sorted(stations, key=lambda s: s.name)
+
+
+class Controller:
+    def __init__(
+        self,
+        group: str,
+        replicas: int,
+        data_root: str,
+        discovery: ServiceDiscovery,
+        *,
+        stations: StationSource | None = None,
+        grace: float = 30.0,
+        transport: str = "http",
+        cluster_token: str | None = None,
+    ) -> None:
+        self.group = group
+        self.data_root = data_root
+        self.transport = transport
+        self._token = cluster_token
+        self.planner = Planner(discovery, group, list(range(1, replicas + 1)), grace, stations=stations)
+        self.handles: dict[int, Any] = {}
+
+    async def deploy(self) -> dict[int, Any]:
+        """Place the founders on distinct healthy stations and start them (idempotent)."""
+        placement, _ = await self.planner.reconcile()
+        stations = [placement[r] for r in sorted(placement)]
+        self.handles = deploy(self.group, stations, self.data_root, transport=self.transport, cluster_token=self._token)
+        return self.handles
+
+    async def reconcile_once(self) -> list[tuple[Move, int]]:
+        """One pass: returns (move, new replica id) for each replaced member."""
+        _, moves = await self.planner.reconcile()
+        done = []
+        for move in moves:
+            if move.from_station is None or move.replica not in self.handles:
+                continue
+            new_id = await replace_replica(
+                self.handles,
+                self.group,
+                move.replica,
+                move.to_station,
+                self.data_root,
+                transport=self.transport,
+                cluster_token=self._token,
+            )
+            await self.planner.rename(move.replica, new_id)
+            log.info("replica %d on %s replaced by %d on %s", move.replica, move.from_station, new_id, move.to_station)
+            done.append((move, new_id))
+        return done
+
+    async def run(self, interval: float = 2.0, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                await self.reconcile_once()
+            except Exception:
+                log.exception("placement reconcile failed; trying again in %.1fs", interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
