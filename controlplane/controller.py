@@ -16,7 +16,7 @@ from typing import Any
 
 import ray
 
-from controlplane.actors import deploy, replace_replica
+from controlplane.actors import LostDiskError, deploy, replace_replica
 from controlplane.placement.discovery import ServiceDiscovery
 from controlplane.placement.planner import Move, Planner, Station, StationSource
 
@@ -65,9 +65,25 @@ class Controller:
         self.handles = deploy(self.group, stations, self.data_root, transport=self.transport, cluster_token=self._token)
         return self.handles
 
+    async def lost_disks(self) -> list[int]:
+        """Replicas that came back without their data directory and refuse to serve."""
+        lost = []
+        for replica, handle in sorted(self.handles.items()):
+            try:
+                await asyncio.wait_for(handle.status.remote(), 10)
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, LostDiskError) or "refusing to rejoin" in str(exc):
+                    lost.append(replica)
+            except (ray.exceptions.RayActorError, TimeoutError):
+                pass  # down or restarting: the station's health decides
+        return lost
+
     async def reconcile_once(self) -> list[tuple[Move, int]]:
         """One pass: returns (move, new replica id) for each replaced member."""
-        _, moves = await self.planner.reconcile()
+        placement, moves = await self.planner.reconcile()
+        for replica in await self.lost_disks():
+            # Same station, new member: the old identity may not vote with a blank state.
+            moves.append(Move(replica, placement[replica], placement[replica]))
         done = []
         for move in moves:
             if move.from_station is None or move.replica not in self.handles:

@@ -98,3 +98,41 @@ def test_sdk_writes_reads_and_retries_apply_once(ray_session, tmp_path):
                 ray.kill(h, no_restart=True)
 
     asyncio.run(go())
+
+
+def test_controller_replaces_a_replica_that_lost_its_disk(ray_session, tmp_path):
+    from controlplane.controller import Controller, RayNodeStations
+    from controlplane.placement.embedded import EmbeddedRegistry, EmbeddedServiceDiscovery
+
+    async def go():
+        discovery = EmbeddedServiceDiscovery(EmbeddedRegistry())
+        controller = Controller("disk", 3, str(tmp_path), discovery, stations=RayNodeStations(), grace=2.0)
+        handles = await controller.deploy()
+        try:
+            leader = await find_leader(handles, 60)
+            for i in range(10):
+                await propose_to_leader(handles, put(f"k{i}", i))
+            victim = next(r for r in handles if r != leader)
+            placement, _ = await controller.planner.current()
+            shutil.rmtree(tmp_path / "disk" / str(victim))
+            ray.kill(handles[victim], no_restart=False)
+            deadline = asyncio.get_running_loop().time() + 60
+            replaced = []
+            while not replaced:
+                assert asyncio.get_running_loop().time() < deadline, "the disk-less replica was never replaced"
+                replaced = await controller.reconcile_once()
+                await asyncio.sleep(0.2)
+            [(move, new_id)] = replaced
+            assert move.replica == victim and move.to_station == placement[victim]
+            leader = await find_leader(handles, 30)
+            st = await handles[leader].status.remote()
+            assert sorted(st["voters"]) == sorted(handles) and victim not in st["voters"]
+            while (await handles[new_id].status.remote())["keys"] < 10:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.1)
+        finally:
+            for h in handles.values():
+                ray.kill(h, no_restart=True)
+            await discovery.close()
+
+    asyncio.run(asyncio.wait_for(go(), 180))
