@@ -223,6 +223,76 @@ class RaftReplica:
 RaftActor = ray.remote(RaftReplica)
 
 
+class StationAgent:
+    """Runs on one station (pinned by its `station:<name>` resource) and keeps the station
+    registered as `uav-station` in discovery under a TTL check, with a small HTTP health
+    endpoint as its address. When the station (or the agent) dies, the TTL lapses and the
+    planner sees the station as unhealthy."""
+
+    def __init__(self, station: str, discovery_env: dict[str, str], ttl: float = 10.0) -> None:
+        self.station = station
+        self.discovery_env = dict(discovery_env)
+        self.ttl = ttl
+        self.discovery: Any = None
+        self._runner: Any = None
+
+    async def start(self) -> dict[str, Any]:
+        if self.discovery is not None:
+            return await self.info()
+        from aiohttp import web
+
+        from controlplane.placement.discovery import create_service_discovery
+        from controlplane.placement.planner import STATION_SERVICE
+
+        async def health(_: web.Request) -> web.Response:
+            return web.json_response({"station": self.station, "ok": True})
+
+        app = web.Application()
+        app.router.add_get("/health", health)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.discovery = create_service_discovery(self.discovery_env)
+        node_id = ray.get_runtime_context().get_node_id()
+        await self.discovery.register(
+            self.station,
+            "127.0.0.1",
+            port,
+            {"ray_node_id": node_id, "capacity": "1"},
+            service=STATION_SERVICE,
+            ttl=self.ttl,
+        )
+        self.port = port
+        return await self.info()
+
+    async def info(self) -> dict[str, Any]:
+        return {"station": self.station, "port": self.port}
+
+
+StationAgentActor = ray.remote(StationAgent)
+
+
+def start_station_agents(stations: list[str], discovery_env: dict[str, str], ttl: float = 10.0) -> dict[str, Any]:
+    """One detached agent per station; returns when all have registered."""
+    actor_class: Any = StationAgentActor
+    agents = {
+        s: actor_class.options(
+            name=f"station-agent-{s}",
+            namespace=NAMESPACE,
+            lifetime="detached",
+            max_restarts=-1,
+            num_cpus=0.01,
+            resources={f"station:{s}": 0.01},
+            get_if_exists=True,
+        ).remote(s, discovery_env, ttl)
+        for s in stations
+    }
+    ray.get([a.start.remote() for a in agents.values()])
+    return agents
+
+
 def start_replica(spec: ReplicaSpec, station: str) -> Any:
     """Create (or find) the detached actor for one replica, pinned to its station."""
     actor_class: Any = RaftActor

@@ -136,3 +136,41 @@ def test_controller_replaces_a_replica_that_lost_its_disk(ray_session, tmp_path)
             await discovery.close()
 
     asyncio.run(asyncio.wait_for(go(), 180))
+
+
+def test_station_agents_register_with_ttl_in_etcd(ray_session):
+    import os
+    import urllib.request
+
+    from controlplane.actors import start_station_agents
+    from controlplane.placement.etcd import EtcdServiceDiscovery
+    from controlplane.placement.planner import DiscoveryStations
+
+    host, port = os.environ.get("ETCD_HOST", "127.0.0.1"), os.environ.get("ETCD_PORT", "23790")
+    try:
+        urllib.request.urlopen(f"http://{host}:{port}/health", timeout=1)
+    except OSError:
+        if os.environ.get("CI"):
+            pytest.fail("etcd is not running; scripts/test.sh starts it")
+        pytest.skip("SKIPPED LOUDLY: no etcd (run scripts/test.sh)")
+
+    env = {"DISCOVERY_TYPE": "etcd", "ETCD_HOST": host, "ETCD_PORT": port}
+    agents = start_station_agents(["s1", "s2", "s3"], env, ttl=2)
+
+    async def go():
+        d = EtcdServiceDiscovery(host, int(port))
+        try:
+            stations = await DiscoveryStations(d).healthy_stations()
+            assert {"s1", "s2", "s3"} <= {s.name for s in stations}
+            assert all(s.ray_node_id for s in stations)
+            ray.kill(agents["s2"], no_restart=True)  # the station's agent dies with it
+            deadline = asyncio.get_running_loop().time() + 15
+            while "s2" in {s.name for s in await DiscoveryStations(d).healthy_stations()}:
+                assert asyncio.get_running_loop().time() < deadline, "the TTL never lapsed"
+                await asyncio.sleep(0.2)
+        finally:
+            for a in agents.values():
+                ray.kill(a, no_restart=True)
+            await d.close()
+
+    asyncio.run(go())
