@@ -54,6 +54,9 @@ class ReplicaSpec:
     # "http" (measured ~10x faster round trips than actor calls, bench/transport.py) or "ray".
     transport: str = "http"
     cluster_token: str | None = field(default=None, repr=False)
+    # The address a replica's HTTP endpoint binds and advertises: loopback for one machine
+    # (and tests); on real stations, the station's own address ("node-ip" asks Ray for it).
+    http_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if not self.group or "/" in self.group:
@@ -123,8 +126,10 @@ class RaftReplica:
         )
         await node.start()
         if spec.transport == "http":
-            # Loopback here; on real stations this is the station's own address.
-            self.server = HTTPTransportServer("127.0.0.1", 0, token=spec.cluster_token)
+            host = spec.http_host
+            if host == "node-ip":
+                host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+            self.server = HTTPTransportServer(host, 0, token=spec.cluster_token)
 
             async def deliver(body: bytes) -> None:
                 for m in decode_batch(body):
@@ -317,6 +322,7 @@ def deploy(
     snapshot_every: int = 10_000,
     transport: str = "http",
     cluster_token: str | None = None,
+    http_host: str = "127.0.0.1",
 ) -> dict[int, Any]:
     """Create (or find) one detached replica per station, pinned by the station resource.
     Idempotent: replicas that already run are returned as they are."""
@@ -334,6 +340,7 @@ def deploy(
             snapshot_every=snapshot_every,
             transport=transport,
             cluster_token=cluster_token,
+            http_host=http_host,
         )
         handles[replica] = start_replica(spec, station)
     return handles
@@ -384,6 +391,7 @@ async def replace_replica(
     tick_interval: float = 0.05,
     transport: str = "http",
     cluster_token: str | None = None,
+    http_host: str = "127.0.0.1",
 ) -> int:
     """Replace member `old` (its station is gone) by a fresh replica on `new_station`: the
     newcomer joins as a learner, is promoted once caught up, then `old` is removed. Returns

@@ -50,11 +50,13 @@ class Controller:
         grace: float = 30.0,
         transport: str = "http",
         cluster_token: str | None = None,
+        http_host: str = "127.0.0.1",
     ) -> None:
         self.group = group
         self.data_root = data_root
         self.transport = transport
         self._token = cluster_token
+        self.http_host = http_host
         self.planner = Planner(discovery, group, list(range(1, replicas + 1)), grace, stations=stations)
         self.handles: dict[int, Any] = {}
 
@@ -62,7 +64,14 @@ class Controller:
         """Place the founders on distinct healthy stations and start them (idempotent)."""
         placement, _ = await self.planner.reconcile()
         stations = [placement[r] for r in sorted(placement)]
-        self.handles = deploy(self.group, stations, self.data_root, transport=self.transport, cluster_token=self._token)
+        self.handles = deploy(
+            self.group,
+            stations,
+            self.data_root,
+            transport=self.transport,
+            cluster_token=self._token,
+            http_host=self.http_host,
+        )
         return self.handles
 
     async def lost_disks(self) -> list[int]:
@@ -96,6 +105,7 @@ class Controller:
                 self.data_root,
                 transport=self.transport,
                 cluster_token=self._token,
+                http_host=self.http_host,
             )
             await self.planner.rename(move.replica, new_id)
             log.info("replica %d on %s replaced by %d on %s", move.replica, move.from_station, new_id, move.to_station)
