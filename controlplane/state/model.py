@@ -1,0 +1,177 @@
+"""The fleet's records and their rules: UAVs, missions (with validated waypoints and legal
+status transitions), UAV groups and stations. Plain data; FleetState changes them."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class CommandError(ValueError):
+    """A command that is invalid; names the field and the reason."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(f"{field_name}: {reason}")
+        self.field = field_name
+        self.reason = reason
+
+
+class ConflictError(CommandError):
+    """expected_version did not match (optimistic concurrency)."""
+
+
+class UAVStatus(enum.Enum):
+    IDLE = "idle"
+    IN_MISSION = "in_mission"
+    CHARGING = "charging"
+    OFFLINE = "offline"
+    MAINTENANCE = "maintenance"
+
+
+class MissionStatus(enum.Enum):
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+
+LEGAL_TRANSITIONS: dict[MissionStatus, frozenset[MissionStatus]] = {
+    MissionStatus.PENDING: frozenset({MissionStatus.ASSIGNED, MissionStatus.ABORTED}),
+    MissionStatus.ASSIGNED: frozenset({MissionStatus.ACTIVE, MissionStatus.PENDING, MissionStatus.ABORTED}),
+    MissionStatus.ACTIVE: frozenset({MissionStatus.COMPLETED, MissionStatus.ABORTED, MissionStatus.FAILED}),
+    MissionStatus.COMPLETED: frozenset(),
+    MissionStatus.ABORTED: frozenset(),
+    MissionStatus.FAILED: frozenset(),
+}
+FINISHED = frozenset({MissionStatus.COMPLETED, MissionStatus.ABORTED, MissionStatus.FAILED})
+
+
+def _number(value: Any, name: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CommandError(name, f"must be a finite number, got {value!r}")
+    if not lo <= value <= hi:
+        raise CommandError(name, f"must be within [{lo}, {hi}], got {value}")
+    return float(value)
+
+
+def ident(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 128 or any(c.isspace() for c in value):
+        raise CommandError(name, f"must be a non-empty id without spaces (at most 128 chars), got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    lat: float
+    lon: float
+    alt: float  # metres above takeoff
+
+    @classmethod
+    def parse(cls, raw: Any, name: str) -> Waypoint:
+        if not isinstance(raw, dict):
+            raise CommandError(name, f"must be an object with lat, lon, alt, got {type(raw).__name__}")
+        for key in ("lat", "lon", "alt"):
+            if key not in raw:
+                raise CommandError(f"{name}.{key}", "is required")
+        return cls(
+            _number(raw["lat"], f"{name}.lat", -90, 90),
+            _number(raw["lon"], f"{name}.lon", -180, 180),
+            _number(raw["alt"], f"{name}.alt", 0, 10_000),
+        )
+
+
+def great_circle_m(a_lat: float, a_lon: float, b_lat: float, b_lon: float) -> float:
+    """Haversine distance in metres."""
+    r = 6_371_000.0
+    p1, p2 = math.radians(a_lat), math.radians(b_lat)
+    dp, dl = p2 - p1, math.radians(b_lon - a_lon)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * r * math.asin(min(1.0, math.sqrt(h)))
+
+
+@dataclass
+class UAV:
+    id: str
+    home_station: str
+    status: UAVStatus = UAVStatus.IDLE
+    battery: float = 100.0
+    lat: float = 0.0
+    lon: float = 0.0
+    alt: float = 0.0
+    mission: str | None = None
+    version: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "home_station": self.home_station,
+            "status": self.status.value,
+            "battery": self.battery,
+            "lat": self.lat,
+            "lon": self.lon,
+            "alt": self.alt,
+            "mission": self.mission,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UAV:
+        return cls(
+            d["id"],
+            d["home_station"],
+            UAVStatus(d["status"]),
+            d["battery"],
+            d["lat"],
+            d["lon"],
+            d["alt"],
+            d["mission"],
+            d["version"],
+        )
+
+
+@dataclass
+class Mission:
+    id: str
+    waypoints: list[Waypoint]
+    priority: int = 0
+    min_battery: float = 0.0
+    status: MissionStatus = MissionStatus.PENDING
+    uav: str | None = None
+    created_index: int = 0
+    version: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "waypoints": [[w.lat, w.lon, w.alt] for w in self.waypoints],
+            "priority": self.priority,
+            "min_battery": self.min_battery,
+            "status": self.status.value,
+            "uav": self.uav,
+            "created_index": self.created_index,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Mission:
+        return cls(
+            d["id"],
+            [Waypoint(*w) for w in d["waypoints"]],
+            d["priority"],
+            d["min_battery"],
+            MissionStatus(d["status"]),
+            d["uav"],
+            d["created_index"],
+            d["version"],
+        )
+
+
+@dataclass
+class Group:
+    id: str
+    members: set[str] = field(default_factory=set)
+    version: int = 1
