@@ -32,6 +32,7 @@ from controlplane.state.model import (
     great_circle_m,
     ident,
 )
+from controlplane.state.snapshot_codec import decode_state, encode_state
 
 MAX_WAYPOINTS = 500
 
@@ -339,21 +340,13 @@ class FleetState:
         }
 
     def snapshot(self) -> bytes:
-        state = self._tables()
-        state["sessions"] = {c: [s, a] for c, (s, a) in sorted(self.sessions.items())}
-        state["rejections"] = self.rejections
-        return json.dumps(state, sort_keys=True, separators=(",", ":")).encode()
+        """Arrow IPC tables (see snapshot_codec)."""
+        return encode_state(self)
 
     def restore(self, data: bytes) -> None:
         fresh = FleetState()
         if data:
-            state = json.loads(data)
-            fresh.stations = set(state["stations"])
-            fresh.uavs = {d["id"]: UAV.from_dict(d) for d in state["uavs"]}
-            fresh.missions = {d["id"]: Mission.from_dict(d) for d in state["missions"]}
-            fresh.groups = {g: Group(g, set(members), v) for g, members, v in state["groups"]}
-            fresh.sessions = {c: (int(s), a) for c, (s, a) in state["sessions"].items()}
-            fresh.rejections = state["rejections"]
+            decode_state(data, fresh)
         self.__dict__.update(fresh.__dict__)
 
     def digest(self) -> str:

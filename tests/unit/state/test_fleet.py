@@ -224,3 +224,16 @@ def test_encode_validates():
     with pytest.raises(CommandError, match="type"):
         encode({"type": "nope"})
     assert json.loads(encode({"type": "create_group", "group": "g"}))["group"] == "g"
+
+
+def test_snapshot_is_arrow_ipc_and_damage_is_refused():
+    from controlplane.state.snapshot_codec import decode_tables
+
+    s = base()
+    data = s.snapshot()
+    tables = decode_tables(data)
+    assert tables["uavs"].num_rows == 2 and tables["uavs"].column("id").to_pylist() == ["u1", "u2"]
+    with pytest.raises(ValueError, match="not a fleet snapshot"):
+        FleetState().restore(b"JUNK" + data[4:])
+    with pytest.raises(ValueError, match="truncated"):
+        FleetState().restore(data[: len(data) // 2])

@@ -1,0 +1,87 @@
+"""Fleet snapshot and restore at scale: N UAVs and N missions (3 waypoints each).
+
+    python -m bench.snapshot [--count 100000] [--json]
+
+Builds the state directly (not through apply), then times FleetState.snapshot() (Arrow IPC,
+zstd) and restore(), and reports the snapshot size and the process's peak RSS growth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+from controlplane.state.fleet import FleetState
+from controlplane.state.model import UAV, Mission, MissionStatus, UAVStatus, Waypoint
+
+
+def build(n: int) -> FleetState:
+    s = FleetState()
+    s.stations = {f"station-{i}" for i in range(50)}
+    statuses = list(UAVStatus)
+    for i in range(n):
+        s.uavs[f"uav-{i:06d}"] = UAV(
+            f"uav-{i:06d}",
+            f"station-{i % 50}",
+            statuses[i % len(statuses)],
+            50.0 + i % 50,
+            47 + (i % 1000) / 1000,
+            8 + (i % 997) / 1000,
+            100.0,
+            None,
+            1 + i % 7,
+        )
+        s.missions[f"mission-{i:06d}"] = Mission(
+            f"mission-{i:06d}",
+            [Waypoint(47.0, 8.0 + k / 100, 50.0 + k) for k in range(3)],
+            i % 5,
+            30.0,
+            MissionStatus.PENDING,
+            None,
+            i + 1,
+            1,
+        )
+    return s
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--count", type=int, default=100_000)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    if args.count < 1:
+        p.error("--count must be positive")
+    state = build(args.count)
+    before = peak_rss_mb()
+    t = time.perf_counter()
+    data = state.snapshot()
+    write_s = time.perf_counter() - t
+    t = time.perf_counter()
+    again = FleetState()
+    again.restore(data)
+    read_s = time.perf_counter() - t
+    if again.digest() != state.digest():
+        raise SystemExit("restored state differs from the original")
+    result = {
+        "uavs": args.count,
+        "missions": args.count,
+        "snapshot_s": round(write_s, 3),
+        "restore_s": round(read_s, 3),
+        "snapshot_mb": round(len(data) / 1e6, 2),
+        "peak_rss_growth_mb": round(peak_rss_mb() - before, 1),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:<20} {v}")
+
+
+if __name__ == "__main__":
+    main()

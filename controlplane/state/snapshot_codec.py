@@ -1,0 +1,153 @@
+"""FleetState snapshots as Arrow IPC: one columnar table per record kind (UAVs, missions,
+their waypoints flattened, group members, stations, sessions), zstd-compressed, in a small
+container: b"FLT1", u32 table count, then per table u16 name length, name, u64 length, IPC
+stream. Columnar tables make 100,000-UAV snapshots fast to write and restore."""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from controlplane.state.fleet import FleetState
+
+MAGIC = b"FLT1"
+_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=_OPTIONS) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def encode_state(state: FleetState) -> bytes:
+    uavs = [state.uavs[k] for k in sorted(state.uavs)]
+    missions = [state.missions[k] for k in sorted(state.missions)]
+    groups = [state.groups[k] for k in sorted(state.groups)]
+    tables = {
+        "stations": pa.table({"name": pa.array(sorted(state.stations), pa.string())}),
+        "uavs": pa.table(
+            {
+                "id": pa.array([u.id for u in uavs], pa.string()),
+                "home_station": pa.array([u.home_station for u in uavs], pa.string()).dictionary_encode(),
+                "status": pa.array([u.status.value for u in uavs], pa.string()).dictionary_encode(),
+                "battery": pa.array([u.battery for u in uavs], pa.float64()),
+                "lat": pa.array([u.lat for u in uavs], pa.float64()),
+                "lon": pa.array([u.lon for u in uavs], pa.float64()),
+                "alt": pa.array([u.alt for u in uavs], pa.float64()),
+                "mission": pa.array([u.mission for u in uavs], pa.string()),
+                "version": pa.array([u.version for u in uavs], pa.int64()),
+            }
+        ),
+        "missions": pa.table(
+            {
+                "id": pa.array([m.id for m in missions], pa.string()),
+                "priority": pa.array([m.priority for m in missions], pa.int64()),
+                "min_battery": pa.array([m.min_battery for m in missions], pa.float64()),
+                "status": pa.array([m.status.value for m in missions], pa.string()).dictionary_encode(),
+                "uav": pa.array([m.uav for m in missions], pa.string()),
+                "created_index": pa.array([m.created_index for m in missions], pa.int64()),
+                "version": pa.array([m.version for m in missions], pa.int64()),
+                "waypoints": pa.array([len(m.waypoints) for m in missions], pa.int32()),
+            }
+        ),
+        "waypoints": pa.table(
+            {
+                "lat": pa.array([w.lat for m in missions for w in m.waypoints], pa.float64()),
+                "lon": pa.array([w.lon for m in missions for w in m.waypoints], pa.float64()),
+                "alt": pa.array([w.alt for m in missions for w in m.waypoints], pa.float64()),
+            }
+        ),
+        "groups": pa.table(
+            {
+                "id": pa.array([g.id for g in groups], pa.string()),
+                "version": pa.array([g.version for g in groups], pa.int64()),
+                "members": pa.array([len(g.members) for g in groups], pa.int32()),
+            }
+        ),
+        "group_members": pa.table({"uav": pa.array([u for g in groups for u in sorted(g.members)], pa.string())}),
+        "meta": pa.table(
+            {
+                "sessions": pa.array([json.dumps({c: [s, a] for c, (s, a) in sorted(state.sessions.items())})]),
+                "rejections": pa.array([state.rejections], pa.int64()),
+            }
+        ),
+    }
+    out = [MAGIC, struct.pack("<I", len(tables))]
+    for name, table in tables.items():
+        body = _ipc(table)
+        out += [struct.pack("<H", len(name)), name.encode(), struct.pack("<Q", len(body)), body]
+    return b"".join(out)
+
+
+def decode_tables(data: bytes) -> dict[str, pa.Table]:
+    if data[:4] != MAGIC:
+        raise ValueError(f"not a fleet snapshot (magic {data[:4]!r})")
+    (count,) = struct.unpack_from("<I", data, 4)
+    pos, tables = 8, {}
+    for _ in range(count):
+        (n,) = struct.unpack_from("<H", data, pos)
+        name = data[pos + 2 : pos + 2 + n].decode()
+        (size,) = struct.unpack_from("<Q", data, pos + 2 + n)
+        start = pos + 10 + n
+        if start + size > len(data):
+            raise ValueError(f"fleet snapshot truncated in table {name!r}")
+        tables[name] = pa.ipc.open_stream(pa.py_buffer(data[start : start + size])).read_all()
+        pos = start + size
+    return tables
+
+
+def decode_state(data: bytes, state: FleetState) -> None:
+    from controlplane.state.model import UAV, Group, Mission, MissionStatus, UAVStatus, Waypoint
+
+    t = decode_tables(data)
+    state.stations = set(t["stations"].column("name").to_pylist())
+    u: dict[str, list[Any]] = t["uavs"].to_pydict()
+    state.uavs = {
+        uid: UAV(uid, home, UAVStatus(status), bat, lat, lon, alt, mission, version)
+        for uid, home, status, bat, lat, lon, alt, mission, version in zip(
+            u["id"],
+            u["home_station"],
+            u["status"],
+            u["battery"],
+            u["lat"],
+            u["lon"],
+            u["alt"],
+            u["mission"],
+            u["version"],
+            strict=True,
+        )
+    }
+    m: dict[str, list[Any]] = t["missions"].to_pydict()
+    w: dict[str, list[Any]] = t["waypoints"].to_pydict()
+    points = [Waypoint(a, b, c) for a, b, c in zip(w["lat"], w["lon"], w["alt"], strict=True)]
+    state.missions, pos = {}, 0
+    for mid, prio, minb, status, uav, created, version, count in zip(
+        m["id"],
+        m["priority"],
+        m["min_battery"],
+        m["status"],
+        m["uav"],
+        m["created_index"],
+        m["version"],
+        m["waypoints"],
+        strict=True,
+    ):
+        state.missions[mid] = Mission(
+            mid, points[pos : pos + count], prio, minb, MissionStatus(status), uav, created, version
+        )
+        pos += count
+    g: dict[str, list[Any]] = t["groups"].to_pydict()
+    members = t["group_members"].column("uav").to_pylist()
+    state.groups, pos = {}, 0
+    for gid, version, count in zip(g["id"], g["version"], g["members"], strict=True):
+        state.groups[gid] = Group(gid, set(members[pos : pos + count]), version)
+        pos += count
+    meta = t["meta"].to_pydict()
+    state.sessions = {c: (int(s), a) for c, (s, a) in json.loads(meta["sessions"][0]).items()}
+    state.rejections = int(meta["rejections"][0])
