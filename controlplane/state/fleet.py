@@ -329,6 +329,39 @@ class FleetState:
             best.status, best.mission = UAVStatus.IN_MISSION, mission.id
             best.version += 1
 
+    # --- queries (read the local state; callers choose linearizable or stale) -------------
+
+    def missions_by_status(self, status: str) -> list[dict[str, Any]]:
+        wanted = MissionStatus(status)
+        return [m.to_dict() for _, m in sorted(self.missions.items()) if m.status is wanted]
+
+    def uavs_where(
+        self,
+        *,
+        station: str | None = None,
+        status: str | None = None,
+        bbox: tuple[float, float, float, float] | None = None,
+    ) -> list[dict[str, Any]]:
+        """UAVs filtered by home station, status and/or a (min_lat, min_lon, max_lat, max_lon) box."""
+        wanted = UAVStatus(status) if status is not None else None
+        if bbox is not None:
+            min_lat, min_lon, max_lat, max_lon = bbox
+            if min_lat > max_lat or min_lon > max_lon:
+                raise CommandError("bbox", "must be (min_lat, min_lon, max_lat, max_lon) with min <= max")
+        out = []
+        for _, u in sorted(self.uavs.items()):
+            if station is not None and u.home_station != station:
+                continue
+            if wanted is not None and u.status is not wanted:
+                continue
+            if bbox is not None and not (bbox[0] <= u.lat <= bbox[2] and bbox[1] <= u.lon <= bbox[3]):
+                continue
+            out.append(u.to_dict())
+        return out
+
+    def group_members(self, group: str) -> list[str]:
+        return sorted(self._group(group).members)
+
     # --- snapshots and digests --------------------------------------------------------------
 
     def _tables(self) -> dict[str, Any]:

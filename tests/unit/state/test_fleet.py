@@ -237,3 +237,27 @@ def test_snapshot_is_arrow_ipc_and_damage_is_refused():
         FleetState().restore(b"JUNK" + data[4:])
     with pytest.raises(ValueError, match="truncated"):
         FleetState().restore(data[: len(data) // 2])
+
+
+def test_queries():
+    s = base()
+    run(
+        s,
+        {"type": "register_station", "station": "bravo"},
+        {"type": "register_uav", "uav": "u3", "home_station": "bravo", "lat": 10.0, "lon": 10.0},
+        {"type": "create_mission", "mission": "m", "waypoints": [{"lat": 47, "lon": 8, "alt": 5}]},
+        {"type": "create_group", "group": "g"},
+        {"type": "add_member", "group": "g", "uav": "u3"},
+        start=10,
+    )
+    assert [u["id"] for u in s.uavs_where(station="alpha")] == ["u1", "u2"]
+    assert [u["id"] for u in s.uavs_where(bbox=(46.5, 7.5, 47.2, 8.2))] == ["u1"]
+    assert [u["id"] for u in s.uavs_where(status="in_mission")] == [s.missions["m"].uav]
+    assert [m["id"] for m in s.missions_by_status("assigned")] == ["m"]
+    assert s.group_members("g") == ["u3"]
+    with pytest.raises(CommandError, match="bbox"):
+        s.uavs_where(bbox=(50, 0, 40, 1))
+    with pytest.raises(CommandError, match="group"):
+        s.group_members("nope")
+    with pytest.raises(ValueError):
+        s.missions_by_status("flying")
