@@ -18,7 +18,7 @@ import ray
 
 from controlplane.node import RaftNode
 from controlplane.persist import DiskStorage, FileStableStore, StorageError
-from controlplane.raft import ConfChange, ConfChangeOp, NotLeaderError, RaftConfig, Role
+from controlplane.raft import ConfChange, ConfChangeOp, RaftConfig, Role
 from controlplane.raft.codec import decode_batch
 from controlplane.rpc.client import Peer, RaftRPCClient
 from controlplane.rpc.config import RPCConfig
@@ -359,25 +359,6 @@ async def find_leader(handles: dict[int, Any], timeout: float = 15.0) -> int:
             return int(leaders.pop())
         await asyncio.sleep(0.05)
     raise TimeoutError(f"no single leader among {sorted(handles)} within {timeout}s")
-
-
-async def propose_to_leader(handles: dict[int, Any], command: bytes, timeout: float = 15.0) -> Any:
-    """Send a command to the leader, following NotLeader answers and waiting out elections."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last: Exception | None = None
-    while loop.time() < deadline:
-        leader = await find_leader(handles, max(0.1, deadline - loop.time()))
-        try:
-            return await handles[leader].propose.remote(command)
-        except ray.exceptions.RayTaskError as exc:
-            if not isinstance(exc.cause, NotLeaderError | TimeoutError):
-                raise
-            last = exc
-        except ray.exceptions.RayActorError as exc:
-            last = exc
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"command not committed within {timeout}s: {last}")
 
 
 async def replace_replica(

@@ -87,3 +87,9 @@ class ControlPlane:
     async def status(self) -> list[dict[str, Any]]:
         results = await asyncio.gather(*(h.status.remote() for h in self.replicas.values()), return_exceptions=True)
         return [r if isinstance(r, dict) else {"error": f"{type(r).__name__}: {r}"} for r in results]
+
+
+async def propose_to_leader(replicas: dict[int, Any], command: bytes, timeout: float = 15.0) -> Any:
+    """Send prepared command bytes to the group's leader, following redirects and waiting out
+    elections (no (client_id, seq) is added: the bytes go as they are)."""
+    return await ControlPlane("ad-hoc", replicas).propose(lambda _client, _seq: command, timeout)

@@ -26,10 +26,10 @@ def say(msg: str) -> None:
 async def run_demo(data_dir: Path, writes: int) -> dict[str, Any]:
     import ray
 
-    from controlplane.actors import find_leader, propose_to_leader
+    from controlplane.actors import find_leader
+    from controlplane.client import ControlPlane
     from controlplane.controller import Controller, RayNodeStations
     from controlplane.placement.discovery import create_service_discovery
-    from controlplane.state.registers import put
 
     group = f"demo{int(time.time()) % 100000}"
     discovery = create_service_discovery()  # DISCOVERY_TYPE; embedded by default
@@ -45,10 +45,12 @@ async def run_demo(data_dir: Path, writes: int) -> dict[str, Any]:
         leader = await find_leader(handles, timeout=60)
         say(f"replica {leader} leads (elected {time.monotonic() - started:.1f}s after deploy)")
 
+        client = ControlPlane(group, handles)  # exactly-once writes, leader cached between calls
+
         async def write_batch(first: int, count: int) -> float:
             t = time.monotonic()
             for i in range(first, first + count):
-                await propose_to_leader(handles, put(f"uav-{i:04d}", {"battery": 100 - i % 100}))
+                await client.put(f"uav-{i:04d}", {"battery": 100 - i % 100})
                 if (i - first + 1) % max(1, count // 4) == 0:
                     say(f"  {i - first + 1}/{count} writes committed")
             return count / (time.monotonic() - t)

@@ -13,21 +13,18 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from controlplane.raft.core import NotLeaderError, RaftConfig, RaftCore, RaftError, Status, initial_entries
+from controlplane.raft.core import NotLeaderError, RaftConfig, RaftCore, RaftError, Status
 from controlplane.raft.messages import (
     ConfChange,
     Entry,
     EntryKind,
-    HardState,
     Message,
     Ready,
     Snapshot,
     SnapshotMeta,
 )
-from controlplane.raft.storage import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
 
 log = logging.getLogger(__name__)
 
@@ -46,51 +43,14 @@ class NodeStorage(Protocol):
         """Give a founding member its first state (the founders' configuration)."""
 
     def load(self) -> Any:
-        """An object with hard_state, snapshot and entries (see persist.RecoveredState)."""
+        """An object with hard_state, snapshot and entries (raft.storage.StoredState,
+        persist.RecoveredState). raft.storage.MemoryStorage is the in-memory NodeStorage."""
 
     def persist(self, rd: Ready) -> None: ...
 
     def save_snapshot(self, snapshot: Snapshot, compact_through: int) -> None: ...
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class _Loaded:
-    hard_state: Any
-    snapshot: Snapshot | None
-    entries: list[Entry]
-
-
-class MemoryNodeStorage:
-    """NodeStorage in memory; survives a RaftNode restart within one process."""
-
-    def __init__(self) -> None:
-        self.logs = MemoryLogStore()
-        self.stable = MemoryStableStore()
-        self.snapshots = MemorySnapshotStore()
-
-    def bootstrap(self, founders: list[int]) -> None:
-        self.logs.append(initial_entries(founders))
-        self.stable.save(HardState(term=1, vote=0, commit=len(founders)))
-
-    def load(self) -> _Loaded:
-        return _Loaded(self.stable.load(), self.snapshots.load(), self.logs.entries())
-
-    def persist(self, rd: Ready) -> None:
-        if rd.snapshot is not None:
-            self.snapshots.save(rd.snapshot)
-            self.logs.reset()
-        self.logs.append(rd.entries)
-        if rd.hard_state is not None:
-            self.stable.save(rd.hard_state)
-
-    def save_snapshot(self, snapshot: Snapshot, compact_through: int) -> None:
-        self.snapshots.save(snapshot)
-        self.logs.compact(compact_through)
-
-    def close(self) -> None:
-        pass
 
 
 class ProposalDropped(RaftError):

@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import socket
 
-from controlplane.node import MemoryNodeStorage, RaftNode
+from controlplane.node import RaftNode
 from controlplane.raft import RaftConfig
 from controlplane.raft.codec import decode_batch
 from controlplane.raft.messages import Entry
+from controlplane.raft.storage import MemoryStorage
 from controlplane.rpc.client import Peer, RaftRPCClient
 from controlplane.rpc.config import RPCConfig
 from controlplane.rpc.http import HTTPTransport, HTTPTransportServer
@@ -41,7 +42,7 @@ class KV:
 
 
 def founder_storage(ids):
-    st = MemoryNodeStorage()
+    st = MemoryStorage()
     st.bootstrap(ids)
     return st
 

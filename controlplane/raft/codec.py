@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from controlplane.raft.messages import (
     MESSAGE_TYPES,
@@ -20,8 +20,6 @@ from controlplane.raft.messages import (
     Message,
     SnapshotMeta,
 )
-
-T = TypeVar("T")
 
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")

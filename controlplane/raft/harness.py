@@ -7,9 +7,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from controlplane.raft.core import RaftConfig, RaftCore, initial_entries
-from controlplane.raft.messages import EntryKind, HardState, Message, ReadState, Role, Snapshot, SnapshotMeta
-from controlplane.raft.storage import MemoryLogStore, MemorySnapshotStore, MemoryStableStore
+from controlplane.raft.core import RaftConfig, RaftCore
+from controlplane.raft.messages import EntryKind, Message, ReadState, Role, Snapshot, SnapshotMeta
+from controlplane.raft.storage import MemoryStorage
 
 
 def encode_items(items: list[bytes]) -> bytes:
@@ -30,22 +30,18 @@ class Replica:
 
     def __init__(self, config: RaftConfig, founders: list[int] | None) -> None:
         self.config = config
-        self.logs = MemoryLogStore()
-        self.stable = MemoryStableStore()
-        self.snapshots = MemorySnapshotStore()
+        self.storage = MemoryStorage()
         self.applied: list[bytes] = []
         self.read_states: list[ReadState] = []
         if founders:
-            self.logs.append(initial_entries(founders))
-            self.stable.save(HardState(term=1, vote=0, commit=len(founders)))
+            self.storage.bootstrap(founders)
         self.core = self._load()
-        self.applied_index = 0
 
     def _load(self) -> RaftCore:
-        snap = self.snapshots.load()
-        kwargs = {} if snap is None else {"snapshot": snap}
-        self.applied = [] if snap is None else decode_items(snap.data)
-        return RaftCore(self.config, hard_state=self.stable.load(), entries=self.logs.entries(), **kwargs)
+        state = self.storage.load()
+        kwargs = {} if state.snapshot is None else {"snapshot": state.snapshot}
+        self.applied = [] if state.snapshot is None else decode_items(state.snapshot.data)
+        return RaftCore(self.config, hard_state=state.hard_state, entries=state.entries, **kwargs)
 
     def restart(self) -> None:
         self.core = self._load()
@@ -55,13 +51,9 @@ class Replica:
         out: list[Message] = []
         while self.core.has_ready():
             rd = self.core.ready()
-            if rd.hard_state is not None:
-                self.stable.save(rd.hard_state)
+            self.storage.persist(rd)
             if rd.snapshot is not None:
-                self.snapshots.save(rd.snapshot)
-                self.logs.reset()
                 self.applied = decode_items(rd.snapshot.data)
-            self.logs.append(rd.entries)
             out.extend(rd.messages)
             for e in rd.committed_entries:
                 if e.kind is EntryKind.NORMAL and e.data:
@@ -76,9 +68,8 @@ class Replica:
         term = core.log.term(index)
         assert term is not None
         snap = Snapshot(SnapshotMeta(index, term, core.conf), encode_items(self.applied))
-        self.snapshots.save(snap)
         core.compact(snap)
-        self.logs.compact(core.log.snap_index)
+        self.storage.save_snapshot(snap, compact_through=core.log.snap_index)
         return snap
 
 
@@ -96,7 +87,6 @@ class Network:
         self.replicas: dict[int, Replica] = {nid: Replica(make(nid), founders) for nid in founders}
         self.cut: set[tuple[int, int]] = set()
         self.drop_filter: Callable[[Message], bool] | None = None
-        self.delivered = 0
         for r in self.replicas.values():
             r.process()
 
@@ -136,7 +126,6 @@ class Network:
                     continue
                 if self.drop_filter is not None and self.drop_filter(m):
                     continue
-                self.delivered += 1
                 self.replicas[m.dst].core.step(m)
                 nxt.extend(self.replicas[m.dst].process())
             pending = nxt

@@ -5,9 +5,11 @@ advance(). File-backed versions live in controlplane.persist."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from controlplane.raft.messages import Entry, HardState, Snapshot
+from controlplane.raft.core import initial_entries
+from controlplane.raft.messages import Entry, HardState, Ready, Snapshot
 
 
 class LogStore(Protocol):
@@ -100,6 +102,45 @@ class MemorySnapshotStore:
 
     def load(self) -> Snapshot | None:
         return self._snapshot
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class StoredState:
+    hard_state: HardState
+    snapshot: Snapshot | None
+    entries: list[Entry]
+
+
+class MemoryStorage:
+    """The three in-memory stores together, with the same persist/load calls as
+    persist.DiskStorage; survives a core (or RaftNode) restart within one process."""
+
+    def __init__(self) -> None:
+        self.logs = MemoryLogStore()
+        self.stable = MemoryStableStore()
+        self.snapshots = MemorySnapshotStore()
+
+    def bootstrap(self, founders: list[int]) -> None:
+        self.logs.append(initial_entries(founders))
+        self.stable.save(HardState(term=1, vote=0, commit=len(founders)))
+
+    def load(self) -> StoredState:
+        return StoredState(self.stable.load(), self.snapshots.load(), self.logs.entries())
+
+    def persist(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            self.snapshots.save(rd.snapshot)
+            self.logs.reset()
+        self.logs.append(rd.entries)
+        if rd.hard_state is not None:
+            self.stable.save(rd.hard_state)
+
+    def save_snapshot(self, snapshot: Snapshot, compact_through: int) -> None:
+        self.snapshots.save(snapshot)
+        self.logs.compact(compact_through)
 
     def close(self) -> None:
         pass

@@ -17,7 +17,11 @@ class RayTransport:
         self.namespace = namespace
         self._handles: dict[str, Any] = {}
 
-    def _handle(self, name: str) -> Any:
+    def forget(self, name: str) -> None:
+        """Drop a cached handle (the actor died or moved)."""
+        self._handles.pop(name, None)
+
+    def handle(self, name: str) -> Any:
         handle = self._handles.get(name)
         if handle is None:
             try:
@@ -28,13 +32,13 @@ class RayTransport:
         return handle
 
     async def send(self, address: str, body: bytes, timeout: float) -> int:
-        handle = self._handle(address)
+        handle = self.handle(address)
         try:
             await asyncio.wait_for(handle.receive.remote(body), timeout)
         except TimeoutError:
             raise RPCTimeoutError(f"actor {address} did not answer within {timeout:.3f}s") from None
         except (rex.RayActorError, rex.ActorUnavailableError) as exc:
-            self._handles.pop(address, None)
+            self.forget(address)
             raise RPCConnectionError(f"actor {address} unavailable: {type(exc).__name__}") from None
         except rex.RayTaskError as exc:
             if isinstance(exc.cause, ValueError):
@@ -59,13 +63,13 @@ class RayResolvedHTTPTransport:
     async def _resolve(self, name: str, timeout: float) -> str:
         url = self._urls.get(name)
         if url is None:
-            handle = self.names._handle(name)
+            handle = self.names.handle(name)
             try:
                 url = str(await asyncio.wait_for(handle.http_address.remote(), timeout))
             except TimeoutError:
                 raise RPCTimeoutError(f"actor {name} did not give its address within {timeout:.3f}s") from None
             except (rex.RayActorError, rex.ActorUnavailableError, rex.RayTaskError) as exc:
-                self.names._handles.pop(name, None)
+                self.names.forget(name)
                 raise RPCConnectionError(f"actor {name} unavailable: {type(exc).__name__}") from None
             self._urls[name] = url
         return url
@@ -77,7 +81,7 @@ class RayResolvedHTTPTransport:
             return sent
         except RPCConnectionError:
             self._urls.pop(address, None)
-            self.names._handles.pop(address, None)
+            self.names.forget(address)
             raise
 
     async def close(self) -> None:

@@ -50,6 +50,7 @@ class ScheduleStats:
     elections: int = 0
     crashes: int = 0
     torn_writes: int = 0
+    lost_synced_writes: int = 0  # only with --lossy-disk
     partitions: int = 0
     conf_changes: int = 0
     transfers: int = 0
@@ -323,6 +324,7 @@ class Simulation:
                 violations.append(f"history not linearizable on key {result.failing_key}")
         self.stats.ops = len(self.history)
         self.stats.torn_writes = sum(node.disk.torn_writes for node in self.nodes.values())
+        self.stats.lost_synced_writes = sum(node.disk.lost_synced_writes for node in self.nodes.values())
         return ScheduleResult(self.seed, opts.replicas, violations, linearizable, self.stats, self._converged())
 
     def _converged(self) -> bool:
@@ -435,9 +437,6 @@ class Simulation:
         self.schedule(self.rng.randrange(1 * MS, 20 * MS), self.client_next, cop.client)
 
     # --- faults -----------------------------------------------------------------------------
-
-    def _live_members(self) -> list[int]:
-        return sorted(n for n, node in self.nodes.items() if node.alive and n not in self.removed)
 
     def _leader(self) -> SimNode | None:
         leaders = [n for n in self.nodes.values() if n.alive and n.core.role is Role.LEADER]

@@ -6,7 +6,8 @@ import shutil
 import pytest
 import ray
 
-from controlplane.actors import deploy, find_leader, propose_to_leader
+from controlplane.actors import deploy, find_leader
+from controlplane.client import propose_to_leader
 from controlplane.state.registers import put
 
 

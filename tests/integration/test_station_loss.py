@@ -7,7 +7,8 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from controlplane.actors import find_leader, propose_to_leader
+from controlplane.actors import find_leader
+from controlplane.client import propose_to_leader
 from controlplane.controller import Controller, RayNodeStations
 from controlplane.placement.embedded import EmbeddedRegistry, EmbeddedServiceDiscovery
 from controlplane.state.registers import put
