@@ -11,12 +11,19 @@ priority, then battery, then great-circle distance to the first waypoint.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from controlplane.raft.messages import Entry
+from controlplane.state.columns import KINEMATICS, UAVColumns
 from controlplane.state.model import (
     FINISHED,
     LEGAL_TRANSITIONS,
@@ -33,8 +40,19 @@ from controlplane.state.model import (
     ident,
 )
 from controlplane.state.snapshot_codec import decode_state, encode_state
+from controlplane.state.telemetry import (
+    TelemetryCounts,
+    apply_last_writer_wins,
+    decode_entry,
+    invalid_rows,
+    is_telemetry,
+)
 
 MAX_WAYPOINTS = 500
+# Exactly-once holds for a client that has not written for this many log entries (LogCabin
+# expires sessions too; by log index here, so every replica expires the same ones).
+SESSION_TTL_ENTRIES = 1_000_000
+CHECKPOINTS_KEPT = 16
 
 
 def _optional_number(cmd: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
@@ -60,10 +78,7 @@ def _validate(cmd: Any) -> dict[str, Any]:
         if key in cmd:
             ident(cmd[key], key)
     for key, (lo, hi) in {
-        "battery": (0, 100),
-        "lat": (-90, 90),
-        "lon": (-180, 180),
-        "alt": (-500, 10_000),
+        **KINEMATICS,
         "min_battery": (0, 100),
     }.items():
         _optional_number(cmd, key, lo, hi)
@@ -94,6 +109,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "add_member": ("group", "uav"),
     "remove_member": ("group", "uav"),
     "dissolve_group": ("group",),
+    "checkpoint": (),
 }
 COMMANDS = frozenset(REQUIRED)
 
@@ -108,31 +124,49 @@ def encode(command: dict[str, Any]) -> bytes:
 
 
 class FleetState:
-    def __init__(self) -> None:
+    def __init__(self, *, session_ttl_entries: int = SESSION_TTL_ENTRIES) -> None:
+        if session_ttl_entries < 1:
+            raise ValueError(f"session_ttl_entries must be positive, got {session_ttl_entries}")
+        self.session_ttl_entries = session_ttl_entries
         self.stations: set[str] = set()
         self.uavs: dict[str, UAV] = {}
+        self.columns = UAVColumns()
         self.missions: dict[str, Mission] = {}
         self.groups: dict[str, Group] = {}
-        self.sessions: dict[str, tuple[int, dict[str, Any]]] = {}
+        # client -> (last seq, its answer, log index of last use); least recently used first.
+        self.sessions: OrderedDict[str, tuple[int, dict[str, Any], int]] = OrderedDict()
         self.rejections = 0
+        self.telemetry = TelemetryCounts()
         self.applied_index = 0
+        # Derived state, rebuilt on restore, never in snapshots:
+        self._idle: set[str] = set()  # UAVs the scheduler may assign
+        self._pending: list[tuple[int, int, str]] = []  # sorted (-priority, created_index, id)
+        self.checkpoints: OrderedDict[int, dict[str, str]] = OrderedDict()  # index -> table digests
+        # The change feed (sync/changefeed.py) switches this on and drains the changes.
+        self.track_changes = False
+        self._changes: dict[tuple[str, str], None] = {}
+        self._telemetry_changes: list[dict[str, int]] = []
 
     # --- StateMachine -----------------------------------------------------------------------
 
     def apply(self, entry: Entry) -> dict[str, Any]:
         self.applied_index = entry.index
+        if is_telemetry(entry.data):
+            return self._apply_telemetry(entry.data, entry.index)
         try:
             cmd = json.loads(entry.data)
         except ValueError:
             return self._reject(entry.index, CommandError("command", "not valid JSON"))
         client = cmd.get("client") if isinstance(cmd, dict) else None
         seq = cmd.get("seq") if isinstance(cmd, dict) else None
+        self._expire_sessions(entry.index)
         if client is not None:
             if not isinstance(client, str) or isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
                 return self._reject(entry.index, CommandError("seq", "client needs a positive integer seq"))
             last = self.sessions.get(client)
             if last is not None and seq <= last[0]:
                 if seq == last[0]:
+                    self._touch_session(client, last[0], last[1], entry.index)
                     return last[1]
                 return self._reject(entry.index, CommandError("seq", f"{seq} is older than {last[0]}"))
         try:
@@ -142,8 +176,21 @@ class FleetState:
         else:
             self._schedule()
         if client is not None and isinstance(seq, int):
-            self.sessions[client] = (seq, answer)
+            self._touch_session(client, seq, answer, entry.index)
         return answer
+
+    def _touch_session(self, client: str, seq: int, answer: dict[str, Any], index: int) -> None:
+        self.sessions[client] = (seq, answer, index)
+        self.sessions.move_to_end(client)
+
+    def _expire_sessions(self, index: int) -> None:
+        """Sessions unused for session_ttl_entries log entries are forgotten (by log index,
+        not by clock, so every replica forgets them at the same entry)."""
+        while self.sessions:
+            client, (_, _, used) = next(iter(self.sessions.items()))
+            if used > index - self.session_ttl_entries:
+                break
+            del self.sessions[client]
 
     def _reject(self, index: int, exc: CommandError) -> dict[str, Any]:
         self.rejections += 1
@@ -154,6 +201,61 @@ class FleetState:
             "error": exc.reason,
             "conflict": isinstance(exc, ConflictError),
         }
+
+    def _touch(self, kind: str, record_id: str) -> None:
+        if self.track_changes:
+            self._changes[(kind, record_id)] = None
+
+    def drain_changes(self) -> tuple[list[tuple[str, str]], list[dict[str, int]]]:
+        """Records changed since the last drain (kind, id), and telemetry batch counts."""
+        changed, telemetry = list(self._changes), self._telemetry_changes
+        self._changes, self._telemetry_changes = {}, []
+        return changed, telemetry
+
+    # --- telemetry --------------------------------------------------------------------------
+
+    def _apply_telemetry(self, data: bytes, index: int) -> dict[str, Any]:
+        try:
+            table, auto_register = decode_entry(data)
+        except (ValueError, pa.ArrowException) as exc:
+            return self._reject(index, CommandError("telemetry", f"unreadable batch: {exc}"))
+        counts = TelemetryCounts()
+        if table.num_rows:
+            rows = self._report_rows(table, auto_register, counts)
+            bad, _ = invalid_rows(table, check_ids=False)
+            rows[bad] = -1
+            counts.rejected = int(np.count_nonzero(rows < 0))
+            counts.add(apply_last_writer_wins(self.columns, rows, table))
+            self.telemetry.add(counts)
+            if counts.written:
+                self._schedule()
+        if self.track_changes:
+            self._telemetry_changes.append({"index": index, **counts.to_dict()})
+        return {"ok": True, "index": index, **counts.to_dict()}
+
+    def _report_rows(self, table: pa.Table, auto_register: bool, counts: TelemetryCounts) -> np.ndarray:
+        """Each report's UAV row (-1: unknown UAV), registering unknown UAVs if asked to.
+        Ids are looked up once per distinct UAV (the column is dictionary-encoded)."""
+        column = table.column("uav").chunk(0)
+        codes = pc.fill_null(column.indices, -1).to_numpy().astype(np.int64)
+        names = column.dictionary.to_pylist()
+        code_rows = np.full(len(names) + 1, -1, dtype=np.int64)  # the extra slot serves code -1
+        unknown = [code for code, name in enumerate(names) if name not in self.uavs]
+        if unknown and auto_register:
+            present, first = np.unique(codes, return_index=True)
+            first_at = dict(zip(present.tolist(), first.tolist(), strict=True))
+            stations = table.column("station")
+            for code in unknown:
+                station = stations[first_at[code]].as_py() if code in first_at else None
+                if station in self.stations and _is_ident(names[code]):
+                    self._register(names[code], station, {})
+                    counts.registered += 1
+        for code, name in enumerate(names):
+            uav = self.uavs.get(name)
+            if uav is not None:
+                code_rows[code] = uav.row
+        rows: np.ndarray = code_rows[codes]
+        return rows
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -185,8 +287,39 @@ class FleetState:
             raise CommandError("group", f"no group {group_id!r}")
         return group
 
+    def _set_uav(self, uav: UAV, status: UAVStatus, mission: str | None) -> None:
+        uav.status, uav.mission = status, mission
+        if status is UAVStatus.IDLE and mission is None:
+            self._idle.add(uav.id)
+        else:
+            self._idle.discard(uav.id)
+        self._touch("uav", uav.id)
+
+    def _set_mission(self, mission: Mission, status: MissionStatus, uav: str | None) -> None:
+        key = (-mission.priority, mission.created_index, mission.id)
+        if mission.status is MissionStatus.PENDING and status is not MissionStatus.PENDING:
+            del self._pending[bisect.bisect_left(self._pending, key)]
+        elif status is MissionStatus.PENDING and mission.status is not MissionStatus.PENDING:
+            bisect.insort(self._pending, key)
+        mission.status, mission.uav = status, uav
+        self._touch("mission", mission.id)
+
+    def _register(self, uav_id: str, station: str, values: dict[str, Any]) -> UAV:
+        uav = UAV(uav_id, station, self.columns.allocate(values))
+        self.uavs[uav_id] = uav
+        self._set_uav(uav, UAVStatus.IDLE, None)
+        return uav
+
+    def _cmd_checkpoint(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
+        digests = self.digests()
+        self.checkpoints[index] = digests
+        while len(self.checkpoints) > CHECKPOINTS_KEPT:
+            self.checkpoints.popitem(last=False)
+        return {"digests": digests}
+
     def _cmd_register_station(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
         self.stations.add(cmd["station"])
+        self._touch("station", cmd["station"])
         return {}
 
     def _cmd_register_uav(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
@@ -194,14 +327,7 @@ class FleetState:
             raise CommandError("uav", f"UAV {cmd['uav']!r} is already registered")
         if cmd["home_station"] not in self.stations:
             raise CommandError("home_station", f"no station {cmd['home_station']!r}")
-        self.uavs[cmd["uav"]] = UAV(
-            cmd["uav"],
-            cmd["home_station"],
-            battery=float(cmd.get("battery", 100.0)),
-            lat=float(cmd.get("lat", 0.0)),
-            lon=float(cmd.get("lon", 0.0)),
-            alt=float(cmd.get("alt", 0.0)),
-        )
+        self._register(cmd["uav"], cmd["home_station"], {k: cmd[k] for k in KINEMATICS if k in cmd})
         return {"version": 1}
 
     def _cmd_update_uav(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
@@ -213,11 +339,10 @@ class FleetState:
                 raise CommandError("status", "only the scheduler puts a UAV in a mission")
             if new is not UAVStatus.IN_MISSION and uav.mission is not None:
                 self._release_mission(uav)
-            uav.status = new
-        for key in ("battery", "lat", "lon", "alt"):
-            if key in cmd:
-                setattr(uav, key, float(cmd[key]))
+            self._set_uav(uav, new, uav.mission)
+        self.columns.set(uav.row, {k: cmd[k] for k in KINEMATICS if k in cmd})
         uav.version += 1
+        self._touch("uav", uav.id)
         return {"version": uav.version}
 
     def _cmd_delete_uav(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
@@ -226,23 +351,30 @@ class FleetState:
         if uav.mission is not None:
             raise CommandError("uav", f"UAV {uav.id!r} is on mission {uav.mission!r}")
         del self.uavs[uav.id]
+        self._idle.discard(uav.id)
+        self.columns.release(uav.row)
+        self._touch("uav", uav.id)
         for group in self.groups.values():
             if uav.id in group.members:
                 group.members.discard(uav.id)
                 group.version += 1
+                self._touch("group", group.id)
         return {}
 
     def _cmd_create_mission(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
         if cmd["mission"] in self.missions:
             raise CommandError("mission", f"mission {cmd['mission']!r} already exists")
         waypoints = [Waypoint.parse(w, f"waypoints[{i}]") for i, w in enumerate(cmd["waypoints"])]
-        self.missions[cmd["mission"]] = Mission(
+        mission = Mission(
             cmd["mission"],
             waypoints,
             int(cmd.get("priority", 0)),
             float(cmd.get("min_battery", 0.0)),
+            status=MissionStatus.ABORTED,  # not pending until _set_mission files it
             created_index=index,
         )
+        self.missions[mission.id] = mission
+        self._set_mission(mission, MissionStatus.PENDING, None)
         return {"version": 1}
 
     def _cmd_set_mission_status(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
@@ -254,11 +386,11 @@ class FleetState:
         if new is MissionStatus.ASSIGNED:
             raise CommandError("status", "missions are assigned by the scheduler")
         uav = self.uavs.get(mission.uav) if mission.uav else None
-        mission.status = new
+        keep_uav = mission.uav if new is not MissionStatus.PENDING else None
+        self._set_mission(mission, new, keep_uav)
         if uav is not None and (new in FINISHED or new is MissionStatus.PENDING):
-            uav.status, uav.mission = UAVStatus.IDLE, None
+            self._set_uav(uav, UAVStatus.IDLE, None)
             uav.version += 1
-            mission.uav = None if new is MissionStatus.PENDING else mission.uav
         mission.version += 1
         return {"version": mission.version}
 
@@ -267,6 +399,7 @@ class FleetState:
         self._check_version(cmd, mission.version)
         if mission.status not in FINISHED and mission.status is not MissionStatus.PENDING:
             raise CommandError("mission", f"a {mission.status.value} mission cannot be deleted; abort it first")
+        self._set_mission(mission, MissionStatus.ABORTED, mission.uav)  # leaves the pending queue
         del self.missions[mission.id]
         return {}
 
@@ -274,6 +407,7 @@ class FleetState:
         if cmd["group"] in self.groups:
             raise CommandError("group", f"group {cmd['group']!r} already exists")
         self.groups[cmd["group"]] = Group(cmd["group"])
+        self._touch("group", cmd["group"])
         return {"version": 1}
 
     def _cmd_add_member(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
@@ -282,6 +416,7 @@ class FleetState:
         self._uav(cmd["uav"])
         group.members.add(cmd["uav"])
         group.version += 1
+        self._touch("group", group.id)
         return {"version": group.version}
 
     def _cmd_remove_member(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
@@ -291,12 +426,14 @@ class FleetState:
             raise CommandError("uav", f"{cmd['uav']!r} is not in group {group.id!r}")
         group.members.discard(cmd["uav"])
         group.version += 1
+        self._touch("group", group.id)
         return {"version": group.version}
 
     def _cmd_dissolve_group(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
         group = self._group(cmd["group"])
         self._check_version(cmd, group.version)
         del self.groups[group.id]
+        self._touch("group", group.id)
         return {}
 
     # --- scheduler --------------------------------------------------------------------------
@@ -305,35 +442,80 @@ class FleetState:
         mission = self.missions.get(uav.mission or "")
         if mission is not None:
             if mission.status is MissionStatus.ASSIGNED:
-                mission.status, mission.uav = MissionStatus.PENDING, None
+                self._set_mission(mission, MissionStatus.PENDING, None)
             elif mission.status is MissionStatus.ACTIVE:
-                mission.status = MissionStatus.FAILED
+                self._set_mission(mission, MissionStatus.FAILED, mission.uav)
             mission.version += 1
-        uav.mission = None
+        self._set_uav(uav, uav.status, None)
 
     def _schedule(self) -> None:
-        pending = sorted(
-            (m for m in self.missions.values() if m.status is MissionStatus.PENDING),
-            key=lambda m: (-m.priority, m.created_index, m.id),
-        )
-        idle = [u for u in self.uavs.values() if u.status is UAVStatus.IDLE and u.mission is None]
-        for mission in pending:
-            first = mission.waypoints[0]
-            able = [u for u in idle if u.battery >= mission.min_battery]
-            if not able:
+        """Pending missions, highest priority first (then oldest), each to the idle UAV with
+        enough battery that is nearest its first waypoint (then fullest battery, then id).
+        Costs nothing while no mission is pending or no UAV is idle; otherwise one vectorized
+        pass over the idle UAVs per pending mission."""
+        if not self._pending or not self._idle:
+            return
+        idle_ids = sorted(self._idle)
+        rows = np.fromiter((self.uavs[u].row for u in idle_ids), dtype=np.int64, count=len(idle_ids))
+        battery = self.columns.floats["battery"][rows]
+        lat, lon = self.columns.floats["lat"][rows], self.columns.floats["lon"][rows]
+        available = np.ones(len(rows), dtype=bool)
+        left, best_battery = len(rows), float(battery.max())
+        for _, _, mission_id in list(self._pending):
+            mission = self.missions[mission_id]
+            if mission.min_battery > best_battery:
                 continue
-            best = min(able, key=lambda u: (great_circle_m(u.lat, u.lon, first.lat, first.lon), -u.battery, u.id))
-            idle.remove(best)
-            mission.status, mission.uav = MissionStatus.ASSIGNED, best.id
+            candidates = np.nonzero(available & (battery >= mission.min_battery))[0]
+            if len(candidates) == 0:
+                continue
+            first = mission.waypoints[0]
+            distance = great_circle_m(lat[candidates], lon[candidates], first.lat, first.lon)
+            # candidates are in id order, so the position breaks the last tie by id
+            chosen = int(candidates[np.lexsort((candidates, -battery[candidates], distance))[0]])
+            available[chosen] = False
+            uav = self.uavs[idle_ids[chosen]]
+            self._set_mission(mission, MissionStatus.ASSIGNED, uav.id)
             mission.version += 1
-            best.status, best.mission = UAVStatus.IN_MISSION, mission.id
-            best.version += 1
+            self._set_uav(uav, UAVStatus.IN_MISSION, mission.id)
+            uav.version += 1
+            left -= 1
+            if left == 0:
+                return
+            best_battery = float(battery[available].max())
 
     # --- queries (read the local state; callers choose linearizable or stale) -------------
 
-    def missions_by_status(self, status: str) -> list[dict[str, Any]]:
-        wanted = MissionStatus(status)
-        return [m.to_dict() for _, m in sorted(self.missions.items()) if m.status is wanted]
+    def uav(self, uav_id: str) -> dict[str, Any]:
+        u = self._uav(uav_id)
+        return {
+            "id": u.id,
+            "home_station": u.home_station,
+            "status": u.status.value,
+            "mission": u.mission,
+            "version": u.version,
+            **self.columns.get(u.row),
+        }
+
+    def mission(self, mission_id: str) -> dict[str, Any]:
+        return self._mission(mission_id).to_dict()
+
+    def group(self, group_id: str) -> dict[str, Any]:
+        g = self._group(group_id)
+        return {"id": g.id, "members": sorted(g.members), "version": g.version}
+
+    def record(self, kind: str, record_id: str) -> dict[str, Any] | None:
+        """The current record of a kind ("uav", "mission", "group", "station"); None if gone."""
+        if kind == "station":
+            return {"id": record_id} if record_id in self.stations else None
+        lookup = {"uav": self.uav, "mission": self.mission, "group": self.group}[kind]
+        try:
+            return lookup(record_id)
+        except CommandError:
+            return None
+
+    def missions_by_status(self, status: str | None = None) -> list[dict[str, Any]]:
+        wanted = MissionStatus(status) if status is not None else None
+        return [m.to_dict() for _, m in sorted(self.missions.items()) if wanted is None or m.status is wanted]
 
     def uavs_where(
         self,
@@ -348,40 +530,70 @@ class FleetState:
             min_lat, min_lon, max_lat, max_lon = bbox
             if min_lat > max_lat or min_lon > max_lon:
                 raise CommandError("bbox", "must be (min_lat, min_lon, max_lat, max_lon) with min <= max")
+        lat, lon = self.columns.floats["lat"], self.columns.floats["lon"]
         out = []
-        for _, u in sorted(self.uavs.items()):
+        for uav_id, u in sorted(self.uavs.items()):
             if station is not None and u.home_station != station:
                 continue
             if wanted is not None and u.status is not wanted:
                 continue
-            if bbox is not None and not (bbox[0] <= u.lat <= bbox[2] and bbox[1] <= u.lon <= bbox[3]):
+            if bbox is not None and not (bbox[0] <= lat[u.row] <= bbox[2] and bbox[1] <= lon[u.row] <= bbox[3]):
                 continue
-            out.append(u.to_dict())
+            out.append(self.uav(uav_id))
         return out
 
     def group_members(self, group: str) -> list[str]:
         return sorted(self._group(group).members)
 
-    # --- snapshots and digests --------------------------------------------------------------
+    def groups_list(self) -> list[dict[str, Any]]:
+        return [self.group(g) for g in sorted(self.groups)]
 
-    def _tables(self) -> dict[str, Any]:
-        return {
-            "stations": sorted(self.stations),
-            "uavs": [u.to_dict() for _, u in sorted(self.uavs.items())],
-            "missions": [m.to_dict() for _, m in sorted(self.missions.items())],
-            "groups": [[g.id, sorted(g.members), g.version] for _, g in sorted(self.groups.items())],
-        }
+    # --- snapshots and digests --------------------------------------------------------------
 
     def snapshot(self) -> bytes:
         """Arrow IPC tables (see snapshot_codec)."""
         return encode_state(self)
 
     def restore(self, data: bytes) -> None:
-        fresh = FleetState()
+        fresh = FleetState(session_ttl_entries=self.session_ttl_entries)
         if data:
             decode_state(data, fresh)
+        fresh.track_changes = self.track_changes
         self.__dict__.update(fresh.__dict__)
+        self._idle = {u.id for u in self.uavs.values() if u.status is UAVStatus.IDLE and u.mission is None}
+        self._pending = sorted(
+            (-m.priority, m.created_index, m.id) for m in self.missions.values() if m.status is MissionStatus.PENDING
+        )
+
+    def digests(self) -> dict[str, str]:
+        """One hash per table (not of sessions or counters): equal on every replica at the
+        same log index. The UAV hash covers the kinematic columns byte for byte."""
+        uav_ids = sorted(self.uavs)
+        records = [self.uavs[u] for u in uav_ids]
+        uavs = hashlib.sha256(
+            json.dumps([[u.id, u.home_station, u.status.value, u.mission, u.version] for u in records]).encode()
+        )
+        rows = np.fromiter((u.row for u in records), dtype=np.int64, count=len(records))
+        for column in (*self.columns.floats.values(), self.columns.report_time, self.columns.report_seq):
+            uavs.update(np.ascontiguousarray(column[rows]).tobytes())
+        return {
+            "stations": _sha(sorted(self.stations)),
+            "uavs": uavs.hexdigest(),
+            "missions": _sha([m.to_dict() for _, m in sorted(self.missions.items())]),
+            "groups": _sha([[g.id, sorted(g.members), g.version] for _, g in sorted(self.groups.items())]),
+        }
 
     def digest(self) -> str:
-        """A hash of the fleet tables (not of sessions or counters): equal on every replica."""
-        return hashlib.sha256(json.dumps(self._tables(), sort_keys=True).encode()).hexdigest()
+        return _sha(self.digests())
+
+
+def _sha(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _is_ident(value: str) -> bool:
+    try:
+        ident(value, "uav")
+    except CommandError:
+        return False
+    return True

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 class CommandError(ValueError):
     """A command that is invalid; names the field and the reason."""
@@ -84,53 +86,26 @@ class Waypoint:
         )
 
 
-def great_circle_m(a_lat: float, a_lon: float, b_lat: float, b_lon: float) -> float:
-    """Haversine distance in metres."""
+def great_circle_m(a_lat: Any, a_lon: Any, b_lat: float, b_lon: float) -> Any:
+    """Haversine distance in metres; a_lat/a_lon may be numpy arrays (one distance each)."""
     r = 6_371_000.0
-    p1, p2 = math.radians(a_lat), math.radians(b_lat)
-    dp, dl = p2 - p1, math.radians(b_lon - a_lon)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * r * math.asin(min(1.0, math.sqrt(h)))
+    p1, p2 = np.radians(a_lat), math.radians(b_lat)
+    dp, dl = p2 - p1, np.radians(b_lon - np.asarray(a_lon))
+    h = np.sin(dp / 2) ** 2 + np.cos(p1) * math.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * r * np.arcsin(np.minimum(1.0, np.sqrt(h)))
 
 
 @dataclass
 class UAV:
+    """A UAV's record. Its kinematics (position, velocity, battery, last report) live in
+    FleetState.columns at `row`, where telemetry batches update them column by column."""
+
     id: str
     home_station: str
+    row: int
     status: UAVStatus = UAVStatus.IDLE
-    battery: float = 100.0
-    lat: float = 0.0
-    lon: float = 0.0
-    alt: float = 0.0
     mission: str | None = None
     version: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "home_station": self.home_station,
-            "status": self.status.value,
-            "battery": self.battery,
-            "lat": self.lat,
-            "lon": self.lon,
-            "alt": self.alt,
-            "mission": self.mission,
-            "version": self.version,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UAV:
-        return cls(
-            d["id"],
-            d["home_station"],
-            UAVStatus(d["status"]),
-            d["battery"],
-            d["lat"],
-            d["lon"],
-            d["alt"],
-            d["mission"],
-            d["version"],
-        )
 
 
 @dataclass

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import struct
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ def _ipc(table: pa.Table) -> bytes:
 
 def encode_state(state: FleetState) -> bytes:
     uavs = [state.uavs[k] for k in sorted(state.uavs)]
+    rows = np.fromiter((u.row for u in uavs), dtype=np.int64, count=len(uavs))
     missions = [state.missions[k] for k in sorted(state.missions)]
     groups = [state.groups[k] for k in sorted(state.groups)]
     tables = {
@@ -36,12 +39,11 @@ def encode_state(state: FleetState) -> bytes:
                 "id": pa.array([u.id for u in uavs], pa.string()),
                 "home_station": pa.array([u.home_station for u in uavs], pa.string()).dictionary_encode(),
                 "status": pa.array([u.status.value for u in uavs], pa.string()).dictionary_encode(),
-                "battery": pa.array([u.battery for u in uavs], pa.float64()),
-                "lat": pa.array([u.lat for u in uavs], pa.float64()),
-                "lon": pa.array([u.lon for u in uavs], pa.float64()),
-                "alt": pa.array([u.alt for u in uavs], pa.float64()),
                 "mission": pa.array([u.mission for u in uavs], pa.string()),
                 "version": pa.array([u.version for u in uavs], pa.int64()),
+                **{name: pa.array(column[rows]) for name, column in state.columns.floats.items()},
+                "report_time": pa.array(state.columns.report_time[rows]),
+                "report_seq": pa.array(state.columns.report_seq[rows]),
             }
         ),
         "missions": pa.table(
@@ -73,8 +75,10 @@ def encode_state(state: FleetState) -> bytes:
         "group_members": pa.table({"uav": pa.array([u for g in groups for u in sorted(g.members)], pa.string())}),
         "meta": pa.table(
             {
-                "sessions": pa.array([json.dumps({c: [s, a] for c, (s, a) in sorted(state.sessions.items())})]),
+                # in least-recently-used order: expiry depends on it
+                "sessions": pa.array([json.dumps([[c, s, a, i] for c, (s, a, i) in state.sessions.items()])]),
                 "rejections": pa.array([state.rejections], pa.int64()),
+                "telemetry": pa.array([json.dumps(state.telemetry.to_dict())]),
             }
         ),
     }
@@ -103,24 +107,26 @@ def decode_tables(data: bytes) -> dict[str, pa.Table]:
 
 
 def decode_state(data: bytes, state: FleetState) -> None:
+    from controlplane.state.columns import UAVColumns
     from controlplane.state.model import UAV, Group, Mission, MissionStatus, UAVStatus, Waypoint
+    from controlplane.state.telemetry import TelemetryCounts
 
     t = decode_tables(data)
     state.stations = set(t["stations"].column("name").to_pylist())
-    u: dict[str, list[Any]] = t["uavs"].to_pydict()
+    uavs = t["uavs"]
+    n = uavs.num_rows
+    columns = UAVColumns(capacity=max(1024, n))
+    for name in columns.floats:
+        columns.floats[name][:n] = uavs.column(name).to_numpy()
+    columns.report_time[:n] = uavs.column("report_time").to_numpy()
+    columns.report_seq[:n] = uavs.column("report_seq").to_numpy()
+    columns.reserve(n)
+    state.columns = columns
+    u: dict[str, list[Any]] = uavs.select(["id", "home_station", "status", "mission", "version"]).to_pydict()
     state.uavs = {
-        uid: UAV(uid, home, UAVStatus(status), bat, lat, lon, alt, mission, version)
-        for uid, home, status, bat, lat, lon, alt, mission, version in zip(
-            u["id"],
-            u["home_station"],
-            u["status"],
-            u["battery"],
-            u["lat"],
-            u["lon"],
-            u["alt"],
-            u["mission"],
-            u["version"],
-            strict=True,
+        uid: UAV(uid, home, row, UAVStatus(status), mission, version)
+        for row, (uid, home, status, mission, version) in enumerate(
+            zip(u["id"], u["home_station"], u["status"], u["mission"], u["version"], strict=True)
         )
     }
     m: dict[str, list[Any]] = t["missions"].to_pydict()
@@ -149,5 +155,6 @@ def decode_state(data: bytes, state: FleetState) -> None:
         state.groups[gid] = Group(gid, set(members[pos : pos + count]), version)
         pos += count
     meta = t["meta"].to_pydict()
-    state.sessions = {c: (int(s), a) for c, (s, a) in json.loads(meta["sessions"][0]).items()}
+    state.sessions = OrderedDict((c, (int(s), a, int(i))) for c, s, a, i in json.loads(meta["sessions"][0]))
     state.rejections = int(meta["rejections"][0])
+    state.telemetry = TelemetryCounts(**json.loads(meta["telemetry"][0]))

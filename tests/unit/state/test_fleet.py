@@ -13,6 +13,7 @@ from controlplane.raft.harness import Network
 from controlplane.raft.messages import Entry
 from controlplane.state.fleet import FleetState, encode, validate
 from controlplane.state.model import CommandError
+from controlplane.state.telemetry import encode_entry, normalize
 
 
 def run(state: FleetState, *commands: dict, start: int = 1) -> list[dict]:
@@ -104,7 +105,7 @@ def test_expected_version_conflicts():
         start=10,
     )
     assert first["ok"] and not second["ok"] and second["conflict"]
-    assert s.uavs["u1"].battery == 80
+    assert s.uav("u1")["battery"] == 80
 
 
 def test_a_retried_command_applies_once():
@@ -184,19 +185,43 @@ commands = st.one_of(
         lambda g, u: {"type": "add_member", "group": g, "uav": u}, st.sampled_from(["g1"]), st.sampled_from(UAVS)
     ),
     st.just({"type": "create_group", "group": "g1"}),
+    # telemetry batches, with unknown UAVs, stale and repeated reports
+    st.builds(
+        lambda reports, auto: {"telemetry": reports, "auto_register": auto},
+        st.lists(
+            st.builds(
+                lambda u, t, q, b: {"uav": u, "time": float(t), "seq": q, "battery": b, "station": "alpha"},
+                st.sampled_from([*UAVS, "u9"]),
+                st.integers(0, 4),
+                st.integers(0, 2),
+                st.integers(0, 100),
+            ),
+            min_size=1,
+            max_size=6,
+        ),
+        st.booleans(),
+    ),
 )
+
+
+def entry_bytes(cmd: dict, seq: int) -> bytes:
+    if "telemetry" in cmd:
+        table, _ = normalize(cmd["telemetry"])
+        return encode_entry(table, auto_register=cmd["auto_register"])
+    return json.dumps({**cmd, "client": "c", "seq": seq}).encode()
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(commands, min_size=1, max_size=25), st.integers(0, 2**16), st.lists(st.booleans(), max_size=25))
 def test_replicas_agree_under_faults_and_retries_apply_once(cmds, seed, drops):
-    """Any command sequence on 3 replicas, with a follower cut off part of the time and
-    every command proposed twice (a client retry), gives identical digests everywhere."""
+    """Any command sequence (telemetry batches included) on 3 replicas, with a follower cut
+    off part of the time and every command proposed twice (a client retry), gives identical
+    digests everywhere."""
     net = Network(3, seed=seed)
     machines = {nid: FleetState() for nid in net.replicas}
     net.elect(1)
     for i, cmd in enumerate(cmds):
-        data = json.dumps({**cmd, "client": "c", "seq": i + 1}).encode()
+        data = entry_bytes(cmd, i + 1)
         if i < len(drops) and drops[i]:
             net.isolate(3)
         net.core(1).propose(data)

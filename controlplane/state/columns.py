@@ -1,0 +1,79 @@
+"""UAVColumns: the UAVs' kinematics and last report, one numpy column per field, one row
+per UAV. Telemetry arrives at up to millions of reports a second; keeping it columnar lets
+the state machine apply a whole batch with a few vectorized operations (state/telemetry.py)
+and lets the scheduler compare every idle UAV at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+# Fields a telemetry report carries (besides uav, time, seq), with their valid ranges.
+KINEMATICS: dict[str, tuple[float, float]] = {
+    "lat": (-90.0, 90.0),
+    "lon": (-180.0, 180.0),
+    "alt": (-500.0, 10_000.0),
+    "battery": (0.0, 100.0),
+    "vx": (-200.0, 200.0),  # m/s, north
+    "vy": (-200.0, 200.0),  # m/s, east
+    "vz": (-200.0, 200.0),  # m/s, down (PX4's NED frame)
+}
+DEFAULTS: dict[str, float] = {"lat": 0.0, "lon": 0.0, "alt": 0.0, "battery": 100.0, "vx": 0.0, "vy": 0.0, "vz": 0.0}
+# "No report yet": any real report is newer.
+NO_TIME = -np.inf
+
+
+class UAVColumns:
+    def __init__(self, capacity: int = 1024) -> None:
+        self.floats = {name: np.zeros(capacity) for name in KINEMATICS}
+        self.report_time = np.full(capacity, NO_TIME)
+        self.report_seq = np.full(capacity, -1, dtype=np.int64)
+        self._free: list[int] = list(range(capacity - 1, -1, -1))
+
+    @property
+    def capacity(self) -> int:
+        return len(self.report_time)
+
+    def allocate(self, values: dict[str, float]) -> int:
+        """A row for a new UAV (the lowest free one, so every replica picks the same)."""
+        if not self._free:
+            self._grow()
+        row = self._free.pop()
+        for name, column in self.floats.items():
+            column[row] = float(values.get(name, DEFAULTS[name]))
+        self.report_time[row] = NO_TIME
+        self.report_seq[row] = -1
+        return row
+
+    def reserve(self, n: int) -> None:
+        """Rows 0..n-1 are taken (filled directly, as a snapshot restore does)."""
+        self._free = list(range(self.capacity - 1, n - 1, -1))
+
+    def release(self, row: int) -> None:
+        self._free.append(row)
+        self._free.sort(reverse=True)
+
+    def _grow(self) -> None:
+        old = self.capacity
+        new = max(1024, old * 2)
+        for name, column in self.floats.items():
+            self.floats[name] = np.concatenate([column, np.zeros(new - old)])
+        self.report_time = np.concatenate([self.report_time, np.full(new - old, NO_TIME)])
+        self.report_seq = np.concatenate([self.report_seq, np.full(new - old, -1, dtype=np.int64)])
+        self._free = list(range(new - 1, old - 1, -1))
+
+    def get(self, row: int) -> dict[str, Any]:
+        out: dict[str, Any] = {name: float(column[row]) for name, column in self.floats.items()}
+        t = float(self.report_time[row])
+        out["report_time"] = None if t == NO_TIME else t
+        out["report_seq"] = None if t == NO_TIME else int(self.report_seq[row])
+        return out
+
+    def set(self, row: int, values: dict[str, Any]) -> None:
+        for name, value in values.items():
+            self.floats[name][row] = float(value)
+
+    def set_report(self, row: int, time: float | None, seq: int | None) -> None:
+        self.report_time[row] = NO_TIME if time is None else time
+        self.report_seq[row] = -1 if seq is None else seq

@@ -1,0 +1,226 @@
+"""Telemetry: input formats and row-by-row reasons, the log entry, and last-writer-wins by the
+UAV's own (time, seq) under reordered, duplicated and stale reports."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controlplane.raft.messages import Entry
+from controlplane.state.fleet import FleetState
+from controlplane.state.telemetry import REPORT_SCHEMA, ReportError, decode_entry, encode_entry, normalize
+
+
+def command(state: FleetState, index: int, cmd: dict) -> dict:
+    return state.apply(Entry(1, index, json.dumps(cmd).encode()))
+
+
+def fleet(n_uavs: int = 3) -> FleetState:
+    s = FleetState()
+    command(s, 1, {"type": "register_station", "station": "alpha"})
+    for i in range(n_uavs):
+        command(s, 2 + i, {"type": "register_uav", "uav": f"u{i}", "home_station": "alpha", "battery": 50})
+    return s
+
+
+def report(uav: str, t: float, seq: int, **values: float) -> dict:
+    return {"uav": uav, "time": t, "seq": seq, **values}
+
+
+def send(state: FleetState, index: int, reports: list[dict], *, auto_register: bool = False) -> dict:
+    table, rejected = normalize(reports, station="alpha")
+    assert rejected == []
+    return state.apply(Entry(1, index, encode_entry(table, auto_register=auto_register)))
+
+
+def test_every_input_format_gives_the_same_table():
+    rows = [report("u0", 10.0, 1, lat=47.1, lon=8.2, battery=80.0), report("u1", 11.0, 2, alt=30.0)]
+    from_dicts, _ = normalize(rows)
+    from_frame, _ = normalize(pd.DataFrame(rows))
+    from_table, _ = normalize(pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False))
+    from_batch, _ = normalize(pa.RecordBatch.from_pandas(pd.DataFrame(rows), preserve_index=False))
+    assert from_dicts.equals(from_frame) and from_dicts.equals(from_table) and from_dicts.equals(from_batch)
+    assert from_dicts.column("alt").to_pylist() == [None, 30.0]  # absent: keeps the UAV's value
+
+
+def test_bad_rows_are_rejected_with_reasons_and_good_rows_kept():
+    rows = [
+        report("u0", 10.0, 1, lat=47.0),
+        report("u1", 10.0, 1, lat=95.0),
+        {"uav": "u2", "time": "noon", "seq": 1},
+        report("has space", 10.0, 1),
+        {"uav": "u3", "seq": 4},
+        report("u4", math.inf, 1),
+        report("u5", 10.0, -3),
+        "not a dict",
+        {**report("u6", 1.0, 1), "colour": "red"},
+        report("u7", 10.0, 1, battery=101),
+    ]
+    table, rejected = normalize(rows)
+    assert table.column("uav").to_pylist() == ["u0"]
+    assert [(r.row, r.field) for r in rejected] == [
+        (1, "lat"),
+        (2, "time"),
+        (3, "uav"),
+        (4, "time"),
+        (5, "time"),
+        (6, "seq"),
+        (7, "report"),
+        (8, "colour"),
+        (9, "battery"),
+    ]
+    assert "within [-90.0, 90.0]" in rejected[0].reason
+    # A frame with a whole column of the wrong type, or a missing column, is refused as a whole.
+    with pytest.raises(ReportError, match="'lat'"):
+        normalize(pd.DataFrame({"uav": ["a"], "time": [1.0], "seq": [1], "lat": ["north"]}))
+    with pytest.raises(ReportError, match=r"\['seq'\]"):
+        normalize(pd.DataFrame({"uav": ["a"], "time": [1.0]}))
+    with pytest.raises(ReportError, match="got str"):
+        normalize("u0,1,2")
+
+
+def test_timestamps_become_seconds_and_station_is_filled():
+    frame = pd.DataFrame({"uav": ["u0"], "time": pd.to_datetime(["2026-01-01T00:00:01Z"]), "seq": [1]})
+    table, _ = normalize(frame, station="bravo")
+    assert table.column("time").to_pylist() == [pd.Timestamp("2026-01-01T00:00:01Z").timestamp()]
+    assert table.column("station").to_pylist() == ["bravo"]
+
+
+def test_the_newest_report_wins_whatever_the_arrival_order():
+    s = fleet()
+    answer = send(
+        s,
+        10,
+        [
+            report("u0", 20.0, 5, lat=2.0),
+            report("u0", 30.0, 1, lat=3.0),  # newest by time, even with a lower seq
+            report("u0", 10.0, 9, lat=1.0),
+            report("u1", 5.0, 1, lat=7.0),
+            report("u1", 5.0, 2, lat=8.0),  # same time: seq decides
+        ],
+    )
+    assert answer["ok"] and answer["accepted"] == 5 and answer["written"] == 2
+    assert s.uav("u0")["lat"] == 3.0 and s.uav("u1")["lat"] == 8.0
+    # Older than what is stored: stale, dropped. The same (time, seq) again: duplicate.
+    again = send(s, 11, [report("u0", 25.0, 1, lat=9.0), report("u0", 30.0, 1, lat=3.0)])
+    assert (again["stale"], again["duplicate"], again["written"]) == (1, 1, 0)
+    assert s.uav("u0")["lat"] == 3.0 and s.uav("u0")["report_time"] == 30.0
+
+
+def test_duplicates_inside_a_batch_count_once():
+    s = fleet()
+    answer = send(s, 10, [report("u0", 1.0, 1, lat=1.0)] * 3)
+    assert (answer["accepted"], answer["duplicate"], answer["written"]) == (1, 2, 1)
+
+
+def test_absent_values_keep_the_previous_ones():
+    s = fleet()
+    send(s, 10, [report("u0", 1.0, 1, lat=1.0, battery=70.0)])
+    send(s, 11, [report("u0", 2.0, 2, lon=5.0)])
+    u = s.uav("u0")
+    assert (u["lat"], u["lon"], u["battery"], u["report_seq"]) == (1.0, 5.0, 70.0, 2)
+
+
+def test_unknown_uavs_are_rejected_or_registered_at_their_station():
+    s = fleet()
+    answer = send(s, 10, [report("ghost", 1.0, 1), report("u0", 1.0, 1)])
+    assert (answer["rejected"], answer["accepted"]) == (1, 1) and "ghost" not in s.uavs
+    answer = send(s, 11, [report("ghost", 1.0, 1, lat=4.0)], auto_register=True)
+    assert answer["registered"] == 1 and s.uav("ghost")["home_station"] == "alpha"
+    assert s.uav("ghost")["lat"] == 4.0
+    table, _ = normalize([report("lost", 1.0, 1)], station="nowhere")  # station not registered
+    answer = s.apply(Entry(1, 12, encode_entry(table, auto_register=True)))
+    assert answer["rejected"] == 1 and "lost" not in s.uavs
+
+
+def test_a_forged_entry_is_rechecked_on_apply():
+    s = fleet()
+    before = s.digest()
+    # What normalize() would refuse, written straight into an entry (a buggy or hostile proposer).
+    given = {"uav": ["u0", "u1"], "time": [1.0, float("nan")], "seq": [1, 1], "lat": [500.0, 1.0]}
+    full = pa.table({f.name: given.get(f.name, [None, None]) for f in REPORT_SCHEMA}, schema=REPORT_SCHEMA)
+    answer = s.apply(Entry(1, 10, encode_entry(full, auto_register=False)))
+    assert answer["rejected"] == 2 and s.digest() == before
+    bad = s.apply(Entry(1, 11, b"TLM1\x00garbage"))
+    assert not bad["ok"] and bad["field"] == "telemetry" and s.digest() == before
+
+
+def test_entry_round_trip_and_compression():
+    rows = [report(f"u{i % 100}", float(i), i, lat=47.0 + i / 1e5, lon=8.0) for i in range(10_000)]
+    table, _ = normalize(rows, station="alpha")
+    data = encode_entry(table, auto_register=True)
+    back, auto = decode_entry(data)
+    assert auto and back.num_rows == 10_000
+    assert back.column("uav").to_pylist() == table.column("uav").to_pylist()
+    assert len(data) < table.nbytes
+
+
+def test_telemetry_frees_a_uav_for_the_scheduler():
+    s = fleet(1)
+    command(
+        s,
+        10,
+        {"type": "create_mission", "mission": "m", "min_battery": 80, "waypoints": [{"lat": 1, "lon": 1, "alt": 10}]},
+    )
+    assert s.missions["m"].status.value == "pending"  # u0 has 50%
+    send(s, 11, [report("u0", 1.0, 1, battery=95.0)])
+    assert s.missions["m"].uav == "u0"
+
+
+def test_snapshot_keeps_reports_and_counters():
+    s = fleet()
+    send(s, 10, [report("u0", 3.0, 1, lat=5.0), report("u1", 2.0, 1)])
+    copy = FleetState()
+    copy.restore(s.snapshot())
+    assert copy.digests() == s.digests() and copy.telemetry == s.telemetry
+    stale = send(copy, 11, [report("u0", 2.0, 7)])
+    assert stale["stale"] == 1  # the last report's (time, seq) survived the snapshot
+
+
+def test_sessions_expire_by_log_index():
+    s = FleetState(session_ttl_entries=10)
+    command(s, 1, {"type": "create_group", "group": "g", "client": "c", "seq": 1})
+    command(s, 5, {"type": "create_group", "group": "h", "client": "d", "seq": 1})
+    assert set(s.sessions) == {"c", "d"}
+    command(s, 12, {"type": "checkpoint"})
+    assert set(s.sessions) == {"d"}
+
+
+reports_strategy = st.lists(
+    st.tuples(st.sampled_from(["u0", "u1", "u2"]), st.integers(0, 5), st.integers(0, 3), st.integers(-80, 80)),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(reports_strategy, st.integers(1, 6), st.randoms(use_true_random=False))
+def test_any_split_and_order_gives_sequential_last_writer_wins(raw, batches, rnd: random.Random):
+    """Applying reports in batches of any size and order ends where applying the newest
+    per UAV does: the result does not depend on how telemetry was cut or reordered."""
+    reports = [report(u, float(t), q, lat=float(lat)) for u, t, q, lat in raw]
+    expected: dict[str, tuple[float, int, float]] = {}
+    for r in reports:  # the first of equal keys counts
+        key = (r["time"], r["seq"])
+        if r["uav"] not in expected or key > expected[r["uav"]][:2]:
+            expected[r["uav"]] = (*key, r["lat"])
+    shuffled = reports[:]
+    rnd.shuffle(shuffled)
+    s, index = fleet(), 100
+    chunk = max(1, len(shuffled) // batches)
+    accepted = 0
+    for start in range(0, len(shuffled), chunk):
+        index += 1
+        accepted += send(s, index, shuffled[start : start + chunk])["accepted"]
+    for uav, (t, q, _) in expected.items():
+        got = s.uav(uav)
+        assert (got["report_time"], got["report_seq"]) == (t, q)
+    distinct = {(r["uav"], r["time"], r["seq"]) for r in reports}
+    assert accepted <= len(distinct)
