@@ -18,14 +18,19 @@ import ray
 
 from controlplane.node import RaftNode
 from controlplane.persist import DiskStorage, FileStableStore, StorageError
-from controlplane.raft import ConfChange, ConfChangeOp, RaftConfig, Role
+from controlplane.raft import ConfChange, ConfChangeOp, NotLeaderError, RaftConfig, Role
 from controlplane.raft.codec import decode_batch
 from controlplane.rpc.client import Peer, RaftRPCClient
 from controlplane.rpc.config import RPCConfig
 from controlplane.rpc.http import HTTPTransport, HTTPTransportServer
 from controlplane.rpc.ray import RayResolvedHTTPTransport, RayTransport
 from controlplane.rpc.stats import ArrowStatsWriter
-from controlplane.state.registers import Registers
+from controlplane.state.fleet import FleetState
+from controlplane.state.queries import run_query
+from controlplane.state.telemetry import encode_entry
+from controlplane.sync.changefeed import ChangeFeed
+from controlplane.sync.coalescer import Coalescer, CoalescerConfig
+from controlplane.sync.ingest import TelemetryIngest
 
 NAMESPACE = "uav-control-plane"
 
@@ -57,6 +62,11 @@ class ReplicaSpec:
     # The address a replica's HTTP endpoint binds and advertises: loopback for one machine
     # (and tests); on real stations, the station's own address ("node-ip" asks Ray for it).
     http_host: str = "127.0.0.1"
+    # Telemetry naming a UAV the fleet does not know: rejected (False) or registered at the
+    # station that received it (True).
+    auto_register_uavs: bool = False
+    # The leader folds the telemetry tables of all stations into one log entry per batch.
+    telemetry: CoalescerConfig = field(default_factory=lambda: CoalescerConfig(max_rows=200_000, max_delay=0.01))
 
     def __post_init__(self) -> None:
         if not self.group or "/" in self.group:
@@ -73,7 +83,9 @@ class RaftReplica:
     def __init__(self, spec: ReplicaSpec) -> None:
         self.spec = spec
         self.node: RaftNode | None = None
-        self.state = Registers()
+        self.state = FleetState()
+        self.feed = ChangeFeed(self.state)
+        self.telemetry = Coalescer(self._propose_telemetry, spec.telemetry)
         self.stats: ArrowStatsWriter | None = None
         self.client: RaftRPCClient | None = None
         self.server: HTTPTransportServer | None = None
@@ -119,7 +131,7 @@ class RaftReplica:
         node = RaftNode(
             RaftConfig(node_id=spec.replica, election_ticks=spec.election_ticks, seed=int(time.time())),
             storage,
-            self.state,
+            self.feed,
             lambda m: client.post(Peer(m.dst, actor_name(spec.group, m.dst)), m),
             tick_interval=spec.tick_interval,
             snapshot_every=spec.snapshot_every,
@@ -176,13 +188,42 @@ class RaftReplica:
         node = await self._ensure_started()
         return await node.propose(command, timeout)
 
-    async def read(self, key: str, consistency: str = "linearizable") -> Any:
+    async def _consistent(self, consistency: str) -> None:
         node = await self._ensure_started()
         if consistency == "linearizable":
             await node.read_barrier()
         elif consistency != "stale":
             raise ValueError(f"consistency must be 'linearizable' or 'stale', got {consistency!r}")
-        return self.state.data.get(key)
+
+    async def query(self, name: str, args: dict[str, Any] | None = None, consistency: str = "linearizable") -> Any:
+        """A named fleet query (state/queries.py), after a ReadIndex barrier unless stale."""
+        await self._consistent(consistency)
+        return run_query(self.state, name, args)
+
+    async def watch(self, from_index: int, kinds: list[str] | None = None, timeout: float = 10.0) -> dict[str, Any]:
+        """Changes after log index `from_index` (long poll up to `timeout`), or a reset."""
+        await self._ensure_started()
+        return await self.feed.wait(from_index, kinds, timeout)
+
+    async def checkpoint_digests(self, index: int) -> dict[str, str] | None:
+        """The table digests this replica computed when it applied checkpoint `index`."""
+        await self._ensure_started()
+        return self.state.checkpoints.get(index)
+
+    async def submit_telemetry(self, refs: list[Any], timeout: float = 10.0) -> list[Any]:
+        """Leader only: telemetry tables as ObjectRefs (in a list, so Ray passes the refs and
+        not their values), folded with every other station's into few log entries. Returns
+        the apply counts of the entries they went in, once applied here."""
+        node = await self._ensure_started()
+        if not node.is_leader:
+            raise NotLeaderError(node.status().leader_id)
+        tables = await asyncio.gather(*refs)
+        return list(await asyncio.wait_for(asyncio.gather(*(self.telemetry.submit(t) for t in tables)), timeout))
+
+    async def _propose_telemetry(self, table: Any) -> Any:
+        node = await self._ensure_started()
+        data = await asyncio.to_thread(encode_entry, table, auto_register=self.spec.auto_register_uavs)
+        return await node.propose(data, timeout=10.0)
 
     async def status(self) -> dict[str, Any]:
         node = await self._ensure_started()
@@ -197,7 +238,8 @@ class RaftReplica:
             "voters": sorted(s.conf.voters),
             "learners": sorted(s.conf.learners),
             "match": s.match,
-            "keys": len(self.state.data),
+            "uavs": len(self.state.uavs),
+            "missions": len(self.state.missions),
             "recovered_entries": self.recovered_entries,
             "started_at": self.started_at,
         }
@@ -296,6 +338,76 @@ def start_station_agents(stations: list[str], discovery_env: dict[str, str], ttl
     }
     ray.get([a.start.remote() for a in agents.values()])
     return agents
+
+
+def group_replicas(group: str) -> dict[int, Any]:
+    """The live replica actors of a group, by replica id (ids need not be contiguous: a
+    replaced member's id is gone for good)."""
+    prefix = actor_name(group, 0)[:-1]
+    found: dict[int, Any] = {}
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        name = entry["name"] if isinstance(entry, dict) else entry
+        namespace = entry.get("namespace") if isinstance(entry, dict) else NAMESPACE
+        if namespace != NAMESPACE or not name.startswith(prefix) or not name[len(prefix) :].isdigit():
+            continue
+        try:
+            found[int(name[len(prefix) :])] = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:  # died between listing and lookup
+            continue
+    return found
+
+
+class StationIngest(TelemetryIngest):
+    """A station's telemetry ingest as a Ray actor: each coalesced table is `ray.put` once
+    and its ObjectRef handed to the group's leader, found by asking the replicas and found
+    again after a NotLeader answer or a dead leader. A batch re-sent after a lost answer is
+    harmless: last-writer-wins counts the repeat as duplicates."""
+
+    def __init__(self, group: str, station: str, config: CoalescerConfig | None = None, timeout: float = 15.0) -> None:
+        super().__init__(station, self._forward, config)
+        self.group = group
+        self.timeout = timeout
+        self._leader: Any = None
+
+    async def _forward(self, table: Any) -> Any:
+        ref = ray.put(table)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            try:
+                if self._leader is None:
+                    replicas = group_replicas(self.group)
+                    if not replicas:
+                        raise TimeoutError(f"group {self.group!r} has no replicas")
+                    self._leader = replicas[await find_leader(replicas, max(0.5, deadline - loop.time()))]
+                return await self._leader.submit_telemetry.remote([ref])
+            except ray.exceptions.RayTaskError as exc:
+                if not isinstance(exc.cause, NotLeaderError | TimeoutError):
+                    raise
+                error: Exception = exc
+            except (ray.exceptions.RayActorError, TimeoutError) as exc:
+                error = exc
+            self._leader = None
+            if loop.time() > deadline:
+                raise TimeoutError(f"telemetry batch not committed within {self.timeout}s: {error}")
+            await asyncio.sleep(0.05)
+
+
+IngestActor = ray.remote(StationIngest)
+
+
+def start_ingest(group: str, station: str, config: CoalescerConfig | None = None) -> Any:
+    """Create (or find) the detached telemetry ingest actor of one station."""
+    actor_class: Any = IngestActor
+    return actor_class.options(
+        name=f"ingest-{group}-{station}",
+        namespace=NAMESPACE,
+        lifetime="detached",
+        max_restarts=-1,
+        num_cpus=0.01,
+        resources={f"station:{station}": 0.01},
+        get_if_exists=True,
+    ).remote(group, station, config)
 
 
 def start_replica(spec: ReplicaSpec, station: str) -> Any:

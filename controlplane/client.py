@@ -1,7 +1,8 @@
-"""The Python SDK: ControlPlane finds a group's replicas by their actor names, sends
+"""The Python SDK: ControlPlane finds a group's replicas by their actor names, sends fleet
 commands to the leader (following NotLeader answers and waiting out elections), and
 retries with the same (client_id, seq) so a command is applied once even when an answer
-is lost. Reads are linearizable (ReadIndex on the leader) or explicitly stale."""
+is lost. Queries are linearizable (ReadIndex on the leader) or explicitly stale; watch()
+follows the change feed from a log index."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from typing import Any
 
 import ray
 
-from controlplane.actors import NAMESPACE, actor_name, find_leader
+from controlplane.actors import NAMESPACE, find_leader, group_replicas
 from controlplane.raft import NotLeaderError
-from controlplane.state.registers import put
+from controlplane.state.fleet import encode, validate
 
 
 class ControlPlaneError(Exception):
@@ -36,12 +37,7 @@ class ControlPlane:
         """Attach to Ray (address "auto": the running cluster) and find the group's replicas."""
         if not ray.is_initialized():
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-        replicas = {}
-        for n in itertools.count(1):
-            try:
-                replicas[n] = ray.get_actor(actor_name(group, n), namespace=NAMESPACE)
-            except ValueError:
-                break
+        replicas = group_replicas(group)
         if not replicas:
             raise ControlPlaneError(f"no replicas of group {group!r} in namespace {NAMESPACE!r}; deploy it first")
         return cls(group, replicas, client_id)
@@ -73,16 +69,48 @@ class ControlPlane:
             await asyncio.sleep(0.05)
         raise ControlPlaneError(f"command {self.client_id}/{seq} not answered within {timeout}s: {last}")
 
-    async def put(self, key: str, value: Any, timeout: float = 15.0) -> dict[str, Any]:
-        return await self.propose(lambda client, seq: put(key, value, client, seq), timeout)
+    async def command(self, command: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
+        """A fleet command (state/fleet.py COMMANDS), validated here first (CommandError names
+        the field), applied exactly once. The answer says ok or why not (conflicts included)."""
+        validate({**command})
+        return await self.propose(lambda client, seq: encode({**command, "client": client, "seq": seq}), timeout)
 
-    async def read(self, key: str, consistency: str = "linearizable", timeout: float = 15.0) -> Any:
+    async def query(
+        self, name: str, args: dict[str, Any] | None = None, consistency: str = "linearizable", timeout: float = 15.0
+    ) -> Any:
+        """A named query (state/queries.py). "linearizable" asks the leader after a ReadIndex
+        barrier; "stale" reads whichever replica answers first, however far behind."""
         if consistency not in ("linearizable", "stale"):
             raise ValueError(f"consistency must be 'linearizable' or 'stale', got {consistency!r}")
         if consistency == "stale":
-            return await next(iter(self.replicas.values())).read.remote(key, "stale")
+            return await next(iter(self.replicas.values())).query.remote(name, args, "stale")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                handle = await self._leader_handle(max(0.1, deadline - loop.time()))
+                return await handle.query.remote(name, args, "linearizable")
+            except ray.exceptions.RayTaskError as exc:
+                if not isinstance(exc.cause, NotLeaderError | TimeoutError) or loop.time() > deadline:
+                    raise
+            except (ray.exceptions.RayActorError, TimeoutError):
+                if loop.time() > deadline:
+                    raise
+            self._leader = None
+            await asyncio.sleep(0.05)
+
+    async def watch(self, from_index: int, kinds: list[str] | None = None, timeout: float = 10.0) -> dict[str, Any]:
+        """Changes after `from_index` from the leader's change feed (long poll)."""
         handle = await self._leader_handle(timeout)
-        return await handle.read.remote(key, "linearizable")
+        answer: dict[str, Any] = await handle.watch.remote(from_index, kinds, timeout)
+        return answer
+
+    async def checkpoint_digests(self, index: int) -> dict[str, dict[str, str] | None]:
+        """Each replica's table digests at checkpoint `index` (None: not there yet, or down)."""
+        results = await asyncio.gather(
+            *(h.checkpoint_digests.remote(index) for h in self.replicas.values()), return_exceptions=True
+        )
+        return {str(r): d if isinstance(d, dict) else None for r, d in zip(self.replicas, results, strict=True)}
 
     async def status(self) -> list[dict[str, Any]]:
         results = await asyncio.gather(*(h.status.remote() for h in self.replicas.values()), return_exceptions=True)

@@ -67,6 +67,7 @@ class RaftNode:
         *,
         tick_interval: float = 0.05,
         snapshot_every: int = 10_000,
+        snapshot_bytes: int = 256 << 20,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         persist_in_thread: bool = True,
     ) -> None:
@@ -74,6 +75,8 @@ class RaftNode:
             raise ValueError(f"tick_interval must be positive, got {tick_interval}")
         if snapshot_every < 1:
             raise ValueError(f"snapshot_every must be positive, got {snapshot_every}")
+        if snapshot_bytes < 1:
+            raise ValueError(f"snapshot_bytes must be positive, got {snapshot_bytes}")
         self.config = config
         self.id = config.node_id
         self.storage = storage
@@ -81,6 +84,9 @@ class RaftNode:
         self._send = send
         self.tick_interval = tick_interval
         self.snapshot_every = snapshot_every
+        # Telemetry entries are megabytes each: compact by bytes as well as by count.
+        self.snapshot_bytes = snapshot_bytes
+        self._bytes_since_snapshot = 0
         self._sleep = sleep
         self._persist_in_thread = persist_in_thread
         self.core: RaftCore | None = None
@@ -248,6 +254,7 @@ class RaftNode:
             self._last_snapshot_index = self.applied_index = rd.snapshot.meta.index
         for e in rd.committed_entries:
             result = self.sm.apply(e) if e.kind is EntryKind.NORMAL and e.data else None
+            self._bytes_since_snapshot += len(e.data)
             self.applied_index = e.index
             waiting = self._waiting.pop(e.index, None)
             if waiting is not None and not waiting[1].done():
@@ -276,7 +283,8 @@ class RaftNode:
 
     def _maybe_snapshot(self, core: RaftCore) -> None:
         applied = core.log.applied
-        if applied - self._last_snapshot_index < self.snapshot_every:
+        due = applied - self._last_snapshot_index >= self.snapshot_every
+        if applied <= self._last_snapshot_index or not (due or self._bytes_since_snapshot >= self.snapshot_bytes):
             return
         term = core.log.term(applied)
         assert term is not None
@@ -284,3 +292,4 @@ class RaftNode:
         core.compact(snap)
         self.storage.save_snapshot(snap, compact_through=core.log.snap_index)
         self._last_snapshot_index = applied
+        self._bytes_since_snapshot = 0

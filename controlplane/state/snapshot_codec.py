@@ -78,6 +78,7 @@ def encode_state(state: FleetState) -> bytes:
                 # in least-recently-used order: expiry depends on it
                 "sessions": pa.array([json.dumps([[c, s, a, i] for c, (s, a, i) in state.sessions.items()])]),
                 "rejections": pa.array([state.rejections], pa.int64()),
+                "applied_index": pa.array([state.applied_index], pa.int64()),
                 "telemetry": pa.array([json.dumps(state.telemetry.to_dict())]),
             }
         ),
@@ -157,4 +158,5 @@ def decode_state(data: bytes, state: FleetState) -> None:
     meta = t["meta"].to_pydict()
     state.sessions = OrderedDict((c, (int(s), a, int(i))) for c, s, a, i in json.loads(meta["sessions"][0]))
     state.rejections = int(meta["rejections"][0])
+    state.applied_index = int(meta["applied_index"][0])
     state.telemetry = TelemetryCounts(**json.loads(meta["telemetry"][0]))

@@ -8,7 +8,7 @@ import ray
 
 from controlplane.actors import deploy, find_leader
 from controlplane.client import propose_to_leader
-from controlplane.state.registers import put
+from tests.integration.fleet_commands import STATION, register
 
 
 @pytest.fixture(scope="module")
@@ -29,23 +29,24 @@ def test_restarted_replica_recovers_every_acknowledged_write_and_a_diskless_one_
         handles = deploy("rec", ["s1", "s2", "s3"], str(tmp_path))
         try:
             leader = await find_leader(handles, 60)
+            await propose_to_leader(handles, STATION)
             for i in range(30):
-                await propose_to_leader(handles, put(f"k{i}", i))
+                await propose_to_leader(handles, register(i))
             follower = next(r for r in handles if r != leader)
             ray.kill(handles[follower], no_restart=False)  # Ray restarts it: __init__ runs again
             for i in range(30, 40):
-                await propose_to_leader(handles, put(f"k{i}", i))
+                await propose_to_leader(handles, register(i))
             await asyncio.sleep(0.5)
             deadline = asyncio.get_running_loop().time() + 30
             while True:
                 st = await handles[follower].status.remote()
-                if st["keys"] == 40:
+                if st["uavs"] == 40:
                     break
                 assert asyncio.get_running_loop().time() < deadline, st
                 await asyncio.sleep(0.1)
             assert st["recovered_entries"] >= 30  # it came back with its log, not from scratch
             for i in range(40):
-                assert await handles[follower].read.remote(f"k{i}", "stale") == i
+                assert (await handles[follower].query.remote("uav", {"id": f"k{i}"}, "stale"))["battery"] == i
 
             # Now the station loses its disk: the replica must refuse to vote as a blank copy.
             victim = next(r for r in handles if r not in (leader, follower))
@@ -65,7 +66,7 @@ def test_restarted_replica_recovers_every_acknowledged_write_and_a_diskless_one_
                 else:
                     assert st["started_at"] == before, f"came back blank as a voter: {st}"
                 await asyncio.sleep(0.1)
-            await propose_to_leader(handles, put("still", "writable"))  # two of three carry on
+            await propose_to_leader(handles, register(1000))  # two of three carry on
         finally:
             for h in handles.values():
                 ray.kill(h, no_restart=True)
@@ -73,27 +74,37 @@ def test_restarted_replica_recovers_every_acknowledged_write_and_a_diskless_one_
     asyncio.run(go())
 
 
-def test_sdk_writes_reads_and_retries_apply_once(ray_session, tmp_path):
+def test_sdk_commands_queries_watch_and_retries_apply_once(ray_session, tmp_path):
     from controlplane.client import ControlPlane
+    from controlplane.state.fleet import encode
+    from controlplane.state.model import CommandError
 
     async def go():
         deploy("sdk", ["s1", "s2", "s3"], str(tmp_path))
         cp = ControlPlane.connect("sdk")
         try:
             assert sorted(cp.replicas) == [1, 2, 3]
-            answer = await cp.put("uav-7", {"battery": 88})
+            assert (await cp.command({"type": "register_station", "station": "s"}))["ok"]
+            answer = await cp.command({"type": "register_uav", "uav": "uav-7", "home_station": "s", "battery": 88})
             assert answer["ok"]
-            assert await cp.read("uav-7") == {"battery": 88}
+            assert (await cp.query("uav", {"id": "uav-7"}))["battery"] == 88
+            with pytest.raises(CommandError, match="battery"):  # refused before it is proposed
+                await cp.command({"type": "update_uav", "uav": "uav-7", "battery": 120})
             # A retry whose first answer was lost: the same (client, seq) bytes again.
-            data = put("uav-8", 1, cp.client_id, 99)
+            data = encode({"type": "create_group", "group": "g", "client": "another-client", "seq": 99})
             leader = cp.replicas[await find_leader(cp.replicas)]
             first = await leader.propose.remote(data)
             second = await leader.propose.remote(data)
-            assert second == first  # applied once, answered twice
+            assert second == first and first["ok"]  # applied once, answered twice
+            # A stale version is a conflict, not an overwrite.
+            conflict = await cp.command({"type": "update_uav", "uav": "uav-7", "battery": 50, "expected_version": 7})
+            assert conflict["conflict"] and (await cp.query("uav", {"id": "uav-7"}))["battery"] == 88
+            changes = await cp.watch(0, ["uav", "group"], timeout=1)
+            assert [(c["kind"], c["id"]) for c in changes["changes"]] == [("uav", "uav-7"), ("group", "g")]
             statuses = await cp.status()
             assert len(statuses) == 3 and all("role" in s for s in statuses)
             with pytest.raises(ValueError, match="consistency"):
-                await cp.read("uav-7", consistency="eventual")
+                await cp.query("uav", {"id": "uav-7"}, consistency="eventual")
         finally:
             for h in cp.replicas.values():
                 ray.kill(h, no_restart=True)
@@ -111,8 +122,9 @@ def test_controller_replaces_a_replica_that_lost_its_disk(ray_session, tmp_path)
         handles = await controller.deploy()
         try:
             leader = await find_leader(handles, 60)
+            await propose_to_leader(handles, STATION)
             for i in range(10):
-                await propose_to_leader(handles, put(f"k{i}", i))
+                await propose_to_leader(handles, register(i))
             victim = next(r for r in handles if r != leader)
             placement, _ = await controller.planner.current()
             shutil.rmtree(tmp_path / "disk" / str(victim))
@@ -128,7 +140,7 @@ def test_controller_replaces_a_replica_that_lost_its_disk(ray_session, tmp_path)
             leader = await find_leader(handles, 30)
             st = await handles[leader].status.remote()
             assert sorted(st["voters"]) == sorted(handles) and victim not in st["voters"]
-            while (await handles[new_id].status.remote())["keys"] < 10:
+            while (await handles[new_id].status.remote())["uavs"] < 10:
                 assert asyncio.get_running_loop().time() < deadline
                 await asyncio.sleep(0.1)
         finally:

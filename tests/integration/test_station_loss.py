@@ -11,7 +11,7 @@ from controlplane.actors import find_leader
 from controlplane.client import propose_to_leader
 from controlplane.controller import Controller, RayNodeStations
 from controlplane.placement.embedded import EmbeddedRegistry, EmbeddedServiceDiscovery
-from controlplane.state.registers import put
+from tests.integration.fleet_commands import STATION, register
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +43,14 @@ def test_lost_station_replica_is_replaced_by_membership_change(station_cluster, 
             placement, _ = await controller.planner.current()
             assert len(set(placement.values())) == 3
             leader = await find_leader(handles, 60)
+            await propose_to_leader(handles, STATION)
             for i in range(20):
-                await propose_to_leader(handles, put(f"k{i}", i))
+                await propose_to_leader(handles, register(i))
             victim = next(r for r in handles if r != leader)
             spare = next(s for s in nodes if s not in placement.values())
             cluster.remove_node(nodes[placement[victim]])
             survivors = {r: h for r, h in handles.items() if r != victim}
-            await propose_to_leader(survivors, put("during", 1))  # two of three still commit
+            await propose_to_leader(survivors, register(1001))  # two of three still commit
             deadline = asyncio.get_running_loop().time() + 90
             replaced = []
             while not replaced:
@@ -64,11 +65,11 @@ def test_lost_station_replica_is_replaced_by_membership_change(station_cluster, 
             leader = await find_leader(handles, 30)
             st = await handles[leader].status.remote()
             assert sorted(st["voters"]) == sorted(handles) and len(st["voters"]) == 3
-            await propose_to_leader(handles, put("after", 2))
-            while (await handles[new_id].status.remote())["keys"] < 22:
+            await propose_to_leader(handles, register(1002))
+            while (await handles[new_id].status.remote())["uavs"] < 22:
                 assert asyncio.get_running_loop().time() < deadline
                 await asyncio.sleep(0.1)
-            assert await handles[new_id].read.remote("k0", "stale") == 0
+            assert (await handles[new_id].query.remote("uav", {"id": "k0"}, "stale"))["battery"] == 0
             assert await controller.reconcile_once() == []  # settled
         finally:
             for h in handles.values():

@@ -1,0 +1,208 @@
+"""The sync package without Ray: change feed windows and resets, coalescing by size and time,
+the ingest path, and the DataSynchronizer over a 3-replica in-process group."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from controlplane.raft.harness import Network
+from controlplane.raft.messages import Entry, EntryKind
+from controlplane.state.fleet import FleetState, encode, validate
+from controlplane.state.queries import run_query
+from controlplane.state.telemetry import encode_entry, normalize
+from controlplane.sync.changefeed import ChangeFeed
+from controlplane.sync.coalescer import Coalescer, CoalescerConfig
+from controlplane.sync.ingest import TelemetryIngest
+from controlplane.sync.synchronizer import DataSynchronizer
+
+
+def apply(feed: ChangeFeed, index: int, cmd: dict) -> dict:
+    return feed.apply(Entry(1, index, json.dumps(cmd).encode()))
+
+
+def test_change_feed_serves_changes_after_an_index_then_resets_when_it_is_too_old():
+    feed = ChangeFeed(FleetState(), window=4)
+    apply(feed, 1, {"type": "register_station", "station": "a"})
+    apply(feed, 2, {"type": "register_uav", "uav": "u1", "home_station": "a"})
+    apply(feed, 3, {"type": "create_group", "group": "g"})
+    answer = feed.changes_since(1)
+    assert not answer["reset"] and answer["index"] == 3
+    assert [(c["index"], c["kind"], c["id"]) for c in answer["changes"]] == [(2, "uav", "u1"), (3, "group", "g")]
+    assert answer["changes"][0]["record"]["home_station"] == "a"
+    assert feed.changes_since(1, ["group"])["changes"][0]["id"] == "g"
+    assert feed.changes_since(3)["changes"] == []
+    apply(feed, 4, {"type": "delete_uav", "uav": "u1"})
+    assert feed.changes_since(3)["changes"][0]["record"] is None  # deleted
+    for i in range(5, 9):
+        apply(feed, i, {"type": "create_group", "group": f"g{i}"})
+    reset = feed.changes_since(1)  # entry 2 left the window
+    assert reset["reset"] and reset["index"] == 8
+    assert sorted(c["id"] for c in reset["changes"] if c["kind"] == "group") == ["g", "g5", "g6", "g7", "g8"]
+    with pytest.raises(ValueError, match="kinds"):
+        feed.changes_since(0, ["weather"])
+
+
+def test_change_feed_resets_watchers_after_a_snapshot_restore():
+    source = FleetState()
+    for i, cmd in enumerate(
+        [{"type": "register_station", "station": "a"}, {"type": "create_group", "group": "g"}], start=1
+    ):
+        source.apply(Entry(1, i, encode(cmd)))
+    feed = ChangeFeed(FleetState())
+    feed.restore(source.snapshot())
+    assert feed.horizon == 2 and feed.changes_since(1)["reset"]
+    assert not feed.changes_since(2)["reset"]
+
+
+def test_change_feed_long_poll_wakes_on_a_change():
+    async def go():
+        feed = ChangeFeed(FleetState())
+        waiter = asyncio.create_task(feed.wait(0, timeout=5))
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        apply(feed, 1, {"type": "register_station", "station": "a"})
+        answer = await asyncio.wait_for(waiter, 1)
+        assert answer["changes"][0]["id"] == "a"
+        empty = await feed.wait(1, timeout=0.05)
+        assert empty["changes"] == [] and empty["index"] == 1
+
+    asyncio.run(go())
+
+
+def table(n: int, start: int = 0) -> pa.Table:
+    t, _ = normalize([{"uav": f"u{i}", "time": float(i), "seq": i} for i in range(start, start + n)])
+    return t
+
+
+def test_coalescer_cuts_by_rows_and_by_time_and_passes_failures_on():
+    async def go():
+        sent: list[int] = []
+
+        async def send(batch: pa.Table) -> str:
+            sent.append(batch.num_rows)
+            if batch.num_rows == 7:
+                raise ConnectionError("leader gone")
+            return f"entry-{len(sent)}"
+
+        c = Coalescer(send, CoalescerConfig(max_rows=10, max_delay=0.05))
+        a, b = c.submit(table(6)), c.submit(table(6, 6))  # 12 >= 10: cut at once
+        assert await a == await b == "entry-1" and sent == [12]
+        late = c.submit(table(3))
+        await asyncio.sleep(0.01)
+        assert sent == [12]  # waits for more
+        assert await late == "entry-2" and sent == [12, 3]  # then the delay cuts it
+        with pytest.raises(ConnectionError):
+            await c.submit(table(7))
+        assert c.failures == 1 and c.rows_sent == 15
+
+    asyncio.run(go())
+    with pytest.raises(ValueError, match="max_rows"):
+        CoalescerConfig(max_rows=0)
+
+
+def test_ingest_rejects_bad_rows_and_forwards_good_ones():
+    async def go():
+        forwarded: list[pa.Table] = []
+
+        async def forward(batch: pa.Table) -> dict:
+            forwarded.append(batch)
+            return {"accepted": batch.num_rows}
+
+        ingest = TelemetryIngest("alpha", forward, CoalescerConfig(max_rows=1000, max_delay=0.01))
+        answer = await ingest.report(
+            [{"uav": "u1", "time": 1.0, "seq": 1, "lat": 47.0}, {"uav": "u2", "time": 1.0, "seq": 1, "lat": 200}],
+            wait=True,
+        )
+        assert answer["accepted"] == 1 and answer["rejected"] == 1
+        assert answer["reasons"] == [{"row": 1, "uav": "u2", "field": "lat", "reason": "must be within [-90.0, 90.0]"}]
+        assert answer["applied"] == {"accepted": 1}
+        assert forwarded[0].column("station").to_pylist() == ["alpha"]
+        stats = await ingest.flush()
+        assert (stats["received"], stats["committed"], stats["failed"]) == (2, 1, 0)
+
+    asyncio.run(go())
+
+
+class GroupClient:
+    """An in-process FleetClient: commands go through a 3-replica Raft harness."""
+
+    def __init__(self) -> None:
+        self.net = Network(3, seed=7)
+        self.net.elect(1)
+        self.feeds = {nid: ChangeFeed(FleetState()) for nid in self.net.replicas}
+        self.applied = {nid: 0 for nid in self.net.replicas}
+        self.seq = 0
+
+    def _sync(self) -> dict[int, Any]:
+        self.net.settle()
+        answers = {}
+        for nid, replica in self.net.replicas.items():
+            for e in replica.core.log.entries:
+                if e.index > self.applied[nid] and e.index <= replica.core.log.committed:
+                    if e.kind is EntryKind.NORMAL and e.data:
+                        answers[e.index] = self.feeds[nid].apply(e)
+                    self.applied[nid] = e.index
+        return answers
+
+    async def command(self, command: dict[str, Any], timeout: float = 5) -> dict[str, Any]:
+        self.seq += 1
+        validate(command)
+        return self.propose(encode({**command, "client": "sync", "seq": self.seq}))
+
+    def propose(self, data: bytes) -> dict[str, Any]:
+        index = self.net.core(1).propose(data).index
+        return self._sync()[index]
+
+    async def query(self, name, args=None, consistency="linearizable", timeout=5):
+        return run_query(self.feeds[1].state, name, args)
+
+    async def watch(self, from_index, kinds=None, timeout=5):
+        return self.feeds[1].changes_since(from_index, kinds)
+
+    async def checkpoint_digests(self, index):
+        return {str(n): f.state.checkpoints.get(index) for n, f in self.feeds.items()}
+
+
+def test_data_synchronizer_pushes_pulls_follows_and_compares():
+    async def go():
+        client = GroupClient()
+        sync = DataSynchronizer(client)
+        await client.command({"type": "register_station", "station": "a"})
+        assert (await sync.sync_uav("u1", "create", {"home_station": "a", "battery": 90}))["ok"]
+        assert await sync.sync_all_uavs() == 1 and sync.uavs["u1"]["battery"] == 90
+        wp = [{"lat": 1.0, "lon": 1.0, "alt": 10.0}]
+        assert (await sync.sync_mission("m1", "create", {"waypoints": wp}))["ok"]
+        await sync.poll_changes()  # incremental: the mission and the UAV it was assigned to
+        assert sync.missions["m1"]["status"] == "assigned" and sync.uavs["u1"]["status"] == "in_mission"
+        # Someone else moves the mission on; this station's view is now behind.
+        await client.command({"type": "set_mission_status", "mission": "m1", "status": "active"})
+        stale = await sync.sync_mission("m1", "update", {"status": "aborted"})
+        assert stale["conflict"]  # the version this station saw is old: no silent overwrite
+        await sync.poll_changes()
+        assert (await sync.sync_mission("m1", "update", {"status": "completed"}))["ok"]
+        await sync.sync_group("g", "create")
+        assert (await sync.sync_group("g", "update", {"add": "u1"}))["ok"]
+        await sync.poll_changes()
+        assert sync.groups["g"]["members"] == ["u1"]
+        assert (await sync.sync_uav("u1", "delete"))["ok"]
+        await sync.poll_changes()
+        assert "u1" not in sync.uavs and sync.groups["g"]["members"] == []
+        with pytest.raises(ValueError, match="op"):
+            await sync.sync_uav("u1", "upsert")
+        report = await sync.compare_digests()
+        assert report.ok and not report.missing and len(report.digests) == 3
+        # Telemetry goes through the same group; replicas still agree.
+        t, _ = normalize([{"uav": "u2", "time": 1.0, "seq": 1, "station": "a"}])
+        assert client.propose(encode_entry(t, auto_register=True))["registered"] == 1
+        assert (await sync.compare_digests()).ok
+        # A replica whose state differs is reported, loudly.
+        client.feeds[3].state.stations.add("rogue")
+        bad = await sync.compare_digests()
+        assert bad.diverged == ["stations"]
+
+    asyncio.run(go())
