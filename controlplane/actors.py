@@ -27,12 +27,15 @@ from controlplane.rpc.ray import RayResolvedHTTPTransport, RayTransport
 from controlplane.rpc.stats import ArrowStatsWriter
 from controlplane.state.fleet import FleetState
 from controlplane.state.queries import run_query
-from controlplane.state.telemetry import encode_entry
+from controlplane.state.telemetry import join_segments
 from controlplane.sync.changefeed import ChangeFeed
 from controlplane.sync.coalescer import Coalescer, CoalescerConfig
 from controlplane.sync.ingest import TelemetryIngest
 
 NAMESPACE = "uav-control-plane"
+# The leader's telemetry batching: entries of up to 16 MB of station segments, cut after
+# 2 ms or when a send slot frees up (batches grow under load; see sync/coalescer.py).
+LEADER_TELEMETRY = CoalescerConfig(max_size=16 << 20, max_delay=0.002, max_in_flight=2)
 
 
 class LostDiskError(StorageError):
@@ -66,7 +69,7 @@ class ReplicaSpec:
     # station that received it (True).
     auto_register_uavs: bool = False
     # The leader folds the telemetry tables of all stations into one log entry per batch.
-    telemetry: CoalescerConfig = field(default_factory=lambda: CoalescerConfig(max_rows=200_000, max_delay=0.01))
+    telemetry: CoalescerConfig = LEADER_TELEMETRY
 
     def __post_init__(self) -> None:
         if not self.group or "/" in self.group:
@@ -85,7 +88,7 @@ class RaftReplica:
         self.node: RaftNode | None = None
         self.state = FleetState()
         self.feed = ChangeFeed(self.state)
-        self.telemetry = Coalescer(self._propose_telemetry, spec.telemetry)
+        self.telemetry: Coalescer[bytes] = Coalescer(self._propose_telemetry, len, spec.telemetry)
         self.stats: ArrowStatsWriter | None = None
         self.client: RaftRPCClient | None = None
         self.server: HTTPTransportServer | None = None
@@ -211,19 +214,22 @@ class RaftReplica:
         return self.state.checkpoints.get(index)
 
     async def submit_telemetry(self, refs: list[Any], timeout: float = 10.0) -> list[Any]:
-        """Leader only: telemetry tables as ObjectRefs (in a list, so Ray passes the refs and
-        not their values), folded with every other station's into few log entries. Returns
-        the apply counts of the entries they went in, once applied here."""
+        """Leader only: encoded telemetry segments (state/telemetry.py) as ObjectRefs (in a
+        list, so Ray passes the refs and not their values), joined with every other station's
+        into few log entries. Returns the apply counts of the entries they went in, once
+        applied here."""
         node = await self._ensure_started()
         if not node.is_leader:
             raise NotLeaderError(node.status().leader_id)
-        tables = await asyncio.gather(*refs)
-        return list(await asyncio.wait_for(asyncio.gather(*(self.telemetry.submit(t) for t in tables)), timeout))
+        segments = await asyncio.gather(*refs)
+        for segment in segments:
+            if not isinstance(segment, bytes):
+                raise TypeError(f"telemetry refs must hold encoded segments (bytes), got {type(segment).__name__}")
+        return list(await asyncio.wait_for(asyncio.gather(*(self.telemetry.submit(s) for s in segments)), timeout))
 
-    async def _propose_telemetry(self, table: Any) -> Any:
+    async def _propose_telemetry(self, segments: list[bytes]) -> Any:
         node = await self._ensure_started()
-        data = await asyncio.to_thread(encode_entry, table, auto_register=self.spec.auto_register_uavs)
-        return await node.propose(data, timeout=10.0)
+        return await node.propose(join_segments(segments, auto_register=self.spec.auto_register_uavs), timeout=10.0)
 
     async def status(self) -> dict[str, Any]:
         node = await self._ensure_started()
@@ -369,8 +375,8 @@ class StationIngest(TelemetryIngest):
         self.timeout = timeout
         self._leader: Any = None
 
-    async def _forward(self, table: Any) -> Any:
-        ref = ray.put(table)
+    async def _forward(self, segment: bytes, rows: int) -> Any:
+        ref = ray.put(segment)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         while True:
@@ -435,6 +441,8 @@ def deploy(
     transport: str = "http",
     cluster_token: str | None = None,
     http_host: str = "127.0.0.1",
+    auto_register_uavs: bool = False,
+    telemetry: CoalescerConfig = LEADER_TELEMETRY,
 ) -> dict[int, Any]:
     """Create (or find) one detached replica per station, pinned by the station resource.
     Idempotent: replicas that already run are returned as they are."""
@@ -453,6 +461,8 @@ def deploy(
             transport=transport,
             cluster_token=cluster_token,
             http_host=http_host,
+            auto_register_uavs=auto_register_uavs,
+            telemetry=telemetry,
         )
         handles[replica] = start_replica(spec, station)
     return handles

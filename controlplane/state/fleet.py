@@ -46,6 +46,7 @@ from controlplane.state.telemetry import (
     decode_entry,
     invalid_rows,
     is_telemetry,
+    report_time_histogram,
 )
 
 MAX_WAYPOINTS = 500
@@ -141,11 +142,12 @@ class FleetState:
         # Derived state, rebuilt on restore, never in snapshots:
         self._idle: set[str] = set()  # UAVs the scheduler may assign
         self._pending: list[tuple[int, int, str]] = []  # sorted (-priority, created_index, id)
+        self._id_index: tuple[pa.Array, np.ndarray] | None = None  # known ids and their rows
         self.checkpoints: OrderedDict[int, dict[str, str]] = OrderedDict()  # index -> table digests
         # The change feed (sync/changefeed.py) switches this on and drains the changes.
         self.track_changes = False
         self._changes: dict[tuple[str, str], None] = {}
-        self._telemetry_changes: list[dict[str, int]] = []
+        self._telemetry_changes: list[dict[str, Any]] = []
 
     # --- StateMachine -----------------------------------------------------------------------
 
@@ -206,7 +208,7 @@ class FleetState:
         if self.track_changes:
             self._changes[(kind, record_id)] = None
 
-    def drain_changes(self) -> tuple[list[tuple[str, str]], list[dict[str, int]]]:
+    def drain_changes(self) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
         """Records changed since the last drain (kind, id), and telemetry batch counts."""
         changed, telemetry = list(self._changes), self._telemetry_changes
         self._changes, self._telemetry_changes = {}, []
@@ -216,46 +218,60 @@ class FleetState:
 
     def _apply_telemetry(self, data: bytes, index: int) -> dict[str, Any]:
         try:
-            table, auto_register = decode_entry(data)
+            segments, auto_register = decode_entry(data)
         except (ValueError, pa.ArrowException) as exc:
             return self._reject(index, CommandError("telemetry", f"unreadable batch: {exc}"))
         counts = TelemetryCounts()
-        if table.num_rows:
+        report_times: list[list[float]] = []
+        for table in segments:
+            if not table.num_rows:
+                continue
             rows = self._report_rows(table, auto_register, counts)
             bad, _ = invalid_rows(table, check_ids=False)
             rows[bad] = -1
-            counts.rejected = int(np.count_nonzero(rows < 0))
+            counts.rejected += int(np.count_nonzero(rows < 0))
             counts.add(apply_last_writer_wins(self.columns, rows, table))
-            self.telemetry.add(counts)
-            if counts.written:
-                self._schedule()
+            if self.track_changes:
+                report_times += report_time_histogram(table, rows >= 0)
+        self.telemetry.add(counts)
+        if counts.written:
+            self._schedule()
         if self.track_changes:
-            self._telemetry_changes.append({"index": index, **counts.to_dict()})
+            self._telemetry_changes.append({"index": index, **counts.to_dict(), "report_times": report_times})
         return {"ok": True, "index": index, **counts.to_dict()}
 
     def _report_rows(self, table: pa.Table, auto_register: bool, counts: TelemetryCounts) -> np.ndarray:
         """Each report's UAV row (-1: unknown UAV), registering unknown UAVs if asked to.
-        Ids are looked up once per distinct UAV (the column is dictionary-encoded)."""
+        Ids are looked up once per distinct UAV (the column is dictionary-encoded), in one
+        vectorized hash lookup against the known ids."""
         column = table.column("uav").chunk(0)
         codes = pc.fill_null(column.indices, -1).to_numpy().astype(np.int64)
-        names = column.dictionary.to_pylist()
-        code_rows = np.full(len(names) + 1, -1, dtype=np.int64)  # the extra slot serves code -1
-        unknown = [code for code, name in enumerate(names) if name not in self.uavs]
+        code_rows = self._rows_of(column.dictionary)
+        unknown = np.nonzero(code_rows < 0)[0].tolist()
         if unknown and auto_register:
+            names = column.dictionary
             present, first = np.unique(codes, return_index=True)
             first_at = dict(zip(present.tolist(), first.tolist(), strict=True))
             stations = table.column("station")
             for code in unknown:
-                station = stations[first_at[code]].as_py() if code in first_at else None
-                if station in self.stations and _is_ident(names[code]):
-                    self._register(names[code], station, {})
+                name, station = names[code].as_py(), stations[first_at[code]].as_py() if code in first_at else None
+                if station in self.stations and _is_ident(name):
+                    code_rows[code] = self._register(name, station, {}).row
                     counts.registered += 1
-        for code, name in enumerate(names):
-            uav = self.uavs.get(name)
-            if uav is not None:
-                code_rows[code] = uav.row
-        rows: np.ndarray = code_rows[codes]
+        rows: np.ndarray = np.append(code_rows, -1)[codes]  # code -1 (a null id) takes the last slot
         return rows
+
+    def _rows_of(self, ids: pa.Array) -> np.ndarray:
+        if self._id_index is None:
+            known = list(self.uavs.values())
+            self._id_index = (
+                pa.array([u.id for u in known], pa.string()),
+                np.fromiter((u.row for u in known), dtype=np.int64, count=len(known)),
+            )
+        names, rows = self._id_index
+        position = pc.fill_null(pc.index_in(ids, value_set=names), -1).to_numpy().astype(np.int64)
+        out: np.ndarray = np.append(rows, -1)[position]  # -1 (not known) takes the last slot
+        return out
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -307,6 +323,7 @@ class FleetState:
     def _register(self, uav_id: str, station: str, values: dict[str, Any]) -> UAV:
         uav = UAV(uav_id, station, self.columns.allocate(values))
         self.uavs[uav_id] = uav
+        self._id_index = None
         self._set_uav(uav, UAVStatus.IDLE, None)
         return uav
 
@@ -351,6 +368,7 @@ class FleetState:
         if uav.mission is not None:
             raise CommandError("uav", f"UAV {uav.id!r} is on mission {uav.mission!r}")
         del self.uavs[uav.id]
+        self._id_index = None
         self._idle.discard(uav.id)
         self.columns.release(uav.row)
         self._touch("uav", uav.id)

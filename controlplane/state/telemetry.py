@@ -216,9 +216,10 @@ def _floats(table: pa.Table, name: str, absent: float = math.nan) -> np.ndarray:
 # --- the log entry -------------------------------------------------------------------------
 
 
-def encode_entry(table: pa.Table, *, auto_register: bool) -> bytes:
-    """Many reports in one log entry: b"TLM1", a flags byte, then an Arrow IPC stream with
-    the uav and station columns dictionary-encoded (one string per UAV, not per report)."""
+def encode_segment(table: pa.Table) -> bytes:
+    """Reports as one Arrow IPC stream (lz4), the uav and station columns dictionary-encoded
+    (one string per UAV, not per report). Stations encode their own segments, so the leader
+    only joins bytes."""
     table = table.select(REPORT_SCHEMA.names).combine_chunks()
     for name in ("uav", "station"):
         i = table.schema.get_field_index(name)
@@ -226,22 +227,46 @@ def encode_entry(table: pa.Table, *, auto_register: bool) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as writer:
         writer.write_table(table)
-    flags = FLAG_AUTO_REGISTER if auto_register else 0
     body: bytes = sink.getvalue().to_pybytes()
-    return MAGIC + struct.pack("<B", flags) + body
+    return body
+
+
+def join_segments(segments: list[bytes], *, auto_register: bool) -> bytes:
+    """One log entry: b"TLM1", a flags byte, u32 segment count, then each segment with its
+    u32 length."""
+    flags = FLAG_AUTO_REGISTER if auto_register else 0
+    parts = [MAGIC, struct.pack("<BI", flags, len(segments))]
+    for segment in segments:
+        parts += [struct.pack("<I", len(segment)), segment]
+    return b"".join(parts)
+
+
+def encode_entry(table: pa.Table, *, auto_register: bool) -> bytes:
+    return join_segments([encode_segment(table)], auto_register=auto_register)
 
 
 def is_telemetry(data: bytes) -> bool:
     return data[:4] == MAGIC
 
 
-def decode_entry(data: bytes) -> tuple[pa.Table, bool]:
-    if not is_telemetry(data) or len(data) < 5:
+def decode_entry(data: bytes) -> tuple[list[pa.Table], bool]:
+    """The entry's segments as report tables (in order), and its auto-register flag."""
+    if not is_telemetry(data) or len(data) < 9:
         raise ValueError("not a telemetry entry")
-    table = pa.ipc.open_stream(pa.py_buffer(memoryview(data)[5:])).read_all().combine_chunks()
-    if table.schema.names != REPORT_SCHEMA.names:
-        raise ValueError(f"telemetry entry has columns {table.schema.names}, expected {REPORT_SCHEMA.names}")
-    return table, bool(data[4] & FLAG_AUTO_REGISTER)
+    flags, count = struct.unpack_from("<BI", data, 4)
+    view, pos, tables = memoryview(data), 9, []
+    for _ in range(count):
+        if pos + 4 > len(data):
+            raise ValueError("telemetry entry truncated")
+        (size,) = struct.unpack_from("<I", data, pos)
+        if pos + 4 + size > len(data):
+            raise ValueError("telemetry entry truncated")
+        table = pa.ipc.open_stream(pa.py_buffer(view[pos + 4 : pos + 4 + size])).read_all().combine_chunks()
+        if table.schema.names != REPORT_SCHEMA.names:
+            raise ValueError(f"telemetry segment has columns {table.schema.names}, expected {REPORT_SCHEMA.names}")
+        tables.append(table)
+        pos += 4 + size
+    return tables, bool(flags & FLAG_AUTO_REGISTER)
 
 
 # --- applying: vectorized last-writer-wins -------------------------------------------------
@@ -273,9 +298,10 @@ def apply_last_writer_wins(columns: UAVColumns, rows: np.ndarray, table: pa.Tabl
     r = rows[keep]
     t = _floats(table, "time")[keep]
     s = table.column("seq").to_numpy()[keep]
-    # Sort by UAV, then (time, seq); equal keys keep input order reversed so that the first
-    # occurrence ends each run of repeats and is the one that counts.
-    order = np.lexsort((-keep, s, t, r))
+    # Sort by UAV, then (time, seq). The sort is stable and runs over the input reversed, so
+    # among equal keys the first occurrence ends each run of repeats and is the one counted.
+    keep, r, t, s = keep[::-1], r[::-1], t[::-1], s[::-1]
+    order = np.lexsort((s, t, r))
     r, t, s, keep = r[order], t[order], s[order], keep[order]
     repeat_of_next = np.zeros(len(r), dtype=bool)
     repeat_of_next[:-1] = (r[:-1] == r[1:]) & (t[:-1] == t[1:]) & (s[:-1] == s[1:])
@@ -297,3 +323,17 @@ def apply_last_writer_wins(columns: UAVColumns, rows: np.ndarray, table: pa.Tabl
     columns.report_time[win_rows] = t[winner]
     columns.report_seq[win_rows] = s[winner]
     return counts
+
+
+def report_time_histogram(table: pa.Table, applied: np.ndarray, buckets: int = 256) -> list[list[float]]:
+    """[bucket start time, reports] over the reports' own times, in at most `buckets` buckets
+    of at least 10 ms: what a watcher needs to tell how old reports were when they became
+    visible (bench/telemetry.py measures report-to-visible latency with it)."""
+    times = _floats(table, "time")[applied]
+    if len(times) == 0:
+        return []
+    lo, hi = float(times.min()), float(times.max())
+    width = max(0.01, (hi - lo) / buckets)
+    counts = np.bincount(((times - lo) // width).astype(np.int64))
+    present = np.nonzero(counts)[0]
+    return [[lo + float(i) * width, int(counts[i])] for i in present.tolist()]

@@ -1,7 +1,8 @@
 """TelemetryIngest: a station's entry point for UAV reports. It validates each batch row by
 row (bad rows come back with reasons, good rows go on), coalesces the good rows by size
-and time, and forwards each coalesced table (Ray: as an ObjectRef, to the leader's
-synchronizer). Plain Python; actors.IngestActor is its Ray decoration."""
+and time, encodes each coalesced batch as a log-entry segment (compressed Arrow IPC) on the
+station's own CPU, and forwards it (Ray: as an ObjectRef, to the leader's synchronizer,
+which then only joins bytes). Plain Python; actors.StationIngest is its Ray decoration."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from controlplane.state.telemetry import normalize
+from controlplane.state.telemetry import encode_segment, normalize
 from controlplane.sync.coalescer import Coalescer, CoalescerConfig
 
 MAX_REASONS = 100  # per call; the count is always exact
@@ -21,11 +22,17 @@ class TelemetryIngest:
     def __init__(
         self,
         station: str,
-        forward: Callable[[pa.Table], Awaitable[Any]],
+        forward: Callable[[bytes, int], Awaitable[Any]],
         config: CoalescerConfig | None = None,
     ) -> None:
+        """forward(segment, rows) delivers one encoded segment and answers once it is applied."""
         self.station = station
-        self.coalescer = Coalescer(forward, config or CoalescerConfig(max_rows=50_000, max_delay=0.05))
+        self._forward = forward
+        self.coalescer: Coalescer[pa.Table] = Coalescer(
+            self._send,
+            lambda t: t.num_rows,
+            config or CoalescerConfig(max_size=100_000, max_delay=0.02, max_in_flight=2),
+        )
         self.received = 0
         self.accepted = 0
         self.rejected = 0
@@ -61,6 +68,11 @@ class TelemetryIngest:
             self.failed += rows
             self.last_error = f"{type(exc).__name__}: {exc}"
 
+    async def _send(self, tables: list[pa.Table]) -> Any:
+        batch = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        segment = await asyncio.to_thread(encode_segment, batch)
+        return await self._forward(segment, batch.num_rows)
+
     async def flush(self) -> dict[str, Any]:
         await self.coalescer.flush()
         return self.stats()
@@ -73,7 +85,7 @@ class TelemetryIngest:
             "rejected": self.rejected,
             "committed": self.committed,
             "failed": self.failed,
-            "pending": self.coalescer.pending_rows,
+            "pending": self.coalescer.pending_size,
             "batches_sent": self.coalescer.batches_sent,
             "last_error": self.last_error,
         }

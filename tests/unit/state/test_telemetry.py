@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from controlplane.raft.messages import Entry
 from controlplane.state.fleet import FleetState
-from controlplane.state.telemetry import REPORT_SCHEMA, ReportError, decode_entry, encode_entry, normalize
+from controlplane.state.telemetry import (
+    REPORT_SCHEMA,
+    ReportError,
+    decode_entry,
+    encode_entry,
+    encode_segment,
+    join_segments,
+    normalize,
+)
 
 
 def command(state: FleetState, index: int, cmd: dict) -> dict:
@@ -156,10 +164,22 @@ def test_entry_round_trip_and_compression():
     rows = [report(f"u{i % 100}", float(i), i, lat=47.0 + i / 1e5, lon=8.0) for i in range(10_000)]
     table, _ = normalize(rows, station="alpha")
     data = encode_entry(table, auto_register=True)
-    back, auto = decode_entry(data)
+    [back], auto = decode_entry(data)
     assert auto and back.num_rows == 10_000
     assert back.column("uav").to_pylist() == table.column("uav").to_pylist()
     assert len(data) < table.nbytes
+
+
+def test_an_entry_joins_segments_from_several_stations():
+    s = fleet()
+    alpha, _ = normalize([report("u0", 5.0, 1, lat=5.0), report("u1", 1.0, 1)], station="alpha")
+    bravo, _ = normalize([report("u0", 4.0, 9, lat=4.0), report("u1", 1.0, 1)], station="bravo")
+    entry = join_segments([encode_segment(alpha), encode_segment(bravo)], auto_register=False)
+    answer = s.apply(Entry(1, 10, entry))
+    assert (answer["accepted"], answer["stale"], answer["duplicate"]) == (2, 1, 1)
+    assert s.uav("u0")["lat"] == 5.0
+    bad = s.apply(Entry(1, 11, entry[:-10]))
+    assert not bad["ok"] and "truncated" in bad["error"]
 
 
 def test_telemetry_frees_a_uav_for_the_scheduler():

@@ -14,7 +14,7 @@ from controlplane.raft.harness import Network
 from controlplane.raft.messages import Entry, EntryKind
 from controlplane.state.fleet import FleetState, encode, validate
 from controlplane.state.queries import run_query
-from controlplane.state.telemetry import encode_entry, normalize
+from controlplane.state.telemetry import decode_entry, encode_entry, join_segments, normalize
 from controlplane.sync.changefeed import ChangeFeed
 from controlplane.sync.coalescer import Coalescer, CoalescerConfig
 from controlplane.sync.ingest import TelemetryIngest
@@ -80,40 +80,67 @@ def table(n: int, start: int = 0) -> pa.Table:
 
 
 def test_coalescer_cuts_by_rows_and_by_time_and_passes_failures_on():
+    """(Batches grow while every send slot is busy: see the next test.)"""
+
     async def go():
         sent: list[int] = []
 
-        async def send(batch: pa.Table) -> str:
-            sent.append(batch.num_rows)
-            if batch.num_rows == 7:
+        async def send(batch: list[pa.Table]) -> str:
+            sent.append(sum(t.num_rows for t in batch))
+            if sent[-1] == 7:
                 raise ConnectionError("leader gone")
             return f"entry-{len(sent)}"
 
-        c = Coalescer(send, CoalescerConfig(max_rows=10, max_delay=0.05))
-        a, b = c.submit(table(6)), c.submit(table(6, 6))  # 12 >= 10: cut at once
-        assert await a == await b == "entry-1" and sent == [12]
+        c = Coalescer(send, lambda t: t.num_rows, CoalescerConfig(max_size=10, max_delay=0.05))
+        a, b = c.submit(table(6)), c.submit(table(6, 6))  # 12 >= 10: cut at once, at most 10 rows
+        assert await a == "entry-1" and sent == [6]
+        assert not b.done()  # the rest waits for more rows or for the delay
+        assert await b == "entry-2" and sent == [6, 6]
         late = c.submit(table(3))
         await asyncio.sleep(0.01)
-        assert sent == [12]  # waits for more
-        assert await late == "entry-2" and sent == [12, 3]  # then the delay cuts it
+        assert sent == [6, 6]  # waits for more
+        assert await late == "entry-3" and sent == [6, 6, 3]  # then the delay cuts it
         with pytest.raises(ConnectionError):
             await c.submit(table(7))
-        assert c.failures == 1 and c.rows_sent == 15
+        assert c.failures == 1 and c.size_sent == 15
+        await c.close()
 
     asyncio.run(go())
-    with pytest.raises(ValueError, match="max_rows"):
-        CoalescerConfig(max_rows=0)
+    with pytest.raises(ValueError, match="max_size"):
+        CoalescerConfig(max_size=0)
+
+
+def test_coalescer_batches_grow_while_the_receiver_is_busy():
+    async def go():
+        sent: list[int] = []
+        gate = asyncio.Event()
+
+        async def send(batch: list[pa.Table]) -> None:
+            sent.append(sum(t.num_rows for t in batch))
+            await gate.wait()
+
+        c = Coalescer(send, lambda t: t.num_rows, CoalescerConfig(max_size=1000, max_delay=0.0, max_in_flight=1))
+        first = c.submit(table(1))
+        await asyncio.sleep(0.01)
+        rest = [c.submit(table(1, i)) for i in range(1, 50)]  # the one slot is busy
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(first, *rest)
+        assert sent == [1, 49]
+
+    asyncio.run(go())
 
 
 def test_ingest_rejects_bad_rows_and_forwards_good_ones():
     async def go():
         forwarded: list[pa.Table] = []
 
-        async def forward(batch: pa.Table) -> dict:
-            forwarded.append(batch)
-            return {"accepted": batch.num_rows}
+        async def forward(segment: bytes, rows: int) -> dict:
+            [table], _ = decode_entry(join_segments([segment], auto_register=False))
+            forwarded.append(table)
+            return {"accepted": rows}
 
-        ingest = TelemetryIngest("alpha", forward, CoalescerConfig(max_rows=1000, max_delay=0.01))
+        ingest = TelemetryIngest("alpha", forward, CoalescerConfig(max_size=1000, max_delay=0.01))
         answer = await ingest.report(
             [{"uav": "u1", "time": 1.0, "seq": 1, "lat": 47.0}, {"uav": "u2", "time": 1.0, "seq": 1, "lat": 200}],
             wait=True,
