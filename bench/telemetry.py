@@ -8,7 +8,9 @@ report stamped with the time it was made); they coalesce them, `ray.put` each ba
 hand the ObjectRef to the leader, which folds them into log entries. For every log entry
 each replica records when it applied it (its change feed), so a report's latency is the
 time from being made to being applied on *every* replica. Per offered rate it prints the
-replicated-and-applied updates/s and p50/p99 latency. The last line (--json) holds
+replicated-and-applied updates/s (reports that became the UAV's state: a report overtaken by
+a newer one of the same UAV before it arrived is dropped as stale, and not counted) and
+p50/p99 latency. The last line (--json) holds
 updates_per_s (best sustained rate), p99_ms and p50_ms at that rate, and every step.
 """
 
@@ -142,7 +144,7 @@ async def bench(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
     )
     ingests = {
         s: start_ingest(
-            group, s, CoalescerConfig(max_size=args.segment_rows, max_delay=args.ingest_delay, max_in_flight=2)
+            group, s, CoalescerConfig(max_size=args.segment_rows, max_delay=args.ingest_delay, max_in_flight=1)
         )
         for s in STATIONS
     }
@@ -257,6 +259,7 @@ def main() -> None:
         "updates_per_s": best["updates_per_s"],
         "p50_ms": best["p50_ms"],
         "p99_ms": best["p99_ms"],
+        "peak_updates_per_s": max(s["updates_per_s"] for s in steps),
         "goal": {"updates_per_s": 1_000_000, "p99_ms": GOAL_P99_MS},
         "steps": steps,
         "counters": result["counters"],
@@ -265,8 +268,8 @@ def main() -> None:
         print(json.dumps(summary))
     else:
         print(
-            f"best sustained: {best['updates_per_s']:,} updates/s with p99 {best['p99_ms']} ms "
-            f"(goal 1,000,000/s, p99 <= {GOAL_P99_MS:.0f} ms)"
+            f"best with p99 <= {GOAL_P99_MS:.0f} ms: {best['updates_per_s']:,} updates/s (p99 {best['p99_ms']} ms); "
+            f"peak {summary['peak_updates_per_s']:,} updates/s at any latency (goal 1,000,000/s, p99 <= 250 ms)"
         )
     sys.stdout.flush()
 

@@ -230,9 +230,10 @@ class FleetState:
             bad, _ = invalid_rows(table, check_ids=False)
             rows[bad] = -1
             counts.rejected += int(np.count_nonzero(rows < 0))
-            counts.add(apply_last_writer_wins(self.columns, rows, table))
+            applied, accepted = apply_last_writer_wins(self.columns, rows, table)
+            counts.add(applied)
             if self.track_changes:
-                report_times += report_time_histogram(table, rows >= 0)
+                report_times += report_time_histogram(table, accepted)
         self.telemetry.add(counts)
         if counts.written:
             self._schedule()

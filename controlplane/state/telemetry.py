@@ -289,12 +289,16 @@ class TelemetryCounts:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def apply_last_writer_wins(columns: UAVColumns, rows: np.ndarray, table: pa.Table) -> TelemetryCounts:
-    """Apply reports whose UAV rows are known (rows[i] >= 0; -1 = skip, counted elsewhere)."""
+def apply_last_writer_wins(
+    columns: UAVColumns, rows: np.ndarray, table: pa.Table
+) -> tuple[TelemetryCounts, np.ndarray]:
+    """Apply reports whose UAV rows are known (rows[i] >= 0; -1 = skip, counted elsewhere).
+    Returns the counts and a mask of the accepted reports (newer than what was there)."""
     counts = TelemetryCounts()
+    accepted = np.zeros(len(rows), dtype=bool)
     keep = np.nonzero(rows >= 0)[0]
     if len(keep) == 0:
-        return counts
+        return counts, accepted
     r = rows[keep]
     t = _floats(table, "time")[keep]
     s = table.column("seq").to_numpy()[keep]
@@ -311,7 +315,8 @@ def apply_last_writer_wins(columns: UAVColumns, rows: np.ndarray, table: pa.Tabl
     last_of_uav = np.ones(len(r), dtype=bool)
     last_of_uav[:-1] = r[:-1] != r[1:]
     winner = last_of_uav & newer
-    counts.accepted = int(np.count_nonzero(newer & ~repeat_of_next))
+    accepted[keep[newer & ~repeat_of_next]] = True
+    counts.accepted = int(np.count_nonzero(accepted))
     counts.duplicate = int(np.count_nonzero(same_as_stored | (repeat_of_next & newer)))
     counts.stale = int(np.count_nonzero(~newer & ~same_as_stored))
     counts.written = int(np.count_nonzero(winner))
@@ -322,7 +327,7 @@ def apply_last_writer_wins(columns: UAVColumns, rows: np.ndarray, table: pa.Tabl
         column[win_rows[present]] = values[present]
     columns.report_time[win_rows] = t[winner]
     columns.report_seq[win_rows] = s[winner]
-    return counts
+    return counts, accepted
 
 
 def report_time_histogram(table: pa.Table, applied: np.ndarray, buckets: int = 256) -> list[list[float]]:

@@ -31,7 +31,7 @@ class TelemetryIngest:
         self.coalescer: Coalescer[pa.Table] = Coalescer(
             self._send,
             lambda t: t.num_rows,
-            config or CoalescerConfig(max_size=100_000, max_delay=0.02, max_in_flight=2),
+            config or CoalescerConfig(max_size=100_000, max_delay=0.02, max_in_flight=1),
         )
         self.received = 0
         self.accepted = 0

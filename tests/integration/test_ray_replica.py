@@ -187,3 +187,43 @@ def test_station_agents_register_with_ttl_in_etcd(ray_session):
             await d.close()
 
     asyncio.run(go())
+
+
+def test_telemetry_through_station_ingest_survives_a_leader_kill(ray_session, tmp_path):
+    from controlplane.actors import start_ingest
+    from controlplane.client import ControlPlane
+    from controlplane.sync.synchronizer import DataSynchronizer
+
+    async def go():
+        handles = deploy("tel", ["s1", "s2", "s3"], str(tmp_path), auto_register_uavs=True)
+        ingest = start_ingest("tel", "s1")
+        cp = ControlPlane("tel", handles)
+        sync = DataSynchronizer(cp, watch_timeout=0.5)
+        try:
+            await find_leader(handles, 60)
+            await cp.command({"type": "register_station", "station": "s1"})
+            await sync.start_sync_service()
+            rows = [{"uav": f"d{i}", "time": 10.0, "seq": 1, "lat": 47.0 + i / 100} for i in range(20)]
+            answer = await ingest.report.remote([*rows, {"uav": "d99", "time": 10.0, "seq": 1, "lat": 123}], wait=True)
+            assert answer["accepted"] == 20 and answer["reasons"][0]["field"] == "lat"
+            assert sum(a["registered"] for a in answer["applied"]) == 20
+            leader = await find_leader(handles, 10)
+            ray.kill(handles[leader], no_restart=False)
+            newer = [{**r, "time": 11.0, "lat": 1.0} for r in rows]
+            older = [{**r, "time": 9.0, "lat": 2.0} for r in rows[:5]]
+            answer = await ingest.report.remote(newer + older, wait=True)  # finds the new leader itself
+            assert sum(a["stale"] for a in answer["applied"]) == 5
+            assert (await cp.query("uav", {"id": "d3"}))["lat"] == 1.0
+            await cp.command({"type": "create_group", "group": "g"})
+            deadline = asyncio.get_running_loop().time() + 15
+            while "g" not in sync.groups:  # the change feed brought it to the local view
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+            report = await sync.compare_digests(timeout=30)
+            assert report.ok and not report.missing, report
+        finally:
+            await sync.stop()
+            for h in [*handles.values(), ingest]:
+                ray.kill(h, no_restart=True)
+
+    asyncio.run(asyncio.wait_for(go(), 180))
