@@ -327,21 +327,24 @@ class StationAgent:
 StationAgentActor = ray.remote(StationAgent)
 
 
+def on_station(actor_class: Any, name: str, station: str, **options: Any) -> Any:
+    """A named, detached, always-restarted actor pinned to one station by its resource
+    (0.01 CPU: Ray ignores placement hints for actors asking for none)."""
+    return actor_class.options(
+        name=name,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        max_restarts=-1,
+        num_cpus=0.01,
+        resources={f"station:{station}": 0.01},
+        get_if_exists=True,
+        **options,
+    )
+
+
 def start_station_agents(stations: list[str], discovery_env: dict[str, str], ttl: float = 10.0) -> dict[str, Any]:
     """One detached agent per station; returns when all have registered."""
-    actor_class: Any = StationAgentActor
-    agents = {
-        s: actor_class.options(
-            name=f"station-agent-{s}",
-            namespace=NAMESPACE,
-            lifetime="detached",
-            max_restarts=-1,
-            num_cpus=0.01,
-            resources={f"station:{s}": 0.01},
-            get_if_exists=True,
-        ).remote(s, discovery_env, ttl)
-        for s in stations
-    }
+    agents = {s: on_station(StationAgentActor, f"station-agent-{s}", s).remote(s, discovery_env, ttl) for s in stations}
     ray.get([a.start.remote() for a in agents.values()])
     return agents
 
@@ -404,31 +407,12 @@ IngestActor = ray.remote(StationIngest)
 
 def start_ingest(group: str, station: str, config: CoalescerConfig | None = None) -> Any:
     """Create (or find) the detached telemetry ingest actor of one station."""
-    actor_class: Any = IngestActor
-    return actor_class.options(
-        name=f"ingest-{group}-{station}",
-        namespace=NAMESPACE,
-        lifetime="detached",
-        max_restarts=-1,
-        num_cpus=0.01,
-        resources={f"station:{station}": 0.01},
-        get_if_exists=True,
-    ).remote(group, station, config)
+    return on_station(IngestActor, f"ingest-{group}-{station}", station).remote(group, station, config)
 
 
 def start_replica(spec: ReplicaSpec, station: str) -> Any:
     """Create (or find) the detached actor for one replica, pinned to its station."""
-    actor_class: Any = RaftActor
-    return actor_class.options(
-        name=actor_name(spec.group, spec.replica),
-        namespace=NAMESPACE,
-        lifetime="detached",
-        max_restarts=-1,
-        max_task_retries=0,
-        num_cpus=0.01,
-        resources={f"station:{station}": 0.01},
-        get_if_exists=True,
-    ).remote(spec)
+    return on_station(RaftActor, actor_name(spec.group, spec.replica), station, max_task_retries=0).remote(spec)
 
 
 def deploy(

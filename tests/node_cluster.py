@@ -48,7 +48,9 @@ def founder_storage(ids):
 
 
 class Cluster:
-    def __init__(self, size: int, snapshot_every: int = 10_000, http: bool = False) -> None:
+    def __init__(
+        self, size: int, snapshot_every: int = 10_000, http: bool = False, snapshot_bytes: int = 1 << 28
+    ) -> None:
         self.net = InMemoryNetwork()
         self.http = http
         self.servers: dict[int, HTTPTransportServer] = {}
@@ -59,6 +61,7 @@ class Cluster:
         self.kvs: dict[int, KV] = {}
         self.clients: dict[int, RaftRPCClient] = {}
         self.snapshot_every = snapshot_every
+        self.snapshot_bytes = snapshot_bytes
 
     async def start(self, nid: int, storage=None) -> RaftNode:
         transport = HTTPTransport(RPC) if self.http else self.net.transport()
@@ -71,6 +74,7 @@ class Cluster:
             lambda m: client.post(Peer(m.dst, self.addresses[m.dst]), m),
             tick_interval=0.01,
             snapshot_every=self.snapshot_every,
+            snapshot_bytes=self.snapshot_bytes,
             persist_in_thread=storage is not None,
         )
 

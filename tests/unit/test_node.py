@@ -101,3 +101,22 @@ def test_snapshots_compact_and_a_restarted_node_recovers_from_disk(tmp_path):
             await c.close()
 
     run(go())
+
+
+def test_large_entries_trigger_a_snapshot_by_bytes():
+    async def go():
+        c = Cluster(3, snapshot_bytes=64 << 10)
+        for i in c.ids:
+            await c.start(i)
+        try:
+            leader = await c.leader()
+            for i in range(4):
+                await leader.propose(b"big%d=" % i + b"x" * (30 << 10))
+            await wait_for(lambda: leader.core is not None and leader.core.log.snapshot.meta.index > 0)
+            assert (
+                leader.core is not None and leader.core.log.snapshot.meta.index <= 8
+            )  # 8 entries in all: by bytes, not by count (10,000)
+        finally:
+            await c.close()
+
+    run(go())
