@@ -272,6 +272,13 @@ class RaftReplica:
             "statistics": self.client.get_statistics(),
         }
 
+    async def stats_files(self) -> list[tuple[str, bytes]]:
+        """This replica's RPC-stats Parquet files (flushed first), for gathering elsewhere:
+        replicas run on other stations' disks."""
+        await self.flush_stats()
+        assert self.stats is not None
+        return [(p.name, p.read_bytes()) for p in sorted(self.stats.dir.glob("rpc-stats-*.parquet"))]
+
 
 RaftActor = ray.remote(RaftReplica)
 
@@ -452,19 +459,21 @@ def deploy(
     return handles
 
 
-async def find_leader(handles: dict[int, Any], timeout: float = 15.0) -> int:
-    """The replica that all reachable replicas agree leads; waits for one."""
+async def find_leader(handles: dict[int, Any], timeout: float = 15.0, *, ask_timeout: float = 0.5) -> int:
+    """The replica that leads in the highest term any reachable replica reports; waits for
+    one. A replica that does not answer within `ask_timeout` (dead, restarting) is skipped
+    for that round, so a killed leader costs one short round, not a long wait."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         statuses = await asyncio.gather(
-            *(asyncio.wait_for(h.status.remote(), 2.0) for h in handles.values()), return_exceptions=True
+            *(asyncio.wait_for(h.status.remote(), ask_timeout) for h in handles.values()), return_exceptions=True
         )
-        leaders = {s["replica"] for s in statuses if isinstance(s, dict) and s["role"] == Role.LEADER.value}
-        if len(leaders) == 1:
-            return int(leaders.pop())
+        claims = [(s["term"], s["replica"]) for s in statuses if isinstance(s, dict) and s["role"] == Role.LEADER.value]
+        if claims:
+            return int(max(claims)[1])
         await asyncio.sleep(0.05)
-    raise TimeoutError(f"no single leader among {sorted(handles)} within {timeout}s")
+    raise TimeoutError(f"no leader among {sorted(handles)} within {timeout}s")
 
 
 async def replace_replica(
