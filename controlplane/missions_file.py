@@ -8,9 +8,11 @@ priority, min_battery, and waypoints are "lat lon alt; lat lon alt; ..." (line 1
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,3 +152,30 @@ def load_missions(path: str | Path) -> MissionFile:
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     return _rows(items)
+
+
+async def submit_missions(
+    parsed: MissionFile,
+    clients: list[Any],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Send the good rows as create_mission commands, one client per worker (a client's
+    commands must arrive in seq order); returns the rows refused on apply with reasons."""
+    queue = list(parsed.commands)
+    total, done = len(queue), 0
+    refused: list[dict[str, Any]] = []
+
+    async def worker(client: Any) -> None:
+        nonlocal done
+        while queue:
+            line, cmd = queue.pop(0)
+            answer: dict[str, Any] = await client.command(cmd)
+            if not answer["ok"]:
+                refused.append({"line": line, "reason": f"{answer['field']}: {answer['error']}"})
+            done += 1
+            if on_progress is not None and (done % max(1, total // 20) == 0 or done == total):
+                on_progress(done, total)
+
+    await asyncio.gather(*(worker(c) for c in clients))
+    refused.sort(key=lambda r: r["line"])
+    return refused

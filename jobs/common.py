@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import sys
-import time
 from collections.abc import Coroutine
 from typing import Any
+
+from controlplane.console import emit_json, progress
+
+__all__ = ["EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "attach", "finish", "progress", "run"]
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
@@ -23,16 +24,8 @@ def attach(address: str = "auto") -> None:
         ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
 
 
-def progress(done: int, total: int, what: str, started: float) -> None:
-    """One line per step on stderr: people see it in `ray job logs`, scripts ignore it."""
-    rate = done / max(1e-9, time.monotonic() - started)
-    width = 30
-    filled = int(width * done / max(1, total))
-    print(f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what} ({rate:.0f}/s)", file=sys.stderr, flush=True)
-
-
 def finish(result: dict[str, Any], ok: bool = True) -> int:
-    print(json.dumps(result, default=str), flush=True)
+    emit_json(result)
     return EXIT_OK if ok else EXIT_PARTIAL
 
 

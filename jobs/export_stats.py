@@ -9,7 +9,6 @@ written to DIR/<group>-<replica>/. `analysis.rpc_stats.load_rpc_stats(DIR)` read
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
@@ -17,36 +16,15 @@ from jobs.common import EXIT_USAGE, attach, finish, run
 
 
 async def export(args: argparse.Namespace) -> int:
-    from analysis.rpc_stats import load_rpc_stats
     from controlplane.actors import group_replicas
+    from controlplane.stats_export import gather_stats
 
     replicas = group_replicas(args.group)
     if not replicas:
         print(f"no replicas of group {args.group!r}: deploy it first", file=sys.stderr)
         return EXIT_USAGE
-    out = Path(args.out)
-    results = await asyncio.gather(*(h.stats_files.remote() for h in replicas.values()), return_exceptions=True)
-    written, failed = 0, {}
-    for replica, files in zip(replicas, results, strict=True):
-        if isinstance(files, BaseException):
-            failed[replica] = f"{type(files).__name__}: {files}"
-            continue
-        target = out / f"{args.group}-{replica}"
-        target.mkdir(parents=True, exist_ok=True)
-        for name, data in files:
-            (target / name).write_bytes(data)
-            written += 1
-    frame = load_rpc_stats(out)
-    return finish(
-        {
-            "out": str(out),
-            "files": written,
-            "rows": len(frame),
-            "replicas": sorted(frame["source"].unique().tolist()) if len(frame) else [],
-            "failed": failed,
-        },
-        ok=not failed,
-    )
+    result = await gather_stats(args.group, replicas, Path(args.out))
+    return finish(result, ok=not result["failed"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,17 +10,15 @@ their reason, so a partial earlier run can simply be repeated.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
-from typing import Any
 
 from jobs.common import EXIT_USAGE, attach, finish, progress, run
 
 
 async def submit(args: argparse.Namespace) -> int:
     from controlplane.client import ControlPlane
-    from controlplane.missions_file import load_missions
+    from controlplane.missions_file import load_missions, submit_missions
 
     try:
         parsed = load_missions(args.file)
@@ -29,26 +27,13 @@ async def submit(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for bad in parsed.bad:
         print(f"{args.file}:{bad.line}: {bad.reason}", file=sys.stderr)
-    queue = list(parsed.commands)
-    total, done, refused = len(queue), 0, []
+    total = len(parsed.commands)
     started = time.monotonic()
     first = ControlPlane.connect(args.group)
-
-    async def worker(client: ControlPlane) -> None:
-        nonlocal done
-        while queue:
-            line, cmd = queue.pop(0)
-            answer: dict[str, Any] = await client.command(cmd)
-            if not answer["ok"]:
-                refused.append({"line": line, "reason": f"{answer['field']}: {answer['error']}"})
-                print(f"{args.file}:{line}: refused: {answer['field']}: {answer['error']}", file=sys.stderr)
-            done += 1
-            if done % max(1, total // 20) == 0 or done == total:
-                progress(done, total, "missions", started)
-
-    # One client per worker: a client's commands must arrive in seq order.
     clients = [first] + [ControlPlane(args.group, first.replicas) for _ in range(args.clients - 1)]
-    await asyncio.gather(*(worker(c) for c in clients))
+    refused = await submit_missions(parsed, clients, lambda done, n: progress(done, n, "missions", started))
+    for row in refused:
+        print(f"{args.file}:{row['line']}: refused: {row['reason']}", file=sys.stderr)
     return finish(
         {
             "file": str(args.file),

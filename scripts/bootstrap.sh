@@ -11,3 +11,9 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/python -m pip install -q -r requirements.txt
   echo "$want" > "$stamp"
 fi
+# The `controlplane` command (python -m controlplane from this checkout, wherever it runs).
+cat > .venv/bin/controlplane <<WRAPPER
+#!/usr/bin/env bash
+PYTHONPATH="$(pwd)\${PYTHONPATH:+:\$PYTHONPATH}" exec "$(pwd)/.venv/bin/python" -m controlplane "\$@"
+WRAPPER
+chmod +x .venv/bin/controlplane

@@ -1,0 +1,250 @@
+"""The `controlplane` command (also `python -m controlplane`).
+
+    controlplane [--group G] [--address A] [--json] [--stale] COMMAND ...
+
+    status                                   replicas: role, term, commit, applied, members
+    missions submit FILE | list [--status S] | get ID | abort ID
+    uav list [--station S] [--status S] [--bbox LAT,LON,LAT,LON] | get ID
+    groups list | get ID | create ID | add ID UAV | remove ID UAV | dissolve ID
+    stats export --out DIR                   every replica's RPC-stats Parquet into DIR
+    demo ... | sim ...                       the main job / the Raft simulator
+
+Tables for people, one JSON document on stdout with --json. Exit status: 0 done, 1 refused
+or not found (the output says why), 2 bad usage, 3 the cluster or the group is unreachable.
+The group defaults to $CONTROLPLANE_GROUP or "fleet"; the address to "auto" (the running
+Ray cluster; with token auth, RAY_AUTH_MODE=token and the cluster's token must be set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from controlplane.console import emit_json, progress, table
+
+OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
+
+
+class Refused(Exception):
+    """The cluster answered no (a rejected command, an unknown id)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="controlplane", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--group", default=os.environ.get("CONTROLPLANE_GROUP", "fleet"))
+    p.add_argument("--address", default="auto", help="Ray cluster address (default: the running cluster)")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.add_argument("--stale", action="store_true", help="read any replica, without a ReadIndex round")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="the group's replicas")
+
+    missions = sub.add_parser("missions").add_subparsers(dest="action", required=True)
+    submit = missions.add_parser("submit", help="missions from a JSON, YAML or CSV file")
+    submit.add_argument("file")
+    submit.add_argument("--clients", type=int, default=4)
+    listing = missions.add_parser("list")
+    listing.add_argument("--status")
+    for action in ("get", "abort"):
+        missions.add_parser(action).add_argument("id")
+
+    uav = sub.add_parser("uav").add_subparsers(dest="action", required=True)
+    uav_list = uav.add_parser("list")
+    uav_list.add_argument("--station")
+    uav_list.add_argument("--status")
+    uav_list.add_argument("--bbox", help="min_lat,min_lon,max_lat,max_lon")
+    uav.add_parser("get").add_argument("id")
+
+    groups = sub.add_parser("groups").add_subparsers(dest="action", required=True)
+    groups.add_parser("list")
+    for action in ("get", "create", "dissolve"):
+        groups.add_parser(action).add_argument("id")
+    for action in ("add", "remove"):
+        member = groups.add_parser(action)
+        member.add_argument("id")
+        member.add_argument("uav")
+
+    stats = sub.add_parser("stats").add_subparsers(dest="action", required=True)
+    stats.add_parser("export").add_argument("--out", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("demo", "sim"):  # their own options
+        if argv[0] == "demo":
+            from controlplane.demo import main as demo_main
+
+            return demo_main(argv[1:])
+        from controlplane.sim.__main__ import main as sim_main
+
+        return sim_main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        _attach(args.address)
+        return asyncio.run(_run(args))
+    except Refused as exc:
+        _fail(args, str(exc))
+        return REFUSED
+    except ConnectionError as exc:
+        _fail(args, str(exc))
+        return UNREACHABLE
+
+
+def _fail(args: argparse.Namespace, message: str) -> None:
+    if args.json:
+        emit_json({"ok": False, "error": message})
+    else:
+        print(f"controlplane: {message}", file=sys.stderr)
+
+
+def _attach(address: str) -> None:
+    import ray
+
+    from controlplane.actors import NAMESPACE
+
+    try:
+        ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
+    except (ConnectionError, RuntimeError) as exc:
+        raise ConnectionError(f"no Ray cluster at {address!r}: {exc}") from None
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from controlplane.actors import group_replicas
+    from controlplane.client import ControlPlane
+
+    replicas = group_replicas(args.group)
+    if not replicas:
+        raise ConnectionError(f"no replicas of group {args.group!r} in this cluster; deploy it (python -m jobs.deploy)")
+    cp = ControlPlane(args.group, replicas, client_id=f"cli-{os.getpid()}-{int(time.time())}")
+    handler = {
+        "status": _status,
+        "missions": _missions,
+        "uav": _uav,
+        "groups": _groups,
+        "stats": _stats,
+    }[args.command]
+    result: int = await handler(args, cp)
+    return result
+
+
+async def _query(args: argparse.Namespace, cp: Any, name: str, query_args: dict[str, Any] | None = None) -> Any:
+    from controlplane.state.model import CommandError
+
+    try:
+        return await cp.query(name, query_args, "stale" if args.stale else "linearizable")
+    except CommandError as exc:
+        raise Refused(str(exc)) from None
+    except Exception as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, CommandError):
+            raise Refused(str(cause)) from None
+        raise
+
+
+async def _command(cp: Any, command: dict[str, Any]) -> dict[str, Any]:
+    from controlplane.state.model import CommandError
+
+    try:
+        answer: dict[str, Any] = await cp.command(command)
+    except CommandError as exc:
+        raise Refused(str(exc)) from None
+    if not answer["ok"]:
+        raise Refused(f"{answer['field']}: {answer['error']}")
+    return answer
+
+
+def _show(args: argparse.Namespace, value: Any, columns: list[str] | None = None) -> int:
+    if args.json:
+        emit_json(value)
+    elif columns is not None:
+        print(table(value, columns))
+    else:
+        for key, item in value.items():
+            print(f"{key:<14} {item}")
+    return OK
+
+
+async def _status(args: argparse.Namespace, cp: Any) -> int:
+    rows = await cp.status()
+    columns = ["replica", "role", "term", "leader", "commit", "applied", "voters", "uavs", "missions", "error"]
+    return _show(args, rows, columns)
+
+
+async def _missions(args: argparse.Namespace, cp: Any) -> int:
+    if args.action == "list":
+        rows = await _query(args, cp, "missions", {"status": args.status} if args.status else None)
+        return _show(args, rows, ["id", "status", "priority", "uav", "version"])
+    if args.action == "get":
+        return _show(args, await _query(args, cp, "mission", {"id": args.id}))
+    if args.action == "abort":
+        answer = await _command(cp, {"type": "set_mission_status", "mission": args.id, "status": "aborted"})
+        return _show(args, answer)
+    return await _submit(args, cp)
+
+
+async def _submit(args: argparse.Namespace, cp: Any) -> int:
+    from controlplane.client import ControlPlane
+    from controlplane.missions_file import load_missions, submit_missions
+
+    try:
+        parsed = load_missions(args.file)
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    started = time.monotonic()
+    clients = [cp] + [ControlPlane(cp.group, cp.replicas) for _ in range(max(1, args.clients) - 1)]
+    quiet = args.json or not sys.stderr.isatty()
+    refused = await submit_missions(
+        parsed, clients, None if quiet else (lambda done, n: progress(done, n, "missions", started))
+    )
+    invalid = [b.to_dict() for b in parsed.bad]
+    result = {"file": args.file, "created": len(parsed.commands) - len(refused), "invalid": invalid, "refused": refused}
+    if args.json:
+        emit_json(result)
+    else:
+        for row in sorted(invalid + refused, key=lambda r: r["line"]):
+            print(f"{args.file}:{row['line']}: {row['reason']}", file=sys.stderr)
+        print(f"{result['created']} missions created, {len(invalid)} invalid, {len(refused)} refused")
+    return OK if not invalid and not refused else REFUSED
+
+
+async def _uav(args: argparse.Namespace, cp: Any) -> int:
+    if args.action == "get":
+        return _show(args, await _query(args, cp, "uav", {"id": args.id}))
+    query: dict[str, Any] = {k: v for k, v in (("station", args.station), ("status", args.status)) if v}
+    if args.bbox:
+        try:
+            query["bbox"] = [float(x) for x in args.bbox.split(",")]
+        except ValueError:
+            raise Refused(f"--bbox must be four numbers min_lat,min_lon,max_lat,max_lon, got {args.bbox!r}") from None
+    rows = await _query(args, cp, "uavs", query)
+    return _show(args, rows, ["id", "home_station", "status", "battery", "lat", "lon", "alt", "mission", "version"])
+
+
+async def _groups(args: argparse.Namespace, cp: Any) -> int:
+    if args.action == "list":
+        return _show(args, await _query(args, cp, "groups"), ["id", "members", "version"])
+    if args.action == "get":
+        return _show(args, await _query(args, cp, "group", {"id": args.id}))
+    command: dict[str, Any] = {
+        "create": {"type": "create_group", "group": args.id},
+        "dissolve": {"type": "dissolve_group", "group": args.id},
+        "add": {"type": "add_member", "group": args.id, "uav": getattr(args, "uav", None)},
+        "remove": {"type": "remove_member", "group": args.id, "uav": getattr(args, "uav", None)},
+    }[args.action]
+    return _show(args, await _command(cp, command))
+
+
+async def _stats(args: argparse.Namespace, cp: Any) -> int:
+    from controlplane.stats_export import gather_stats
+
+    result = await gather_stats(cp.group, cp.replicas, Path(args.out))
+    _show(args, result)
+    return OK if not result["failed"] else REFUSED

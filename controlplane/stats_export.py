@@ -1,0 +1,32 @@
+"""Gathering RPC statistics: every replica flushes and sends its Parquet files (they live
+on its own station's disk), written to OUT/<group>-<replica>/ as one dataset for pandas."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+
+async def gather_stats(group: str, replicas: dict[int, Any], out: Path) -> dict[str, Any]:
+    from analysis.rpc_stats import load_rpc_stats
+
+    results = await asyncio.gather(*(h.stats_files.remote() for h in replicas.values()), return_exceptions=True)
+    written, failed = 0, {}
+    for replica, files in zip(replicas, results, strict=True):
+        if isinstance(files, BaseException):
+            failed[str(replica)] = f"{type(files).__name__}: {files}"
+            continue
+        target = out / f"{group}-{replica}"
+        target.mkdir(parents=True, exist_ok=True)
+        for name, data in files:
+            (target / name).write_bytes(data)
+            written += 1
+    frame = load_rpc_stats(out)
+    return {
+        "out": str(out),
+        "files": written,
+        "rows": len(frame),
+        "replicas": sorted(frame["source"].unique().tolist()) if len(frame) else [],
+        "failed": failed,
+    }
