@@ -33,6 +33,7 @@ from controlplane.state.model import (
     Group,
     Mission,
     MissionStatus,
+    NotFoundError,
     UAVStatus,
     Waypoint,
     _number,
@@ -64,7 +65,7 @@ def _validate(cmd: Any) -> dict[str, Any]:
     if not isinstance(cmd, dict):
         raise CommandError("command", f"must be a JSON object, got {type(cmd).__name__}")
     kind = cmd.get("type")
-    if kind not in COMMANDS:
+    if not isinstance(kind, str) or kind not in COMMANDS:
         raise CommandError("type", f"must be one of {sorted(COMMANDS)}, got {kind!r}")
     if "expected_version" in cmd and (
         isinstance(cmd["expected_version"], bool)
@@ -85,7 +86,7 @@ def _validate(cmd: Any) -> dict[str, Any]:
         _optional_number(cmd, key, lo, hi)
     if "status" in cmd:
         allowed = UAVStatus if kind == "update_uav" else MissionStatus
-        if cmd["status"] not in {s.value for s in allowed}:
+        if not isinstance(cmd["status"], str) or cmd["status"] not in {s.value for s in allowed}:
             raise CommandError("status", f"must be one of {sorted(s.value for s in allowed)}, got {cmd['status']!r}")
     if kind == "create_mission":
         wps = cmd["waypoints"]
@@ -202,6 +203,7 @@ class FleetState:
             "field": exc.field,
             "error": exc.reason,
             "conflict": isinstance(exc, ConflictError),
+            "not_found": isinstance(exc, NotFoundError),
         }
 
     def _touch(self, kind: str, record_id: str) -> None:
@@ -289,19 +291,19 @@ class FleetState:
     def _uav(self, uav_id: str) -> UAV:
         uav = self.uavs.get(uav_id)
         if uav is None:
-            raise CommandError("uav", f"no UAV {uav_id!r}")
+            raise NotFoundError("uav", f"no UAV {uav_id!r}")
         return uav
 
     def _mission(self, mission_id: str) -> Mission:
         mission = self.missions.get(mission_id)
         if mission is None:
-            raise CommandError("mission", f"no mission {mission_id!r}")
+            raise NotFoundError("mission", f"no mission {mission_id!r}")
         return mission
 
     def _group(self, group_id: str) -> Group:
         group = self.groups.get(group_id)
         if group is None:
-            raise CommandError("group", f"no group {group_id!r}")
+            raise NotFoundError("group", f"no group {group_id!r}")
         return group
 
     def _set_uav(self, uav: UAV, status: UAVStatus, mission: str | None) -> None:
@@ -342,7 +344,7 @@ class FleetState:
 
     def _cmd_register_uav(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
         if cmd["uav"] in self.uavs:
-            raise CommandError("uav", f"UAV {cmd['uav']!r} is already registered")
+            raise ConflictError("uav", f"UAV {cmd['uav']!r} is already registered")
         if cmd["home_station"] not in self.stations:
             raise CommandError("home_station", f"no station {cmd['home_station']!r}")
         self._register(cmd["uav"], cmd["home_station"], {k: cmd[k] for k in KINEMATICS if k in cmd})
@@ -382,7 +384,7 @@ class FleetState:
 
     def _cmd_create_mission(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
         if cmd["mission"] in self.missions:
-            raise CommandError("mission", f"mission {cmd['mission']!r} already exists")
+            raise ConflictError("mission", f"mission {cmd['mission']!r} already exists")
         waypoints = [Waypoint.parse(w, f"waypoints[{i}]") for i, w in enumerate(cmd["waypoints"])]
         mission = Mission(
             cmd["mission"],
@@ -424,7 +426,7 @@ class FleetState:
 
     def _cmd_create_group(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
         if cmd["group"] in self.groups:
-            raise CommandError("group", f"group {cmd['group']!r} already exists")
+            raise ConflictError("group", f"group {cmd['group']!r} already exists")
         self.groups[cmd["group"]] = Group(cmd["group"])
         self._touch("group", cmd["group"])
         return {"version": 1}

@@ -19,9 +19,18 @@ class CommandError(ValueError):
         self.field = field_name
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[CommandError], tuple[str, str]]:
+        # Crosses process boundaries (Ray re-raises it in the caller) with both fields.
+        return (type(self), (self.field, self.reason))
+
 
 class ConflictError(CommandError):
-    """expected_version did not match (optimistic concurrency)."""
+    """The command conflicts with the record as it is: expected_version did not match
+    (optimistic concurrency), or the record already exists."""
+
+
+class NotFoundError(CommandError):
+    """The command or query names a record that does not exist."""
 
 
 class UAVStatus(enum.Enum):

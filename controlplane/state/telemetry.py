@@ -85,8 +85,8 @@ def _row_types(row: dict[str, Any]) -> tuple[str, str] | None:
         if row.get(name) is not None and not isinstance(row[name], str):
             return name, f"must be a string, got {type(row[name]).__name__}"
     seq = row.get("seq")
-    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
-        return "seq", f"must be an integer, got {seq!r}"
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63):
+        return "seq", f"must be an integer in [0, 2**63), got {seq!r}"
     for name in ("time", *KINEMATICS):
         value = row.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):

@@ -227,3 +227,45 @@ def test_telemetry_through_station_ingest_survives_a_leader_kill(ray_session, tm
                 ray.kill(h, no_restart=True)
 
     asyncio.run(asyncio.wait_for(go(), 180))
+
+
+def test_http_api_on_ray_reaches_the_leader_whoever_leads(ray_session, tmp_path):
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from controlplane.api.backend import RayFleetBackend
+    from controlplane.api.server import FleetAPI
+    from controlplane.client import ControlPlane
+
+    async def go():
+        handles = deploy("api", ["s1", "s2", "s3"], str(tmp_path))
+        server = None
+        try:
+            await find_leader(handles, 60)
+            cp = ControlPlane("api", handles)
+            await cp.command({"type": "register_station", "station": "s1"})
+            server = TestServer(FleetAPI(RayFleetBackend("api"), token="t").application(), host="127.0.0.1")
+            await server.start_server()
+            auth = {"Authorization": "Bearer t"}
+            async with aiohttp.ClientSession(str(server.make_url(""))) as http:
+                async with http.post("/v1/uavs", json={"uav": "a1", "home_station": "s1"}, headers=auth) as r:
+                    assert r.status == 201
+                async with http.post("/v1/stations/nowhere/telemetry", json={"reports": []}, headers=auth) as r:
+                    assert r.status == 404 and (await r.json())["error"]["field"] == "station"
+                ray.kill(handles[await find_leader(handles, 10)], no_restart=False)  # the API follows the new leader
+                report = {"reports": [{"uav": "a1", "time": 1.0, "seq": 1, "lat": 10.0}]}
+                async with http.post("/v1/stations/s1/telemetry", json=report, headers=auth) as r:
+                    assert r.status == 200 and (await r.json())["accepted"] == 1
+                async with http.get("/v1/uavs/a1", headers=auth) as r:
+                    assert r.status == 200 and (await r.json())["lat"] == 10.0
+                async with http.get("/v1/uavs/zz", headers=auth) as r:
+                    assert r.status == 404
+                async with http.get("/v1/status", headers=auth) as r:
+                    assert len((await r.json())["replicas"]) == 3
+        finally:
+            if server is not None:
+                await server.close()
+            for h in handles.values():
+                ray.kill(h, no_restart=True)
+
+    asyncio.run(asyncio.wait_for(go(), 180))

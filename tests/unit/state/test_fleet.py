@@ -46,6 +46,8 @@ def base() -> FleetState:
         ({"type": "update_uav", "uav": "u1", "battery": 130}, "battery"),
         ({"type": "update_uav", "uav": "u1", "status": "flying"}, "status"),
         ({"type": "update_uav", "uav": "u1", "expected_version": 0}, "expected_version"),
+        ({"type": "update_uav", "uav": "u1", "status": {}}, "status"),  # found by schemathesis: unhashable
+        ({"type": ["register_uav"]}, "type"),
     ],
 )
 def test_invalid_commands_are_refused_naming_the_field(command, field):

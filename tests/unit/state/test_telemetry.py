@@ -70,6 +70,7 @@ def test_bad_rows_are_rejected_with_reasons_and_good_rows_kept():
         "not a dict",
         {**report("u6", 1.0, 1), "colour": "red"},
         report("u7", 10.0, 1, battery=101),
+        report("u8", 10.0, 2**70),  # does not fit the column
     ]
     table, rejected = normalize(rows)
     assert table.column("uav").to_pylist() == ["u0"]
@@ -83,6 +84,7 @@ def test_bad_rows_are_rejected_with_reasons_and_good_rows_kept():
         (7, "report"),
         (8, "colour"),
         (9, "battery"),
+        (10, "seq"),
     ]
     assert "within [-90.0, 90.0]" in rejected[0].reason
     # A frame with a whole column of the wrong type, or a missing column, is refused as a whole.

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pyarrow as pa
 import pytest
 
-from controlplane.raft.harness import Network
-from controlplane.raft.messages import Entry, EntryKind
-from controlplane.state.fleet import FleetState, encode, validate
-from controlplane.state.queries import run_query
+from controlplane.raft.messages import Entry
+from controlplane.state.fleet import FleetState, encode
 from controlplane.state.telemetry import decode_entry, encode_entry, join_segments, normalize
 from controlplane.sync.changefeed import ChangeFeed
 from controlplane.sync.coalescer import Coalescer, CoalescerConfig
 from controlplane.sync.ingest import TelemetryIngest
 from controlplane.sync.synchronizer import DataSynchronizer
+from tests.fleet_group import HarnessFleet
 
 
 def apply(feed: ChangeFeed, index: int, cmd: dict) -> dict:
@@ -155,49 +153,9 @@ def test_ingest_rejects_bad_rows_and_forwards_good_ones():
     asyncio.run(go())
 
 
-class GroupClient:
-    """An in-process FleetClient: commands go through a 3-replica Raft harness."""
-
-    def __init__(self) -> None:
-        self.net = Network(3, seed=7)
-        self.net.elect(1)
-        self.feeds = {nid: ChangeFeed(FleetState()) for nid in self.net.replicas}
-        self.applied = {nid: 0 for nid in self.net.replicas}
-        self.seq = 0
-
-    def _sync(self) -> dict[int, Any]:
-        self.net.settle()
-        answers = {}
-        for nid, replica in self.net.replicas.items():
-            for e in replica.core.log.entries:
-                if e.index > self.applied[nid] and e.index <= replica.core.log.committed:
-                    if e.kind is EntryKind.NORMAL and e.data:
-                        answers[e.index] = self.feeds[nid].apply(e)
-                    self.applied[nid] = e.index
-        return answers
-
-    async def command(self, command: dict[str, Any], timeout: float = 5) -> dict[str, Any]:
-        self.seq += 1
-        validate(command)
-        return self.propose(encode({**command, "client": "sync", "seq": self.seq}))
-
-    def propose(self, data: bytes) -> dict[str, Any]:
-        index = self.net.core(1).propose(data).index
-        return self._sync()[index]
-
-    async def query(self, name, args=None, consistency="linearizable", timeout=5):
-        return run_query(self.feeds[1].state, name, args)
-
-    async def watch(self, from_index, kinds=None, timeout=5):
-        return self.feeds[1].changes_since(from_index, kinds)
-
-    async def checkpoint_digests(self, index):
-        return {str(n): f.state.checkpoints.get(index) for n, f in self.feeds.items()}
-
-
 def test_data_synchronizer_pushes_pulls_follows_and_compares():
     async def go():
-        client = GroupClient()
+        client = HarnessFleet()
         sync = DataSynchronizer(client)
         await client.command({"type": "register_station", "station": "a"})
         assert (await sync.sync_uav("u1", "create", {"home_station": "a", "battery": 90}))["ok"]

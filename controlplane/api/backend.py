@@ -1,0 +1,50 @@
+"""FleetBackend: what the HTTP API needs from the cluster. client.ControlPlane (plus a
+station's ingest actor for telemetry) is the Ray one: it always reaches the leader, so a
+request sent to any station's API is forwarded, never refused."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class FleetBackend(Protocol):
+    async def command(self, command: dict[str, Any], timeout: float = ...) -> dict[str, Any]: ...
+
+    async def query(
+        self, name: str, args: dict[str, Any] | None = ..., consistency: str = ..., timeout: float = ...
+    ) -> Any: ...
+
+    async def watch(self, from_index: int, kinds: list[str] | None = ..., timeout: float = ...) -> dict[str, Any]: ...
+
+    async def status(self) -> list[dict[str, Any]]: ...
+
+    async def report(self, station: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
+        """Telemetry through `station`'s ingest; answers once applied (with counts)."""
+
+
+class RayFleetBackend:
+    """The SDK for commands and queries; the station's ingest actor for telemetry."""
+
+    def __init__(self, group: str) -> None:
+        from controlplane.actors import group_replicas
+        from controlplane.client import ControlPlane
+
+        self.cp = ControlPlane(group, group_replicas(group))
+        self.group = group
+        self.command = self.cp.command
+        self.query = self.cp.query
+        self.watch = self.cp.watch
+        self.status = self.cp.status
+
+    async def report(self, station: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
+        import ray
+
+        from controlplane.actors import start_ingest
+        from controlplane.state.model import NotFoundError
+
+        resource = f"station:{station}"
+        if not any(n.get("Alive") and resource in n.get("Resources", {}) for n in ray.nodes()):  # type: ignore[no-untyped-call]
+            # Its ingest actor could never be placed: say so instead of waiting forever.
+            raise NotFoundError("station", f"no live Ray node offers {resource!r}")
+        answer: dict[str, Any] = await start_ingest(self.group, station).report.remote(reports, wait=True)
+        return answer

@@ -1,0 +1,239 @@
+"""The API's routes, declared once: the server mounts them and the OpenAPI 3 document is
+built from them (a test checks the two agree)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.state.columns import KINEMATICS
+from controlplane.state.model import MissionStatus, UAVStatus
+
+ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^\S+$"}
+VERSION = {"type": "integer", "minimum": 1}
+WAYPOINT = {
+    "type": "object",
+    "required": ["lat", "lon", "alt"],
+    "additionalProperties": False,
+    "properties": {
+        "lat": {"type": "number", "minimum": -90, "maximum": 90},
+        "lon": {"type": "number", "minimum": -180, "maximum": 180},
+        "alt": {"type": "number", "minimum": 0, "maximum": 10_000},
+    },
+}
+KINEMATIC_PROPS = {name: {"type": "number", "minimum": lo, "maximum": hi} for name, (lo, hi) in KINEMATICS.items()}
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["field", "reason"],
+            "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+        }
+    },
+}
+ANSWER = {
+    "type": "object",
+    "required": ["ok", "index"],
+    "properties": {"ok": {"type": "boolean"}, "index": {"type": "integer"}},
+}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Error": ERROR,
+    "Answer": ANSWER,
+    "MissionCreate": {
+        "type": "object",
+        "required": ["mission", "waypoints"],
+        "additionalProperties": False,
+        "properties": {
+            "mission": ID,
+            "waypoints": {"type": "array", "minItems": 1, "maxItems": 500, "items": WAYPOINT},
+            "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
+            "min_battery": {"type": "number", "minimum": 0, "maximum": 100},
+        },
+    },
+    "MissionUpdate": {
+        "type": "object",
+        "required": ["status"],
+        "additionalProperties": False,
+        "properties": {
+            "status": {"type": "string", "enum": [s.value for s in MissionStatus if s is not MissionStatus.ASSIGNED]},
+            "expected_version": VERSION,
+        },
+    },
+    "UAVCreate": {
+        "type": "object",
+        "required": ["uav", "home_station"],
+        "additionalProperties": False,
+        "properties": {"uav": ID, "home_station": ID, **KINEMATIC_PROPS},
+    },
+    "UAVUpdate": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "status": {"type": "string", "enum": [s.value for s in UAVStatus]},
+            "expected_version": VERSION,
+            **KINEMATIC_PROPS,
+        },
+    },
+    "GroupCreate": {
+        "type": "object",
+        "required": ["group"],
+        "additionalProperties": False,
+        "properties": {"group": ID},
+    },
+    "Member": {
+        "type": "object",
+        "required": ["uav"],
+        "additionalProperties": False,
+        "properties": {"uav": ID, "expected_version": VERSION},
+    },
+    "Telemetry": {
+        "type": "object",
+        "required": ["reports"],
+        "additionalProperties": False,
+        "properties": {
+            "reports": {
+                "type": "array",
+                "maxItems": 100_000,
+                "items": {
+                    "type": "object",
+                    "required": ["uav", "time", "seq"],
+                    "properties": {"uav": ID, "time": {"type": "number"}, "seq": {"type": "integer", "minimum": 0}},
+                },
+            }
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # "path" or "query"
+    schema: dict[str, Any]
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: str  # FleetAPI method name
+    summary: str
+    body: str | None = None  # a SCHEMAS name
+    params: tuple[Param, ...] = ()
+    responses: dict[int, str] = field(default_factory=dict)
+    stream: bool = False
+
+
+MISSION_ID = Param("mission", "path", ID, required=True)
+UAV_ID = Param("uav", "path", ID, required=True)
+GROUP_ID = Param("group", "path", ID, required=True)
+STATION_ID = Param("station", "path", ID, required=True)
+CONSISTENCY = Param(
+    "consistency", "query", {"type": "string", "enum": ["linearizable", "stale"]}, "stale: any replica, may lag"
+)
+EXPECTED = Param("expected_version", "query", VERSION, "refuse (409) unless the record is at this version")
+COMMAND = {200: "applied", 404: "no such record", 409: "version conflict", 422: "invalid: names the field"}
+READ = {200: "the record(s)", 404: "no such record", 422: "bad argument: names it"}
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/status", "status", "Replicas, leader, terms, commit and applied indices",
+          responses={200: "status"}),
+    Route("GET", "/v1/missions", "list_missions", "Missions, optionally by status",
+          params=(Param("status", "query", {"type": "string", "enum": [s.value for s in MissionStatus]}), CONSISTENCY),
+          responses=READ),
+    Route("POST", "/v1/missions", "create_mission", "Create a pending mission", body="MissionCreate",
+          responses={201: "created", 409: "exists", 422: "invalid: names the field"}),
+    Route("GET", "/v1/missions/{mission}", "get_mission", "One mission", params=(MISSION_ID, CONSISTENCY),
+          responses=READ),
+    Route("PATCH", "/v1/missions/{mission}", "update_mission", "Move a mission to a new status (legal transitions)",
+          body="MissionUpdate", params=(MISSION_ID,), responses=COMMAND),
+    Route("DELETE", "/v1/missions/{mission}", "delete_mission", "Delete a pending or finished mission",
+          params=(MISSION_ID, EXPECTED), responses=COMMAND),
+    Route("GET", "/v1/uavs", "list_uavs", "UAVs by home station, status and/or bounding box",
+          params=(Param("station", "query", ID), Param("status", "query", {"type": "string",
+                  "enum": [s.value for s in UAVStatus]}),
+                  Param("bbox", "query", {"type": "string"}, "min_lat,min_lon,max_lat,max_lon"), CONSISTENCY),
+          responses=READ),
+    Route("POST", "/v1/uavs", "create_uav", "Register a UAV at its home station", body="UAVCreate",
+          responses={201: "registered", 409: "exists", 422: "invalid (or no such station): names the field"}),
+    Route("GET", "/v1/uavs/{uav}", "get_uav", "One UAV with its last reported state", params=(UAV_ID, CONSISTENCY),
+          responses=READ),
+    Route("PATCH", "/v1/uavs/{uav}", "update_uav", "Change a UAV's status or state", body="UAVUpdate",
+          params=(UAV_ID,), responses=COMMAND),
+    Route("DELETE", "/v1/uavs/{uav}", "delete_uav", "Deregister a UAV not on a mission", params=(UAV_ID, EXPECTED),
+          responses=COMMAND),
+    Route("POST", "/v1/stations/{station}/telemetry", "report_telemetry",
+          "A batch of UAV reports through the station's ingest (bad rows come back with reasons)",
+          body="Telemetry", params=(STATION_ID,), responses={200: "accepted and applied", 422: "unreadable batch"}),
+    Route("GET", "/v1/groups", "list_groups", "UAV groups", params=(CONSISTENCY,), responses=READ),
+    Route("POST", "/v1/groups", "create_group", "Create a UAV group", body="GroupCreate",
+          responses={201: "created", 409: "exists", 422: "invalid: names the field"}),
+    Route("GET", "/v1/groups/{group}", "get_group", "One group", params=(GROUP_ID, CONSISTENCY), responses=READ),
+    Route("DELETE", "/v1/groups/{group}", "dissolve_group", "Dissolve a group", params=(GROUP_ID, EXPECTED),
+          responses=COMMAND),
+    Route("POST", "/v1/groups/{group}/members", "add_member", "Add a UAV to a group", body="Member",
+          params=(GROUP_ID,), responses=COMMAND),
+    Route("DELETE", "/v1/groups/{group}/members/{uav}", "remove_member", "Remove a UAV from a group",
+          params=(GROUP_ID, UAV_ID, EXPECTED), responses=COMMAND),
+    Route("GET", "/v1/changes", "changes",
+          "Server-sent events: every change after from_index (or Last-Event-ID); a reset event, then every "
+          "record, when that index is older than the feed keeps",
+          params=(Param("from_index", "query", {"type": "integer", "minimum": 0}),
+                  Param("kinds", "query", {"type": "string"}, "comma-separated: station,uav,mission,group,telemetry"),
+                  Param("duration", "query", {"type": "number", "minimum": 0, "maximum": 300},
+                        "seconds before the stream ends (reconnect with Last-Event-ID)")),
+          responses={200: "text/event-stream", 422: "bad argument"}, stream=True),
+)  # fmt: skip
+
+
+def openapi_document(title: str = "UAV fleet control plane") -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for r in ROUTES:
+        op: dict[str, Any] = {
+            "operationId": r.handler,
+            "summary": r.summary,
+            "parameters": [
+                {"name": p.name, "in": p.where, "required": p.required or p.where == "path", "schema": p.schema}
+                | ({"description": p.description} if p.description else {})
+                for p in r.params
+            ],
+            "responses": {
+                str(code): {
+                    "description": text,
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}
+                    if r.stream and code == 200
+                    else {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+                    if code >= 400
+                    else {"application/json": {"schema": {}}},
+                }
+                for code, text in {**r.responses, 401: "no bearer token", 403: "wrong token"}.items()
+            },
+        }
+        if r.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{r.body}"}}},
+            }
+            op["responses"]["400"] = {"description": "not a JSON object", "content": _error()}
+            op["responses"]["413"] = {"description": "body too large", "content": _error()}
+        op["responses"]["503"] = {"description": "no leader reachable now; retry", "content": _error()}
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def _error() -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}

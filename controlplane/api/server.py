@@ -1,0 +1,329 @@
+"""FleetAPI: the aiohttp application. Routes come from api/openapi.py (one declaration for
+both); errors are JSON that name the field; bearer-token auth compares in constant time
+(401 without a token, 403 with a wrong one); bodies are size-limited.
+
+    python -m controlplane.api --group fleet [--host 127.0.0.1] [--port 8080] [--token-file F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from controlplane.api.backend import FleetBackend
+from controlplane.api.openapi import ROUTES, SCHEMAS, openapi_document
+from controlplane.state.fleet import validate
+from controlplane.state.model import CommandError, ConflictError, NotFoundError, ident
+from controlplane.sync.changefeed import parse_kinds
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC = frozenset({"/openapi.json", "/healthz"})
+
+
+class MalformedBody(CommandError):
+    """The body is not a JSON object at all (400, not 422)."""
+
+
+def error(status: int, field: str, reason: str) -> web.Response:
+    return web.json_response({"error": {"field": field, "reason": reason}}, status=status)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """Ray wraps what a replica raised; the API answers for the original."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+class FleetAPI:
+    def __init__(
+        self,
+        backend: FleetBackend,
+        *,
+        token: str | None = None,
+        max_body: int = 1 << 20,
+        max_telemetry_body: int = 32 << 20,
+    ) -> None:
+        if token is not None and not token:
+            raise ValueError("token must be non-empty (or None for no auth)")
+        self.backend = backend
+        self._token = token
+        self.max_body = max_body
+        self.max_telemetry_body = max_telemetry_body
+
+    def __repr__(self) -> str:  # never the token
+        return f"FleetAPI(auth={'on' if self._token else 'off'}, max_body={self.max_body})"
+
+    def application(self) -> web.Application:
+        app = web.Application(
+            client_max_size=max(self.max_body, self.max_telemetry_body), middlewares=[self._errors, self._auth]
+        )
+        for route in ROUTES:
+            app.router.add_route(route.method, route.path, getattr(self, route.handler))
+        app.router.add_get("/openapi.json", self.openapi)
+        app.router.add_get("/healthz", self.healthz)
+        return app
+
+    # --- middlewares ----------------------------------------------------------------------
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._token is None or request.path in PUBLIC:
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            response = error(401, "Authorization", "a bearer token is required")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="uav-control-plane"'
+            return response
+        if not hmac.compare_digest(given.strip().encode(), self._token.encode()):
+            return error(403, "Authorization", "the token is not valid for this cluster")
+        return await handler(request)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return error(413, "body", "too large for this route")
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error(exc.status, "request", exc.reason)
+        except Exception as exc:
+            original = _cause(exc)
+            if isinstance(original, MalformedBody):
+                return error(400, original.field, original.reason)
+            if isinstance(original, NotFoundError):
+                return error(404, original.field, original.reason)
+            if isinstance(original, ConflictError):
+                return error(409, original.field, original.reason)
+            if isinstance(original, CommandError):
+                return error(422, original.field, original.reason)
+            if isinstance(original, TimeoutError | ConnectionError) or type(original).__name__ in (
+                "ControlPlaneError",
+                "NotLeaderError",
+                "RayActorError",
+                "ActorDiedError",
+            ):
+                return error(503, "cluster", f"no leader answered in time ({type(original).__name__}); retry")
+            log.exception("API %s %s failed", request.method, request.path)
+            return error(500, "server", f"internal error ({type(original).__name__})")
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def _body(self, request: web.Request, schema: str, limit: int | None = None) -> dict[str, Any]:
+        limit = limit or self.max_body
+        if request.content_length is not None and request.content_length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        raw = await request.read()
+        if len(raw) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedBody("body", "must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise MalformedBody("body", f"must be a JSON object, got {type(body).__name__}")
+        allowed = set(SCHEMAS[schema]["properties"])
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise CommandError(unknown[0], f"is not a field here (allowed: {', '.join(sorted(allowed))})")
+        for name in SCHEMAS[schema].get("required", []):
+            if name not in body:
+                raise CommandError(name, "is required")
+        return body
+
+    @staticmethod
+    def _path_id(request: web.Request, name: str) -> str:
+        return ident(request.match_info[name], name)
+
+    @staticmethod
+    def _consistency(request: web.Request) -> str:
+        value = request.query.get("consistency", "linearizable")
+        if value not in ("linearizable", "stale"):
+            raise CommandError("consistency", f"must be 'linearizable' or 'stale', got {value!r}")
+        return value
+
+    @staticmethod
+    def _expected(request: web.Request) -> dict[str, Any]:
+        raw = request.query.get("expected_version")
+        if raw is None:
+            return {}
+        if not raw.isdigit() or int(raw) < 1:
+            raise CommandError("expected_version", f"must be a positive integer, got {raw!r}")
+        return {"expected_version": int(raw)}
+
+    async def _command(self, command: dict[str, Any], created: bool = False) -> web.Response:
+        validate(command)
+        answer = await self.backend.command(command)
+        if answer.get("ok"):
+            return web.json_response(answer, status=201 if created else 200)
+        status = 404 if answer.get("not_found") else 409 if answer.get("conflict") else 422
+        return error(status, answer.get("field", "command"), answer.get("error", "refused"))
+
+    async def _read(self, request: web.Request, name: str, args: dict[str, Any] | None = None) -> web.Response:
+        return web.json_response(await self.backend.query(name, args, self._consistency(request)))
+
+    # --- routes -----------------------------------------------------------------------------
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def status(self, request: web.Request) -> web.Response:
+        replicas = await self.backend.status()
+        leaders = [r["replica"] for r in replicas if r.get("role") == "leader"]
+        return web.json_response({"leader": leaders[0] if len(leaders) == 1 else None, "replicas": replicas})
+
+    async def list_missions(self, request: web.Request) -> web.Response:
+        status = request.query.get("status")
+        return await self._read(request, "missions", {"status": status} if status else None)
+
+    async def create_mission(self, request: web.Request) -> web.Response:
+        body = await self._body(request, "MissionCreate")
+        return await self._command({**body, "type": "create_mission"}, created=True)
+
+    async def get_mission(self, request: web.Request) -> web.Response:
+        return await self._read(request, "mission", {"id": self._path_id(request, "mission")})
+
+    async def update_mission(self, request: web.Request) -> web.Response:
+        body = await self._body(request, "MissionUpdate")
+        mission = self._path_id(request, "mission")
+        return await self._command({**body, "type": "set_mission_status", "mission": mission})
+
+    async def delete_mission(self, request: web.Request) -> web.Response:
+        mission = self._path_id(request, "mission")
+        return await self._command({"type": "delete_mission", "mission": mission, **self._expected(request)})
+
+    async def list_uavs(self, request: web.Request) -> web.Response:
+        args: dict[str, Any] = {k: request.query[k] for k in ("station", "status") if k in request.query}
+        if "bbox" in request.query:
+            try:
+                box = [float(x) for x in request.query["bbox"].split(",")]
+            except ValueError:
+                box = []
+            if len(box) != 4:
+                raise CommandError("bbox", "must be four numbers: min_lat,min_lon,max_lat,max_lon")
+            args["bbox"] = box
+        return await self._read(request, "uavs", args)
+
+    async def create_uav(self, request: web.Request) -> web.Response:
+        body = await self._body(request, "UAVCreate")
+        return await self._command({**body, "type": "register_uav"}, created=True)
+
+    async def get_uav(self, request: web.Request) -> web.Response:
+        return await self._read(request, "uav", {"id": self._path_id(request, "uav")})
+
+    async def update_uav(self, request: web.Request) -> web.Response:
+        body = await self._body(request, "UAVUpdate")
+        return await self._command({**body, "type": "update_uav", "uav": self._path_id(request, "uav")})
+
+    async def delete_uav(self, request: web.Request) -> web.Response:
+        uav = self._path_id(request, "uav")
+        return await self._command({"type": "delete_uav", "uav": uav, **self._expected(request)})
+
+    async def report_telemetry(self, request: web.Request) -> web.Response:
+        station = self._path_id(request, "station")
+        body = await self._body(request, "Telemetry", self.max_telemetry_body)
+        if not isinstance(body["reports"], list):
+            raise CommandError("reports", "must be a list of report objects")
+        try:
+            answer = await self.backend.report(station, body["reports"])
+        except Exception as exc:
+            if type(_cause(exc)).__name__ == "ReportError":
+                raise CommandError("reports", str(_cause(exc))) from None
+            raise
+        return web.json_response(answer)
+
+    async def list_groups(self, request: web.Request) -> web.Response:
+        return await self._read(request, "groups")
+
+    async def create_group(self, request: web.Request) -> web.Response:
+        body = await self._body(request, "GroupCreate")
+        return await self._command({**body, "type": "create_group"}, created=True)
+
+    async def get_group(self, request: web.Request) -> web.Response:
+        return await self._read(request, "group", {"id": self._path_id(request, "group")})
+
+    async def dissolve_group(self, request: web.Request) -> web.Response:
+        group = self._path_id(request, "group")
+        return await self._command({"type": "dissolve_group", "group": group, **self._expected(request)})
+
+    async def add_member(self, request: web.Request) -> web.Response:
+        body = await self._body(request, "Member")
+        return await self._command({**body, "type": "add_member", "group": self._path_id(request, "group")})
+
+    async def remove_member(self, request: web.Request) -> web.Response:
+        group, uav = self._path_id(request, "group"), self._path_id(request, "uav")
+        return await self._command({"type": "remove_member", "group": group, "uav": uav, **self._expected(request)})
+
+    async def changes(self, request: web.Request) -> web.StreamResponse:
+        raw = request.query.get("from_index", request.headers.get("Last-Event-ID", "0"))
+        if not raw.isdigit():
+            raise CommandError("from_index", f"must be a non-negative integer, got {raw!r}")
+        index = int(raw)
+        try:
+            kinds = sorted(parse_kinds(request.query["kinds"].split(",") if "kinds" in request.query else None))
+            duration = float(request.query.get("duration", "30"))
+        except ValueError as exc:
+            raise CommandError("kinds" if "kinds" in str(exc) else "duration", str(exc)) from None
+        if not 0 <= duration <= 300:
+            raise CommandError("duration", f"must be within [0, 300] seconds, got {duration}")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + duration
+        while True:
+            remaining = deadline - loop.time()
+            answer = await self.backend.watch(index, kinds, max(0.0, min(10.0, remaining)))
+            if answer["reset"]:
+                await response.write(f"event: reset\ndata: {json.dumps({'index': answer['index']})}\n\n".encode())
+            for change in answer["changes"]:
+                line = f"id: {change['index']}\nevent: {change['kind']}\ndata: {json.dumps(change)}\n\n"
+                await response.write(line.encode())
+            if not answer["changes"] and not answer["reset"]:
+                await response.write(b": keep-alive\n\n")
+            index = max(index, int(answer["index"]))
+            if loop.time() >= deadline:
+                break
+        await response.write_eof()
+        return response
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m controlplane.api", description="Serve the fleet HTTP API")
+    p.add_argument("--group", default=os.environ.get("CONTROLPLANE_GROUP", "fleet"))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--token-file", help="file holding the API bearer token (default: $CONTROLPLANE_API_TOKEN)")
+    p.add_argument("--address", default="auto", help="Ray cluster address")
+    args = p.parse_args(argv)
+    token = os.environ.get("CONTROLPLANE_API_TOKEN")
+    if args.token_file:
+        try:
+            token = open(args.token_file).read().strip()  # noqa: SIM115
+        except OSError as exc:
+            p.error(f"--token-file: {exc}")
+    if not token:
+        print("warning: no API token: anyone who reaches the port can command the fleet", file=sys.stderr)
+    import ray
+
+    from controlplane.actors import NAMESPACE
+    from controlplane.api.backend import RayFleetBackend
+
+    ray.init(address=args.address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
+    api = FleetAPI(RayFleetBackend(args.group), token=token or None)
+    web.run_app(api.application(), host=args.host, port=args.port, access_log=None)
+    return 0
