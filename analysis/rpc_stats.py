@@ -1,7 +1,9 @@
-"""Load the replicas' RPC statistics (rotated Parquet files) into one pandas DataFrame.
+"""The replicas' RPC statistics (rotated Parquet files) in pandas, and the views of them
+the notebook (analysis/rpc_stats.ipynb) plots.
 
-    from analysis.rpc_stats import load_rpc_stats
-    df = load_rpc_stats("/path/to/data-dir")   # every rpc-stats-*.parquet below it
+    from analysis.rpc_stats import load_rpc_stats, outcome_rates, latency_percentiles
+    df = load_rpc_stats("/path/to/dataset")   # every rpc-stats-*.parquet below it
+    outcome_rates(df); latency_percentiles(df, "1s"); retry_distribution(df); leader_timeline(df)
 
 Columns follow controlplane.rpc.stats.SCHEMA: time, source, target, method, attempt,
 outcome, error_type, latency_ms, request_bytes, response_bytes, entries, term.
@@ -24,3 +26,58 @@ def load_rpc_stats(root: str | Path) -> pd.DataFrame:
         return SCHEMA.empty_table().to_pandas()
     tables = [pq.read_table(f, schema=SCHEMA) for f in files]
     return pa.concat_tables(tables).to_pandas()
+
+
+def outcome_rates(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (target, method): attempts and the share that succeeded, timed out or failed."""
+    if df.empty:
+        return pd.DataFrame(columns=["target", "method", "attempts", "ok_rate", "timeout_rate", "failure_rate"])
+    flags = df.assign(
+        ok=df["outcome"].eq("ok"),
+        timeout=df["outcome"].eq("timeout"),
+        failure=~df["outcome"].isin(["ok", "timeout"]),
+    )
+    out = flags.groupby(["target", "method"]).agg(
+        attempts=("outcome", "size"),
+        ok_rate=("ok", "mean"),
+        timeout_rate=("timeout", "mean"),
+        failure_rate=("failure", "mean"),
+    )
+    return out.reset_index()
+
+
+def latency_percentiles(df: pd.DataFrame, window: str = "1s", method: str | None = None) -> pd.DataFrame:
+    """p50 / p90 / p99 latency (ms) of successful attempts per time window."""
+    ok = df[df["outcome"].eq("ok") & (df["method"].eq(method) if method else True)]
+    if ok.empty:
+        return pd.DataFrame(columns=["p50", "p90", "p99", "attempts"])
+    grouped = ok.set_index("time")["latency_ms"].resample(window)
+    return pd.DataFrame(
+        {
+            "p50": grouped.quantile(0.5),
+            "p90": grouped.quantile(0.9),
+            "p99": grouped.quantile(0.99),
+            "attempts": grouped.size(),
+        }
+    ).dropna(subset=["p50"])
+
+
+def retry_distribution(df: pd.DataFrame) -> pd.DataFrame:
+    """How many attempts each call needed: counts of attempt numbers per method (attempt 1
+    is the first try; a row with attempt 3 is the second retry)."""
+    if df.empty:
+        return pd.DataFrame()
+    return df.pivot_table(index="attempt", columns="method", values="outcome", aggfunc="size", fill_value=0)
+
+
+def leader_timeline(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per term with a leader, and when it was first and last seen leading: the
+    leader is who sends AppendEntries/heartbeats in that term, and whom followers answer
+    (so a leader whose own stats died with it still shows)."""
+    sent = df[df["method"].isin(["append_entries", "heartbeat"])][["term", "source", "time"]]
+    answered = df[df["method"].isin(["append_entries_response", "heartbeat_response"])][["term", "target", "time"]]
+    both = pd.concat([sent.rename(columns={"source": "leader"}), answered.rename(columns={"target": "leader"})])
+    if both.empty:
+        return pd.DataFrame(columns=["term", "leader", "first_seen", "last_seen"])
+    timeline = both.groupby(["term", "leader"])["time"].agg(first_seen="min", last_seen="max").reset_index()
+    return timeline.sort_values(["term", "first_seen"]).reset_index(drop=True)

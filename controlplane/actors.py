@@ -70,6 +70,7 @@ class ReplicaSpec:
     auto_register_uavs: bool = False
     # The leader folds the telemetry tables of all stations into one log entry per batch.
     telemetry: CoalescerConfig = LEADER_TELEMETRY
+    stats_flush_interval: float = 2.0  # seconds between RPC-stats Parquet flushes
 
     def __post_init__(self) -> None:
         if not self.group or "/" in self.group:
@@ -95,6 +96,7 @@ class RaftReplica:
         self.started_at = time.time()
         self.recovered_entries = 0
         self._starting: asyncio.Lock | None = None
+        self._stats_task: asyncio.Task[None] | None = None
 
     async def _ensure_started(self) -> RaftNode:
         if self.node is not None:
@@ -122,7 +124,9 @@ class RaftReplica:
                 )
             storage.bootstrap(list(spec.founders))
         self.recovered_entries = len(storage.wal.entries())
-        self.stats = ArrowStatsWriter(directory / "rpc-stats", node=f"{spec.group}-{spec.replica}", flush_rows=20_000)
+        self.stats = ArrowStatsWriter(
+            directory / "rpc-stats", node=f"{spec.group}-{spec.replica}", flush_rows=20_000, keep_files=2000
+        )
         rpc = RPCConfig(timeout=spec.rpc_timeout, max_retries=2, retry_delay=0.02, cluster_token=spec.cluster_token)
         transport: Any = (
             RayResolvedHTTPTransport(NAMESPACE, HTTPTransport(rpc))
@@ -151,7 +155,18 @@ class RaftReplica:
                     node.receive(m)
 
             await self.server.start(deliver)
+        self._stats_task = asyncio.get_running_loop().create_task(self._flush_stats_every(spec.stats_flush_interval))
         return node
+
+    async def _flush_stats_every(self, interval: float) -> None:
+        """A killed replica loses only the rows of the last interval (they live in memory)."""
+        while True:
+            await asyncio.sleep(interval)
+            if self.stats is not None:
+                try:
+                    self.stats.flush()  # on the loop: rows are appended there, not thread-safe
+                except OSError as exc:  # a full disk must not stop the replica
+                    print(f"replica {self.spec.replica}: RPC stats flush failed: {exc}", flush=True)
 
     async def _established_peer(self) -> int | None:
         """A founder whose term shows the group has run (any election raises it past 1)."""

@@ -35,3 +35,10 @@ def test_demo_survives_leader_kill_and_exports_stats(tmp_path):
     assert list(df.columns) == SCHEMA.names
     assert len(df) > 0 and df["source"].nunique() == 3
     assert {"heartbeat", "append_entries"} <= set(df["method"])
+
+    # The notebook runs headless on this real run's stats and writes its plots.
+    from analysis.run_notebook import execute
+
+    figures = execute(tmp_path, tmp_path / "figures", tmp_path / "rpc_stats.executed.ipynb")
+    assert [f.name for f in figures] == ["latency.png", "leaders.png", "outcomes.png", "retries.png"]
+    assert all(f.stat().st_size > 5_000 for f in figures)
