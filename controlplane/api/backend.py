@@ -6,15 +6,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from controlplane.sync.synchronizer import FleetClient
 
-class FleetBackend(Protocol):
-    async def command(self, command: dict[str, Any], timeout: float = ...) -> dict[str, Any]: ...
 
-    async def query(
-        self, name: str, args: dict[str, Any] | None = ..., consistency: str = ..., timeout: float = ...
-    ) -> Any: ...
-
-    async def watch(self, from_index: int, kinds: list[str] | None = ..., timeout: float = ...) -> dict[str, Any]: ...
+class FleetBackend(FleetClient, Protocol):
+    """The SDK's surface (command, query, watch, checkpoint_digests) plus these two."""
 
     async def status(self) -> list[dict[str, Any]]: ...
 
@@ -35,6 +31,7 @@ class RayFleetBackend:
         self.query = self.cp.query
         self.watch = self.cp.watch
         self.status = self.cp.status
+        self.checkpoint_digests = self.cp.checkpoint_digests
 
     async def report(self, station: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
         import ray

@@ -27,6 +27,7 @@ import yaml
 from tests.e2e.conftest import RAY, ROOT
 
 SSHD = "/usr/sbin/sshd"
+MARKER = "uav-control-plane e2e test"
 
 
 def prepared(config: dict) -> dict:
@@ -119,13 +120,15 @@ def test_ray_up_submit_deploy_ray_down(sshd, tmp_path):
     token = tmp_path / "token"
     token.write_text(secrets.token_hex(32))
     venv = Path(sys.executable).parent.parent
+    # As cluster.yaml does for the station user: `ray down` runs `ray stop` in a login shell.
+    activate = f"source {venv}/bin/activate  # {MARKER}"
     config = cluster_config()
     project = home / "uav-control-plane"
     config.update(
         cluster_name=f"uav-e2e-{os.getpid()}",
         auth={"ssh_user": "root", "ssh_private_key": str(sshd)},
         file_mounts={str(project): str(ROOT), str(home / "auth_token"): str(token)},
-        setup_commands=[f"echo alpha > {home / '.uav-station'}"],
+        setup_commands=[f"echo alpha > {home / '.uav-station'}", f"echo '{activate}' >> ~/.bashrc"],
         head_start_ray_commands=[
             f"HOME={home} RAY_AUTH_TOKEN_PATH={home / 'auth_token'} UAV_VENV={venv} "
             f"bash {project / 'scripts/station_ray.sh'} head 127.0.0.1"
@@ -158,4 +161,11 @@ def test_ray_up_submit_deploy_ray_down(sshd, tmp_path):
         assert result["stations"] == ["alpha"] and result["leader"] == 1  # the station got its resource
     finally:
         down = subprocess.run([RAY, "down", "-y", str(test_yaml)], env=env, capture_output=True, text=True, timeout=300)
+        bashrc = Path.home() / ".bashrc"
+        if bashrc.exists():
+            bashrc.write_text("".join(line for line in bashrc.read_text().splitlines(True) if MARKER not in line))
         assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
+    deadline = time.monotonic() + 30
+    while not port_free(6379):  # ray down really stopped the station's Ray (its `ray stop` found `ray`)
+        assert time.monotonic() < deadline, "Ray still runs on the station after ray down"
+        time.sleep(0.5)
