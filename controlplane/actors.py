@@ -22,6 +22,7 @@ from controlplane.raft import ConfChange, ConfChangeOp, NotLeaderError, RaftConf
 from controlplane.raft.codec import decode_batch
 from controlplane.rpc.client import Peer, RaftRPCClient
 from controlplane.rpc.config import RPCConfig
+from controlplane.rpc.faults import with_faults
 from controlplane.rpc.http import HTTPTransport, HTTPTransportServer
 from controlplane.rpc.ray import RayResolvedHTTPTransport, RayTransport
 from controlplane.rpc.stats import ArrowStatsWriter
@@ -133,6 +134,7 @@ class RaftReplica:
             if spec.transport == "http"
             else RayTransport(NAMESPACE)
         )
+        transport = with_faults(transport, spec.replica)  # chaos runs only (UAV_FAULTS*); off by default
         client = RaftRPCClient(spec.replica, transport, rpc, hooks=[self.stats])
         self.client = client
         node = RaftNode(

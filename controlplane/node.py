@@ -22,6 +22,7 @@ from controlplane.raft.messages import (
     EntryKind,
     Message,
     Ready,
+    Role,
     Snapshot,
     SnapshotMeta,
 )
@@ -249,6 +250,8 @@ class RaftNode:
                 self.storage.persist(rd)
         for m in rd.messages:
             self._send(m)
+        if rd.role is not Role.LEADER and self._waiting:
+            self._abandon_proposals(rd.leader_id)
         if rd.snapshot is not None:
             self.sm.restore(rd.snapshot.data)
             self._last_snapshot_index = self.applied_index = rd.snapshot.meta.index
@@ -270,6 +273,15 @@ class RaftNode:
         core.advance(rd)
         self._release_reads()
         self._maybe_snapshot(core)
+
+    def _abandon_proposals(self, leader_hint: int) -> None:
+        """Deposed: proposals still waiting may or may not commit under the next leader.
+        Answer them now (retryable) instead of letting clients wait out their timeouts; a
+        client retrying with the same (client, seq) is applied once either way."""
+        waiting, self._waiting = self._waiting, {}
+        for _, fut in waiting.values():
+            if not fut.done():
+                fut.set_exception(NotLeaderError(leader_hint))
 
     def _release_reads(self) -> None:
         still = []

@@ -120,3 +120,23 @@ def test_large_entries_trigger_a_snapshot_by_bytes():
             await c.close()
 
     run(go())
+
+
+def test_a_deposed_leader_answers_waiting_proposals_at_once():
+    async def go():
+        c = Cluster(3)
+        for i in c.ids:
+            await c.start(i)
+        try:
+            leader = await c.leader()
+            for other in c.ids:
+                if other != leader.id:
+                    c.net.down.add(f"mem://{other}")  # the leader reaches no one: check-quorum deposes it
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(NotLeaderError):
+                await leader.propose(b"lost=1", timeout=10)
+            assert asyncio.get_running_loop().time() - started < 3  # not the 10 s proposal timeout
+        finally:
+            await c.close()
+
+    run(go())
