@@ -477,18 +477,25 @@ def deploy(
 
 
 async def find_leader(handles: dict[int, Any], timeout: float = 15.0, *, ask_timeout: float = 0.5) -> int:
-    """The replica that leads in the highest term any reachable replica reports; waits for
-    one. A replica that does not answer within `ask_timeout` (dead, restarting) is skipped
-    for that round, so a killed leader costs one short round, not a long wait."""
+    """A replica that says it leads; waits for one. Answers as soon as the first claim
+    arrives: a dead or restarting replica (no answer within `ask_timeout`) costs nothing
+    then, and a stale claim only costs the caller one NotLeader answer."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        statuses = await asyncio.gather(
-            *(asyncio.wait_for(h.status.remote(), ask_timeout) for h in handles.values()), return_exceptions=True
-        )
-        claims = [(s["term"], s["replica"]) for s in statuses if isinstance(s, dict) and s["role"] == Role.LEADER.value]
-        if claims:
-            return int(max(claims)[1])
+        asks = [asyncio.ensure_future(asyncio.wait_for(h.status.remote(), ask_timeout)) for h in handles.values()]
+        try:
+            for answered in asyncio.as_completed(asks):
+                try:
+                    status = await answered
+                except Exception:  # dead, restarting, slow: ask the others
+                    continue
+                if status["role"] == Role.LEADER.value:
+                    return int(status["replica"])
+        finally:
+            for ask in asks:
+                ask.cancel()
+            await asyncio.gather(*asks, return_exceptions=True)
         await asyncio.sleep(0.05)
     raise TimeoutError(f"no leader among {sorted(handles)} within {timeout}s")
 

@@ -81,7 +81,10 @@ async def run_demo(data_dir: Path, writes: int) -> dict[str, Any]:
 
         t = time.monotonic()
         while True:
-            st = await handles[leader].status.remote()
+            try:
+                st = await handles[leader].status.remote()
+            except ray.exceptions.ActorUnavailableError:  # Ray is still restarting it
+                st = {"uavs": None}
             if st["uavs"] == 2 * writes:
                 break
             if time.monotonic() - t > 30:

@@ -39,7 +39,10 @@ def test_restarted_replica_recovers_every_acknowledged_write_and_a_diskless_one_
             await asyncio.sleep(0.5)
             deadline = asyncio.get_running_loop().time() + 30
             while True:
-                st = await handles[follower].status.remote()
+                try:
+                    st = await handles[follower].status.remote()
+                except ray.exceptions.ActorUnavailableError:  # still restarting
+                    st = {"uavs": None}
                 if st["uavs"] == 40:
                     break
                 assert asyncio.get_running_loop().time() < deadline, st

@@ -1,0 +1,275 @@
+"""Failover under load: kill the leader, time until the next write commits. Ours (3 replicas
+on Ray: the leader actor is killed, Ray restarts it) against etcd 3.4 (3 members on
+127.0.0.1: the leader process is SIGKILLed, then restarted on its data). Both with their
+default timeouts.
+
+    python -m bench.failover [--kills 20] [--quick] [--json] [--systems ours,etcd]
+
+A client writes one key after another the whole time; a failover's length is from the kill
+to the first write acknowledged after it. Between kills the killed member comes back and
+catches up. Prints p50 / p99 / max per system; --json ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+STATIONS = ["alpha", "bravo", "charlie"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def summary(name: str, times: list[float]) -> dict[str, Any]:
+    return {
+        "system": name,
+        "kills": len(times),
+        "p50_s": round(percentile(times, 50), 3),
+        "p99_s": round(percentile(times, 99), 3),
+        "max_s": round(max(times), 3),
+        "mean_s": round(statistics.fmean(times), 3),
+    }
+
+
+class Writer:
+    """Writes continuously; remembers when each acknowledged write was issued and answered."""
+
+    def __init__(self, write: Any) -> None:
+        self.write = write
+        self.acked: list[tuple[float, float]] = []  # (issued, acknowledged)
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            issued = time.monotonic()
+            try:
+                if await self.write(n):
+                    self.acked.append((issued, time.monotonic()))
+            except Exception:  # a failed write during failover: keep going
+                await asyncio.sleep(0.005)
+
+    async def next_ack_after(self, moment: float, timeout: float = 30.0) -> float:
+        """From `moment` to the answer of the first write issued after it (a write already in
+        flight at the kill may have committed before it, so it proves nothing)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            later = [acked for issued, acked in self.acked[-200:] if issued >= moment]
+            if later:
+                return later[0] - moment
+            await asyncio.sleep(0.002)
+        raise TimeoutError(f"no write acknowledged within {timeout}s of the kill")
+
+
+async def ours(kills: int, data_dir: str, progress: bool) -> list[float]:
+    import ray
+
+    from controlplane.actors import deploy, find_leader
+    from controlplane.client import ControlPlane, ControlPlaneError
+
+    handles = deploy("failover", STATIONS, data_dir)
+    cp = ControlPlane("failover", handles)
+    await find_leader(handles, 60)
+    await cp.command({"type": "register_station", "station": "alpha"})
+
+    async def write(n: int) -> bool:
+        try:
+            answer = await cp.command({"type": "register_uav", "uav": f"f{n}", "home_station": "alpha"}, timeout=10)
+        except ControlPlaneError:
+            return False
+        return bool(answer["ok"])
+
+    writer = Writer(write)
+    task = asyncio.create_task(writer.run())
+    times = []
+    try:
+        for k in range(kills):
+            await asyncio.sleep(1.0)
+            leader = await find_leader(handles, 30)
+            killed_at = time.monotonic()
+            ray.kill(handles[leader], no_restart=False)
+            times.append(await writer.next_ack_after(killed_at))
+            if progress:
+                print(f"  ours  kill {k + 1}/{kills}: {times[-1]:.3f} s", file=sys.stderr, flush=True)
+            await _caught_up(handles)
+    finally:
+        writer.stop.set()
+        await task
+        for h in handles.values():
+            ray.kill(h, no_restart=True)
+    return times
+
+
+async def _caught_up(handles: dict[int, Any], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            statuses = await asyncio.gather(*(asyncio.wait_for(h.status.remote(), 2) for h in handles.values()))
+        except Exception:
+            await asyncio.sleep(0.1)
+            continue
+        commits = [s["commit"] for s in statuses]
+        if max(commits) - min(commits) < 50 and all(s["role"] != "candidate" for s in statuses):
+            return
+        await asyncio.sleep(0.1)
+
+
+class EtcdCluster:
+    """Three etcd members on 127.0.0.1 with their data in one temporary directory."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.members = {f"m{i}": (free_port(), free_port()) for i in range(1, 4)}  # client, peer
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.initial = ",".join(f"{n}=http://127.0.0.1:{peer}" for n, (_, peer) in self.members.items())
+
+    def start(self, name: str, state: str = "new") -> None:
+        client, peer = self.members[name]
+        self.procs[name] = subprocess.Popen(
+            [
+                "etcd", "--name", name, "--data-dir", f"{self.root}/{name}",
+                "--listen-client-urls", f"http://127.0.0.1:{client}",
+                "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-cluster", self.initial, "--initial-cluster-state", state,
+                "--initial-cluster-token", "uav-bench",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.members[name][0]}"
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+async def etcd(kills: int, root: str, progress: bool) -> list[float]:
+    import aiohttp
+
+    cluster = EtcdCluster(root)
+    for name in cluster.members:
+        cluster.start(name)
+    # Short per-request timeouts, like a client holding every endpoint and moving on.
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.5))
+    alive = set(cluster.members)
+
+    async def leader_name() -> str:
+        for _ in range(300):
+            for name in sorted(alive):
+                try:
+                    async with session.post(cluster.url(name) + "/v3/maintenance/status", json={}) as r:
+                        status = await r.json()
+                    if status.get("leader") == status["header"]["member_id"]:
+                        return name
+                except (aiohttp.ClientError, TimeoutError, KeyError, ValueError):
+                    continue
+            await asyncio.sleep(0.05)
+        raise TimeoutError("etcd elected no leader")
+
+    order = sorted(cluster.members)
+
+    async def write(n: int) -> bool:
+        key = base64.b64encode(f"f{n}".encode()).decode()
+        for name in order:  # like a client with every endpoint: try the next on failure
+            if name not in alive:
+                continue
+            try:
+                async with session.post(cluster.url(name) + "/v3/kv/put", json={"key": key, "value": key}) as r:
+                    if r.status == 200 and "header" in await r.json():
+                        return True
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                continue
+        return False
+
+    try:
+        await leader_name()
+        writer = Writer(write)
+        task = asyncio.create_task(writer.run())
+        times = []
+        for k in range(kills):
+            await asyncio.sleep(1.0)
+            victim = await leader_name()
+            killed_at = time.monotonic()
+            cluster.procs[victim].send_signal(signal.SIGKILL)
+            alive.discard(victim)
+            times.append(await writer.next_ack_after(killed_at))
+            if progress:
+                print(f"  etcd  kill {k + 1}/{kills}: {times[-1]:.3f} s", file=sys.stderr, flush=True)
+            cluster.procs[victim].wait()
+            cluster.start(victim, state="existing")  # back on its data, as Ray restarts our actor
+            alive.add(victim)
+            await asyncio.sleep(0.5)
+        writer.stop.set()
+        await task
+        return times
+    finally:
+        await session.close()
+        cluster.stop_all()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kills", type=int, default=20)
+    p.add_argument("--systems", default="ours,etcd")
+    p.add_argument("--quick", action="store_true", help="5 kills each")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    kills = 5 if args.quick else args.kills
+    systems = args.systems.split(",")
+    if kills < 1 or not set(systems) <= {"ours", "etcd"}:
+        p.error("--kills must be positive and --systems a subset of ours,etcd")
+    if "etcd" in systems and shutil.which("etcd") is None:
+        p.error("etcd is not installed (Debian: apt-get install etcd-server; scripts/etcd.sh does it)")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="uav-failover-") as root:
+        if "ours" in systems:
+            import ray
+
+            ray.init(address="local", include_dashboard=False, resources={f"station:{s}": 1 for s in STATIONS},
+                     logging_level=logging.ERROR, log_to_driver=False)  # fmt: skip
+            try:
+                results.append(summary("ours (leader actor killed)", asyncio.run(ours(kills, root + "/ours", True))))
+            finally:
+                ray.shutdown()
+        if "etcd" in systems:
+            results.append(summary("etcd 3.4 (leader SIGKILLed)", asyncio.run(etcd(kills, root + "/etcd", True))))
+    for r in results:
+        print(f"{r['system']:<30} kills {r['kills']:>3}  p50 {r['p50_s']:.3f} s  p99 {r['p99_s']:.3f} s  "
+              f"max {r['max_s']:.3f} s")  # fmt: skip
+    if args.json:
+        print(json.dumps({"bench": "failover", "results": results, "goal": {"p50_s": 1.0, "p99_s": 2.0}}))
+
+
+if __name__ == "__main__":
+    main()
