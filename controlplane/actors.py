@@ -413,7 +413,7 @@ class StationIngest(TelemetryIngest):
                     if not replicas:
                         raise TimeoutError(f"group {self.group!r} has no replicas")
                     self._leader = replicas[await find_leader(replicas, max(0.5, deadline - loop.time()))]
-                return await self._leader.submit_telemetry.remote([ref])
+                return await answer_while_leading(self._leader, self._leader.submit_telemetry.remote([ref]))
             except ray.exceptions.RayTaskError as exc:
                 if not isinstance(exc.cause, NotLeaderError | TimeoutError):
                     raise
@@ -474,6 +474,29 @@ def deploy(
         )
         handles[replica] = start_replica(spec, station)
     return handles
+
+
+# How often a slow call to the leader checks that the replica still leads (seconds).
+LEADER_CHECK_INTERVAL = 0.2
+
+
+async def answer_while_leading(handle: Any, ref: Any) -> Any:
+    """The answer of a call to a replica; but if the replica stops answering status or stops
+    leading while we wait, give up on it (TimeoutError: the caller retries elsewhere, which
+    is safe for commands carrying (client, seq) and for telemetry, whose repeats are dropped
+    as duplicates). Ray takes ~2 s to fail a call to a killed actor; this takes ~0.3 s."""
+    call = asyncio.ensure_future(ref)
+    while True:
+        done, _ = await asyncio.wait({call}, timeout=LEADER_CHECK_INTERVAL)
+        if done:
+            return call.result()
+        try:
+            status = await asyncio.wait_for(handle.status.remote(), LEADER_CHECK_INTERVAL)
+        except (ray.exceptions.RayError, TimeoutError):
+            status = None
+        if status is None or status["role"] != Role.LEADER.value:
+            call.cancel()
+            raise TimeoutError("the replica stopped leading while the call was in flight")
 
 
 async def find_leader(handles: dict[int, Any], timeout: float = 15.0, *, ask_timeout: float = 0.5) -> int:

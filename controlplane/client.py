@@ -13,12 +13,9 @@ from typing import Any
 
 import ray
 
-from controlplane.actors import NAMESPACE, find_leader, group_replicas
+from controlplane.actors import NAMESPACE, answer_while_leading, find_leader, group_replicas
 from controlplane.raft import NotLeaderError
 from controlplane.state.fleet import encode, validate
-
-# How often a slow command checks that its replica still leads (seconds).
-LEADER_CHECK_INTERVAL = 0.2
 
 
 class ControlPlaneError(Exception):
@@ -60,7 +57,8 @@ class ControlPlane:
         while loop.time() < deadline:
             try:
                 handle = await self._leader_handle(max(0.1, deadline - loop.time()))
-                return await self._answer_while_leading(handle, handle.propose.remote(data))
+                answer: dict[str, Any] = await answer_while_leading(handle, handle.propose.remote(data))
+                return answer
             except ray.exceptions.RayTaskError as exc:
                 if not isinstance(exc.cause, NotLeaderError | TimeoutError):
                     raise
@@ -70,24 +68,6 @@ class ControlPlane:
             self._leader = None
             await asyncio.sleep(0.05)
         raise ControlPlaneError(f"command {self.client_id}/{seq} not answered within {timeout}s: {last}")
-
-    async def _answer_while_leading(self, handle: Any, ref: Any) -> dict[str, Any]:
-        """The call's answer; but if the replica stops answering status or stops leading
-        while we wait, give up on it (TimeoutError: the caller retries elsewhere with the same
-        seq). A call to a killed actor takes Ray ~2 s to fail; this takes ~0.3 s."""
-        call = asyncio.ensure_future(ref)
-        while True:
-            done, _ = await asyncio.wait({call}, timeout=LEADER_CHECK_INTERVAL)
-            if done:
-                answer: dict[str, Any] = call.result()
-                return answer
-            try:
-                status = await asyncio.wait_for(handle.status.remote(), LEADER_CHECK_INTERVAL)
-            except (ray.exceptions.RayError, TimeoutError):
-                status = None
-            if status is None or status["role"] != "leader":
-                call.cancel()
-                raise TimeoutError("the replica stopped leading while the command was in flight")
 
     async def command(self, command: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
         """A fleet command (state/fleet.py COMMANDS), validated here first (CommandError names
@@ -109,7 +89,7 @@ class ControlPlane:
         while True:
             try:
                 handle = await self._leader_handle(max(0.1, deadline - loop.time()))
-                return await handle.query.remote(name, args, "linearizable")
+                return await answer_while_leading(handle, handle.query.remote(name, args, "linearizable"))
             except ray.exceptions.RayTaskError as exc:
                 if not isinstance(exc.cause, NotLeaderError | TimeoutError) or loop.time() > deadline:
                     raise

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 stamp=.venv/.requirements.sha256
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "[bootstrap] installing requirements into .venv (first run takes about a minute)" >&2
+  echo "[bootstrap] installing requirements into .venv (first run takes one to two minutes)" >&2
   python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt
