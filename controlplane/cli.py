@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 import time
@@ -88,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         return sim_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
-        _attach(args.address)
+        from controlplane.client import attach
+
+        attach(args.address)
         return asyncio.run(_run(args))
     except Refused as exc:
         _fail(args, str(exc))
@@ -103,17 +104,6 @@ def _fail(args: argparse.Namespace, message: str) -> None:
         emit_json({"ok": False, "error": message})
     else:
         print(f"controlplane: {message}", file=sys.stderr)
-
-
-def _attach(address: str) -> None:
-    import ray
-
-    from controlplane.actors import NAMESPACE
-
-    try:
-        ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
-    except (ConnectionError, RuntimeError) as exc:
-        raise ConnectionError(f"no Ray cluster at {address!r}: {exc}") from None
 
 
 async def _run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import uuid
 from typing import Any
 
@@ -16,6 +17,17 @@ import ray
 from controlplane.actors import NAMESPACE, answer_while_leading, find_leader, group_replicas
 from controlplane.raft import NotLeaderError
 from controlplane.state.fleet import encode, validate
+
+
+def attach(address: str = "auto") -> None:
+    """Join a running Ray cluster in the control plane's namespace (once per process);
+    ConnectionError naming the address when there is none."""
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
+    except (ConnectionError, RuntimeError) as exc:
+        raise ConnectionError(f"no Ray cluster at {address!r}: {exc}") from None
 
 
 class ControlPlaneError(Exception):
@@ -35,8 +47,7 @@ class ControlPlane:
     @classmethod
     def connect(cls, group: str, address: str = "auto", *, client_id: str | None = None) -> ControlPlane:
         """Attach to Ray (address "auto": the running cluster) and find the group's replicas."""
-        if not ray.is_initialized():
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        attach(address)
         replicas = group_replicas(group)
         if not replicas:
             raise ControlPlaneError(f"no replicas of group {group!r} in namespace {NAMESPACE!r}; deploy it first")

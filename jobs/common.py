@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Coroutine
 from typing import Any
 
@@ -16,12 +15,9 @@ EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
 def attach(address: str = "auto") -> None:
     """Join the running Ray cluster (inside `ray job submit`, "auto" finds it)."""
-    import ray
+    from controlplane.client import attach as attach_cluster
 
-    from controlplane.actors import NAMESPACE
-
-    if not ray.is_initialized():
-        ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
+    attach_cluster(address)
 
 
 def finish(result: dict[str, Any], ok: bool = True) -> int:

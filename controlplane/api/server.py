@@ -318,12 +318,10 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--token-file: {exc}")
     if not token:
         print("warning: no API token: anyone who reaches the port can command the fleet", file=sys.stderr)
-    import ray
-
-    from controlplane.actors import NAMESPACE
     from controlplane.api.backend import RayFleetBackend
+    from controlplane.client import attach
 
-    ray.init(address=args.address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
+    attach(args.address)
     api = FleetAPI(RayFleetBackend(args.group), token=token or None)
     web.run_app(api.application(), host=args.host, port=args.port, access_log=None)
     return 0

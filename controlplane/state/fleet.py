@@ -387,15 +387,12 @@ class FleetState:
             raise ConflictError("mission", f"mission {cmd['mission']!r} already exists")
         waypoints = [Waypoint.parse(w, f"waypoints[{i}]") for i, w in enumerate(cmd["waypoints"])]
         mission = Mission(
-            cmd["mission"],
-            waypoints,
-            int(cmd.get("priority", 0)),
-            float(cmd.get("min_battery", 0.0)),
-            status=MissionStatus.ABORTED,  # not pending until _set_mission files it
+            cmd["mission"], waypoints, int(cmd.get("priority", 0)), float(cmd.get("min_battery", 0.0)),
             created_index=index,
-        )
+        )  # fmt: skip
         self.missions[mission.id] = mission
-        self._set_mission(mission, MissionStatus.PENDING, None)
+        bisect.insort(self._pending, (-mission.priority, mission.created_index, mission.id))
+        self._touch("mission", mission.id)
         return {"version": 1}
 
     def _cmd_set_mission_status(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:

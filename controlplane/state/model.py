@@ -140,19 +140,6 @@ class Mission:
             "version": self.version,
         }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Mission:
-        return cls(
-            d["id"],
-            [Waypoint(*w) for w in d["waypoints"]],
-            d["priority"],
-            d["min_battery"],
-            MissionStatus(d["status"]),
-            d["uav"],
-            d["created_index"],
-            d["version"],
-        )
-
 
 @dataclass
 class Group:

@@ -132,13 +132,12 @@ def _ticks_per_second(t: pa.TimestampType) -> float:
 
 
 def to_table(reports: Any) -> pa.Table:
-    """Arrow table, record batch, pandas DataFrame or list of dicts -> one Arrow table."""
+    """Arrow table, record batch or pandas DataFrame -> one Arrow table (lists of dicts go
+    through _from_dicts, which checks each row's types)."""
     if isinstance(reports, pa.RecordBatch):
         return pa.Table.from_batches([reports])
     if isinstance(reports, pa.Table):
         return reports
-    if isinstance(reports, list):
-        raise TypeError("lists go through normalize()")
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover - pandas is a dependency

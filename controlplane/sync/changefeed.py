@@ -40,7 +40,7 @@ class ChangeFeed:
         self._changes: deque[dict[str, Any]] = deque()
         # Changes of every entry after `horizon` are in the window.
         self.horizon = state.applied_index
-        self._new = asyncio.Event() if _in_loop() else None
+        self._new = asyncio.Event()
 
     # --- the StateMachine the node applies to --------------------------------------------
 
@@ -76,8 +76,7 @@ class ChangeFeed:
             self.horizon = dropped
 
     def _notify(self) -> None:
-        if self._new is not None:
-            self._new.set()
+        self._new.set()
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -123,8 +122,6 @@ class ChangeFeed:
         """changes_since(), waiting up to `timeout` seconds for a change when there is none."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if self._new is None:
-            self._new = asyncio.Event()
         while True:
             self._new.clear()
             answer = self.changes_since(index, kinds)
@@ -135,11 +132,3 @@ class ChangeFeed:
                 await asyncio.wait_for(self._new.wait(), remaining)
             except TimeoutError:
                 return self.changes_since(index, kinds)
-
-
-def _in_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
