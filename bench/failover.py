@@ -20,21 +20,15 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
+from bench.etcd_cluster import EtcdCluster
+
 STATIONS = ["alpha", "bravo", "charlie"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -137,47 +131,11 @@ async def _caught_up(handles: dict[int, Any], timeout: float = 60.0) -> None:
         await asyncio.sleep(0.1)
 
 
-class EtcdCluster:
-    """Three etcd members on 127.0.0.1 with their data in one temporary directory."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self.members = {f"m{i}": (free_port(), free_port()) for i in range(1, 4)}  # client, peer
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.initial = ",".join(f"{n}=http://127.0.0.1:{peer}" for n, (_, peer) in self.members.items())
-
-    def start(self, name: str, state: str = "new") -> None:
-        client, peer = self.members[name]
-        self.procs[name] = subprocess.Popen(
-            [
-                "etcd", "--name", name, "--data-dir", f"{self.root}/{name}",
-                "--listen-client-urls", f"http://127.0.0.1:{client}",
-                "--advertise-client-urls", f"http://127.0.0.1:{client}",
-                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-cluster", self.initial, "--initial-cluster-state", state,
-                "--initial-cluster-token", "uav-bench",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.members[name][0]}"
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
 async def etcd(kills: int, root: str, progress: bool) -> list[float]:
     import aiohttp
 
     cluster = EtcdCluster(root)
-    for name in cluster.members:
-        cluster.start(name)
+    cluster.start_all()
     # Short per-request timeouts, like a client holding every endpoint and moving on.
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.5))
     alive = set(cluster.members)

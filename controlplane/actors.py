@@ -18,7 +18,7 @@ import ray
 
 from controlplane.node import RaftNode
 from controlplane.persist import DiskStorage, FileStableStore, StorageError
-from controlplane.raft import ConfChange, ConfChangeOp, NotLeaderError, RaftConfig, Role
+from controlplane.raft import ConfChange, ConfChangeOp, NotLeaderError, RaftConfig, RaftError, Role
 from controlplane.raft.codec import decode_batch
 from controlplane.rpc.client import Peer, RaftRPCClient
 from controlplane.rpc.config import RPCConfig
@@ -27,6 +27,7 @@ from controlplane.rpc.http import HTTPTransport, HTTPTransportServer
 from controlplane.rpc.ray import RayResolvedHTTPTransport, RayTransport
 from controlplane.rpc.stats import ArrowStatsWriter
 from controlplane.state.fleet import FleetState
+from controlplane.state.model import CommandError
 from controlplane.state.queries import run_query
 from controlplane.state.telemetry import join_segments
 from controlplane.sync.changefeed import ChangeFeed
@@ -207,6 +208,36 @@ class RaftReplica:
     async def propose(self, command: bytes, timeout: float = 5.0) -> Any:
         node = await self._ensure_started()
         return await node.propose(command, timeout)
+
+    async def propose_many(self, commands: list[bytes], timeout: float = 5.0) -> list[tuple[str, Any]]:
+        """Commands from many clients of one process (controlplane/replica_calls.py), proposed
+        in one Raft round. Per command ("ok", answer) or ("retry", why) when it was not
+        applied here (not leader, dropped by a newer term, timed out): resend the same bytes."""
+        node = await self._ensure_started()
+        outcomes = await asyncio.gather(*(node.propose(c, timeout) for c in commands), return_exceptions=True)
+        answers: list[tuple[str, Any]] = []
+        for outcome in outcomes:
+            if isinstance(outcome, RaftError | TimeoutError):
+                answers.append(("retry", f"{type(outcome).__name__}: {outcome}"))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                answers.append(("ok", outcome))
+        return answers
+
+    async def query_many(
+        self, queries: list[tuple[str, dict[str, Any] | None]], consistency: str = "linearizable"
+    ) -> list[tuple[bool, Any]]:
+        """Named queries from many clients after one ReadIndex barrier: per query (True,
+        answer) or (False, its CommandError)."""
+        await self._consistent(consistency)
+        answers: list[tuple[bool, Any]] = []
+        for name, args in queries:
+            try:
+                answers.append((True, run_query(self.state, name, args)))
+            except CommandError as exc:
+                answers.append((False, exc))
+        return answers
 
     async def _consistent(self, consistency: str) -> None:
         node = await self._ensure_started()

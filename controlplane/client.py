@@ -14,8 +14,9 @@ from typing import Any
 
 import ray
 
-from controlplane.actors import NAMESPACE, answer_while_leading, find_leader, group_replicas
-from controlplane.raft import NotLeaderError
+from controlplane import replica_calls
+from controlplane.actors import NAMESPACE, find_leader, group_replicas
+from controlplane.raft import RaftError
 from controlplane.state.fleet import encode, validate
 
 
@@ -68,10 +69,12 @@ class ControlPlane:
         while loop.time() < deadline:
             try:
                 handle = await self._leader_handle(max(0.1, deadline - loop.time()))
-                answer: dict[str, Any] = await answer_while_leading(handle, handle.propose.remote(data))
-                return answer
+                outcome, answer = await replica_calls.propose(handle, data)
+                if outcome == "ok":
+                    return dict(answer)
+                last = RuntimeError(answer)
             except ray.exceptions.RayTaskError as exc:
-                if not isinstance(exc.cause, NotLeaderError | TimeoutError):
+                if not isinstance(exc.cause, RaftError | TimeoutError):
                     raise
                 last = exc
             except (ray.exceptions.RayActorError, TimeoutError) as exc:
@@ -100,9 +103,9 @@ class ControlPlane:
         while True:
             try:
                 handle = await self._leader_handle(max(0.1, deadline - loop.time()))
-                return await answer_while_leading(handle, handle.query.remote(name, args, "linearizable"))
+                return await replica_calls.query(handle, name, args, "linearizable")
             except ray.exceptions.RayTaskError as exc:
-                if not isinstance(exc.cause, NotLeaderError | TimeoutError) or loop.time() > deadline:
+                if not isinstance(exc.cause, RaftError | TimeoutError) or loop.time() > deadline:
                     raise
             except (ray.exceptions.RayActorError, TimeoutError):
                 if loop.time() > deadline:

@@ -115,6 +115,41 @@ def test_sdk_commands_queries_watch_and_retries_apply_once(ray_session, tmp_path
     asyncio.run(go())
 
 
+def test_concurrent_sdk_clients_of_one_process_share_actor_calls_and_keep_their_own_answers(ray_session, tmp_path):
+    from controlplane import replica_calls
+    from controlplane.client import ControlPlane
+    from controlplane.state.model import NotFoundError
+
+    async def go():
+        replicas = deploy("shared", ["s1", "s2", "s3"], str(tmp_path))
+        clients = [ControlPlane("shared", replicas) for _ in range(40)]
+        try:
+            assert (await clients[0].command({"type": "register_station", "station": "s"}))["ok"]
+            answers = await asyncio.gather(
+                *(
+                    c.command({"type": "register_uav", "uav": f"u{i}", "home_station": "s", "battery": i})
+                    for i, c in enumerate(clients)
+                )
+            )
+            assert all(a["ok"] and a["version"] == 1 for a in answers)
+            calls, commands = replica_calls.sent_in_this_loop()["propose"]
+            assert commands == 41 and calls < commands  # batched, each still answered
+            queries = [c.query("uav", {"id": f"u{i}"}) for i, c in enumerate(clients)]
+            queries.append(clients[0].query("uav", {"id": "nobody"}))
+            results = await asyncio.gather(*queries, return_exceptions=True)
+            assert [r["battery"] for r in results[:-1]] == list(range(40))
+            assert isinstance(results[-1], NotFoundError)  # its own error; the others answered
+            again = await asyncio.gather(
+                *(c.command({"type": "update_uav", "uav": "u0", "battery": 5}) for c in clients)
+            )
+            assert sorted(a["version"] for a in again) == list(range(2, 42))  # each applied exactly once
+        finally:
+            for h in replicas.values():
+                ray.kill(h, no_restart=True)
+
+    asyncio.run(go())
+
+
 def test_controller_replaces_a_replica_that_lost_its_disk(ray_session, tmp_path):
     from controlplane.controller import Controller, RayNodeStations
     from controlplane.placement.embedded import EmbeddedRegistry, EmbeddedServiceDiscovery

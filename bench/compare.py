@@ -1,0 +1,189 @@
+"""Side by side on this machine, in one run: etcd 3.4, PySyncObj and our control plane.
+
+    python -m bench.compare [--quick] [--json] [--seconds 8] [--clients 64]
+                            [--systems etcd,pysyncobj,ours] [--workloads W1,W2,W3,W4]
+                            [--etcd-clients go,python]
+
+Each system runs 3 members on 127.0.0.1 and is stopped before the next starts:
+- etcd: Debian etcd-server 3.4, default fsync; driven by a Python client (aetcd) and by
+  etcd's Go client (bench/etcd_load, built with Debian's golang-go from golang-etcd-server-dev).
+- PySyncObj 0.3: journal on; its default batching mode and appendEntriesUseBatch=False;
+  the load runs in the leader node's process (it has no client protocol).
+- ours: 3 replicas as Ray actors, the SDK in this process (bench/compare_ours.py).
+Workloads: W1 one client, sequential 100-byte writes; W2 64 clients writing; W3 64 clients,
+linearizable reads (PySyncObj has none); W4 telemetry of 10,000 UAVs (etcd: transactions
+of 128 puts; PySyncObj: a replicated dict updated 1,000 UAVs per call; ours: the telemetry
+path, best sustained rate of a stepped run, latency from report to applied on every replica).
+Prints a table (ops/s, p50, p99; ratios ours/peer) and, with --json, one JSON line keyed by
+workload. --quick: 3 s per workload, about 2-3 minutes in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+WORKLOADS = ("W1", "W2", "W3", "W4")
+SYSTEMS = ("etcd", "pysyncobj", "ours")
+W4_CLIENTS = 16
+UAVS = 10_000
+PYSYNCOBJ_BATCH = 1000
+GOALS = {
+    "W1": "ours p50 <= 1.5 x etcd-go p50",
+    "W2": "ours >= 2 x pysyncobj and >= 1 x etcd-go (ops/s)",
+    "W3": "ours >= 1 x etcd-go (ops/s)",
+    "W4": "ours >= 1,000,000 updates/s",
+}
+NOT_RUN = {("pysyncobj", "W3"): "PySyncObj has no linearizable read"}
+
+
+def progress(message: str) -> None:
+    print(f"[compare {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def ratios(ours: dict[str, Any], peer: dict[str, Any]) -> dict[str, float | None]:
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 3) if a == a and b == b and b > 0 else None  # NaN-safe
+
+    return {"ops_per_s": ratio(ours["ops_per_s"], peer["ops_per_s"]), "p50": ratio(ours["p50_ms"], peer["p50_ms"])}
+
+
+def goals(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+
+    def rate(w: str, system: str) -> float | None:
+        r = table.get(w, {}).get(system)
+        return None if r is None else float(r["ops_per_s"])
+
+    if "ours" in table.get("W1", {}) and "etcd-go" in table["W1"]:
+        value = table["W1"]["ours"]["p50_ms"] / table["W1"]["etcd-go"]["p50_ms"]
+        out["W1"] = {"goal": GOALS["W1"], "value": round(value, 2), "met": value <= 1.5}
+    ours2, pso2, etcd2 = rate("W2", "ours"), rate("W2", "pysyncobj"), rate("W2", "etcd-go")
+    if ours2 is not None and pso2 and etcd2:
+        out["W2"] = {"goal": GOALS["W2"], "value": [round(ours2 / pso2, 2), round(ours2 / etcd2, 2)],
+                     "met": ours2 >= 2 * pso2 and ours2 >= etcd2}  # fmt: skip
+    ours3, etcd3 = rate("W3", "ours"), rate("W3", "etcd-go")
+    if ours3 is not None and etcd3:
+        out["W3"] = {"goal": GOALS["W3"], "value": round(ours3 / etcd3, 2), "met": ours3 >= etcd3}
+    ours4 = rate("W4", "ours")
+    if ours4 is not None:
+        out["W4"] = {"goal": GOALS["W4"], "value": ours4, "met": ours4 >= 1_000_000}
+    return out
+
+
+def print_table(table: dict[str, dict[str, Any]]) -> None:
+    print(f"{'workload':<8} {'system':<18} {'ops/s':>11} {'p50 ms':>9} {'p99 ms':>9}   ours/peer ops/s  ours/peer p50")
+    for w in WORKLOADS:
+        if w not in table:
+            continue
+        for system, r in table[w].items():
+            if system == "ratios":
+                continue
+            rel = table[w].get("ratios", {}).get(f"ours/{system}", {})
+            rel_ops = "" if rel.get("ops_per_s") is None else f"{rel['ops_per_s']:.2f}"
+            rel_p50 = "" if rel.get("p50") is None else f"{rel['p50']:.2f}"
+            if "not_run" in r:
+                print(f"{w:<8} {system:<18} {'-':>11} {'-':>9} {'-':>9}   {r['not_run']}")
+                continue
+            print(f"{w:<8} {system:<18} {r['ops_per_s']:>11,.0f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f}   "
+                  f"{rel_ops:>15}  {rel_p50:>13}")  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=8.0, help="per workload and system")
+    p.add_argument("--clients", type=int, default=64, help="concurrent clients of W2 and W3")
+    p.add_argument("--systems", default=",".join(SYSTEMS))
+    p.add_argument("--workloads", default=",".join(WORKLOADS))
+    p.add_argument("--etcd-clients", default="go,python")
+    p.add_argument("--quick", action="store_true", help="3 s per workload (about 2-3 minutes in all)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = p.parse_args()
+    systems, workloads = args.systems.split(","), args.workloads.split(",")
+    etcd_clients = args.etcd_clients.split(",")
+    if not set(systems) <= set(SYSTEMS) or not systems:
+        p.error(f"--systems must be a comma-separated subset of {','.join(SYSTEMS)}, got {args.systems!r}")
+    if not set(workloads) <= set(WORKLOADS) or not workloads:
+        p.error(f"--workloads must be a comma-separated subset of {','.join(WORKLOADS)}, got {args.workloads!r}")
+    if not set(etcd_clients) <= {"go", "python"}:
+        p.error(f"--etcd-clients must be go, python or both, got {args.etcd_clients!r}")
+    if args.seconds <= 0 or args.clients < 1:
+        p.error("--seconds and --clients must be positive")
+    if "etcd" in systems and shutil.which("etcd") is None:
+        p.error("etcd is not installed (Debian: apt-get install -y etcd-server; scripts/bench_deps.sh does it)")
+    seconds = 3.0 if args.quick else args.seconds
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+    results: dict[str, dict[str, Any]] = {}  # system -> workload -> result
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="uav-compare-") as root:
+        if "etcd" in systems:
+            from bench import compare_etcd
+
+            binary = None
+            if "go" in etcd_clients:
+                progress("building the Go etcd load generator")
+                binary = compare_etcd.build_go_client(Path.home() / ".cache" / "uav-bench")
+            progress(f"etcd 3.4, 3 members: {','.join(workloads)} with the {' and '.join(etcd_clients)} client(s)")
+            by_client = compare_etcd.run(
+                workloads, args.clients, seconds, root + "/etcd", W4_CLIENTS, binary, "python" in etcd_clients
+            )
+            for client, per_workload in by_client.items():
+                results[f"etcd-{client}"] = per_workload
+        if "pysyncobj" in systems:
+            from bench import compare_pysyncobj
+
+            w4 = {"clients": W4_CLIENTS, "pysyncobj_batch": PYSYNCOBJ_BATCH, "uavs": UAVS}
+            modes = (
+                ("pysyncobj", True, "default batching"),
+                ("pysyncobj-nobatch", False, "appendEntriesUseBatch=False"),
+            )
+            for name, batching, mode in modes:
+                progress(f"PySyncObj, 3 nodes, journal on, {mode}")
+                Path(root, name).mkdir()
+                results[name] = compare_pysyncobj.run(workloads, args.clients, seconds, f"{root}/{name}", batching, w4)
+        if "ours" in systems:
+            from bench import compare_ours
+
+            progress("ours, 3 replicas on Ray")
+            rates = [300_000, 600_000, 1_000_000] if args.quick else [300_000, 500_000, 700_000, 1_000_000, 1_500_000]
+            w4 = {"uavs": UAVS, "rates": rates, "step_seconds": 2.0 if args.quick else 3.0}
+            results["ours"] = compare_ours.run(workloads, args.clients, seconds, root + "/ours", w4)
+
+    table: dict[str, dict[str, Any]] = {}
+    for w in workloads:
+        row: dict[str, Any] = {}
+        for system, per_workload in results.items():
+            if w in per_workload:
+                row[system] = {k: v for k, v in per_workload[w].items() if k != "steps"}
+            elif (system.split("-")[0], w) in NOT_RUN:
+                row[system] = {"not_run": NOT_RUN[(system.split("-")[0], w)]}
+        if "ours" in row:
+            row["ratios"] = {
+                f"ours/{system}": ratios(row["ours"], r)
+                for system, r in row.items()
+                if system != "ours" and "not_run" not in r
+            }
+        table[w] = row
+    print_table(table)
+    reached = goals(table)
+    for w, g in reached.items():
+        print(f"goal {w}: {g['goal']}: {g['value']} -> {'met' if g['met'] else 'MISSED'}")
+    progress(f"done in {time.monotonic() - started:.0f} s")
+    if args.json:
+        machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+        print(json.dumps({"bench": "compare", "seconds": seconds, "clients": args.clients, **table,
+                          "goals": reached, "machine": machine}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Our side of bench/compare.py: 3 replicas on Ray (one per station), driven through the SDK.
+
+W1/W2 write UAV records (update_uav with position, battery and velocity: ~140 bytes of
+command, at least the peers' 100-byte values) through ControlPlane.command, one SDK client
+per concurrent client (each has its own exactly-once session). W3 reads a UAV record with a
+linearizable query (ReadIndex on the leader). W4 is bench.telemetry's path: station ingest
+actors coalesce Arrow batches and hand the leader ObjectRefs; its latency is stricter than
+the peers' (report made → applied on every replica, not one call's round trip)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from typing import Any
+
+from bench.loadgen import closed_loop
+
+STATIONS = ["alpha", "bravo", "charlie"]
+KEYS = 1000
+
+
+def write_command(n: int) -> dict[str, Any]:
+    return {
+        "type": "update_uav", "uav": f"uav-{n % KEYS:05d}", "lat": 47.0 + n % 997 * 1e-4, "lon": 8.0 + n % 991 * 1e-4,
+        "alt": 120.5, "battery": 87.25, "vx": 3.5, "vy": -1.25, "vz": 0.0,
+    }  # fmt: skip
+
+
+async def _run(workloads: list[str], clients: int, seconds: float, data_dir: str, w4: dict[str, Any]) -> dict[str, Any]:
+    import ray
+
+    from controlplane.actors import deploy, find_leader
+    from controlplane.client import ControlPlane
+
+    results: dict[str, Any] = {}
+    replicas = deploy(f"compare{os.getpid()}", STATIONS, data_dir)
+    try:
+        await find_leader(replicas, 60)
+        sdks = [ControlPlane("compare", replicas) for _ in range(clients)]
+        await sdks[0].command({"type": "register_station", "station": "alpha"})
+        for start in range(0, KEYS, clients):  # one command in flight per SDK client (its session)
+            await asyncio.gather(
+                *(
+                    sdk.command({"type": "register_uav", "uav": f"uav-{i:05d}", "home_station": "alpha"})
+                    for sdk, i in zip(sdks, range(start, min(KEYS, start + clients)), strict=False)
+                )
+            )
+
+        def writer(sdk_count: int) -> Any:
+            async def write(c: int, n: int) -> int:
+                answer = await sdks[c].command(write_command(c + n * sdk_count))
+                if not answer["ok"]:
+                    raise RuntimeError(answer)
+                return 1
+
+            return write
+
+        async def read(c: int, n: int) -> int:
+            await sdks[c].query("uav", {"id": f"uav-{(c + n * clients) % KEYS:05d}"})
+            return 1
+
+        if "W1" in workloads:
+            results["W1"] = await closed_loop(writer(1), 1, seconds)
+        if "W2" in workloads:
+            results["W2"] = await closed_loop(writer(clients), clients, seconds)
+        if "W3" in workloads:
+            results["W3"] = await closed_loop(read, clients, seconds)
+    finally:
+        for h in replicas.values():
+            ray.kill(h, no_restart=True)
+    if "W4" in workloads:
+        from bench.telemetry import bench
+
+        args = argparse.Namespace(uavs=w4["uavs"], rates=w4["rates"], step_seconds=w4["step_seconds"], entry_mb=16,
+                                  segment_rows=100_000, ingest_delay=0.02, json=True)  # fmt: skip
+        steps = (await bench(args, data_dir + "/telemetry"))["steps"]
+        best = max(steps, key=lambda s: s["updates_per_s"])
+        results["W4"] = {
+            "ops": best["applied"], "ops_per_s": best["updates_per_s"], "p50_ms": best["p50_ms"],
+            "p99_ms": best["p99_ms"], "errors": 0, "offered_per_s": best["offered_per_s"], "steps": steps,
+        }  # fmt: skip
+    return results
+
+
+def run(workloads: list[str], clients: int, seconds: float, data_dir: str, w4: dict[str, Any]) -> dict[str, Any]:
+    import ray
+
+    ray.init(address="local", include_dashboard=False, resources={f"station:{s}": 1 for s in STATIONS},
+             logging_level=logging.ERROR, log_to_driver=False)  # fmt: skip
+    try:
+        return asyncio.run(_run(workloads, clients, seconds, data_dir, w4))
+    finally:
+        ray.shutdown()

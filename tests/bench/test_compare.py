@@ -1,0 +1,57 @@
+"""bench/compare.py: the goal arithmetic, and a short real run against etcd (Python client)
+and PySyncObj (both modes) that checks what the JSON line reports."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bench.compare import goals, ratios
+from tests.conftest import ROOT
+
+
+def result(ops_per_s: float, p50: float) -> dict:
+    return {"ops_per_s": ops_per_s, "p50_ms": p50, "p99_ms": p50 * 2}
+
+
+def test_goals_compare_ours_against_the_peers_measured_in_the_same_run():
+    table = {
+        "W1": {"ours": result(100, 1.4), "etcd-go": result(1000, 1.0)},
+        "W2": {"ours": result(2000, 5), "pysyncobj": result(1000, 5), "etcd-go": result(2500, 5)},
+        "W3": {"ours": result(3000, 5), "etcd-go": result(2999, 5)},
+        "W4": {"ours": result(999_999, 50)},
+    }
+    reached = goals(table)
+    assert reached["W1"]["met"] and reached["W1"]["value"] == 1.4
+    assert not reached["W2"]["met"] and reached["W2"]["value"] == [2.0, 0.8]  # 2x PySyncObj, but below etcd
+    assert reached["W3"]["met"]
+    assert not reached["W4"]["met"]
+    assert ratios(result(50, 2), result(100, 1)) == {"ops_per_s": 0.5, "p50": 2.0}
+    assert ratios(result(50, float("nan")), result(0, 1)) == {"ops_per_s": None, "p50": None}
+
+
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server is not installed (scripts/etcd.sh installs it)")
+def test_a_short_run_reports_every_peer_and_workload_and_stops_what_it_started():
+    before = subprocess.run(["pgrep", "-c", "-x", "etcd"], capture_output=True, text=True).stdout.strip() or "0"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.compare", "--systems", "etcd,pysyncobj", "--etcd-clients", "python",
+         "--workloads", "W1,W2,W3", "--seconds", "1", "--clients", "8", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["bench"] == "compare" and report["clients"] == 8
+    for w in ("W1", "W2"):
+        for system in ("etcd-python", "pysyncobj", "pysyncobj-nobatch"):
+            r = report[w][system]
+            assert r["ops"] > 0 and r["errors"] == 0 and 0 < r["p50_ms"] <= r["p99_ms"], (w, system, r)
+    assert report["W3"]["etcd-python"]["ops"] > 0
+    assert "linearizable" in report["W3"]["pysyncobj"]["not_run"]
+    assert report["W2"]["pysyncobj"]["p50_ms"] > 50  # its default mode sends appends every 100 ms
+    assert "W4" not in report and report["goals"] == {}  # ours was not run: no goal is claimed
+    after = subprocess.run(["pgrep", "-c", "-x", "etcd"], capture_output=True, text=True).stdout.strip() or "0"
+    assert after == before
+    assert subprocess.run(["pgrep", "-f", "bench.pysyncobj_node"], capture_output=True).returncode == 1
