@@ -107,17 +107,22 @@ def run(
     go_binary: Path | None,
     python_client: bool,
 ) -> dict[str, dict[str, Any]]:
-    """{"python": {W: result}, "go": {W: result}} for the clients asked for."""
-    cluster = EtcdCluster(root)
-    cluster.start_all()
+    """{"python": {W: result}, "go": {W: result}} for the clients asked for; each client gets
+    a fresh cluster (etcd slows as its log and database grow: a shared one favours the first)."""
     out: dict[str, dict[str, Any]] = {}
-    try:
-        endpoint = cluster.url(cluster.wait_leader())
-        if python_client:
-            out["python"] = asyncio.run(run_python(endpoint, workloads, clients, seconds, w4_clients))
-        if go_binary is not None:
-            plan = {"W1": ("put", 1), "W2": ("put", clients), "W3": ("get", clients), "W4": ("txn", w4_clients)}
-            out["go"] = {w: run_go(go_binary, endpoint, *plan[w], seconds) for w in workloads}
-    finally:
-        cluster.stop_all()
+    plan = {"W1": ("put", 1), "W2": ("put", clients), "W3": ("get", clients), "W4": ("txn", w4_clients)}
+    for client in ("python", "go"):
+        if (client == "python" and not python_client) or (client == "go" and go_binary is None):
+            continue
+        cluster = EtcdCluster(f"{root}/{client}")
+        cluster.start_all()
+        try:
+            endpoint = cluster.url(cluster.wait_leader())
+            if client == "python":
+                out["python"] = asyncio.run(run_python(endpoint, workloads, clients, seconds, w4_clients))
+            else:
+                assert go_binary is not None
+                out["go"] = {w: run_go(go_binary, endpoint, *plan[w], seconds) for w in workloads}
+        finally:
+            cluster.stop_all()
     return out

@@ -13,7 +13,10 @@ import argparse
 import asyncio
 import logging
 import os
+import time
 from typing import Any
+
+import numpy as np
 
 from bench.loadgen import closed_loop
 
@@ -26,6 +29,29 @@ def write_command(n: int) -> dict[str, Any]:
         "type": "update_uav", "uav": f"uav-{n % KEYS:05d}", "lat": 47.0 + n % 997 * 1e-4, "lon": 8.0 + n % 991 * 1e-4,
         "alt": 120.5, "battery": 87.25, "vx": 3.5, "vy": -1.25, "vz": 0.0,
     }  # fmt: skip
+
+
+async def w1_breakdown(replicas: dict[int, Any], sdk: Any, calls: int = 200) -> dict[str, float]:
+    """Where a sequential write's time goes, as p50s measured now: a bare actor call to the
+    leader (the SDK's hop), a linearizable read (that hop plus one heartbeat round to the
+    followers), a write (that hop plus a replication round with the disk writes)."""
+    from controlplane.actors import find_leader
+
+    leader = replicas[await find_leader(replicas, 10)]
+
+    async def p50(call: Any) -> float:
+        times = []
+        for n in range(calls):
+            started = time.perf_counter()
+            await call(n)
+            times.append(time.perf_counter() - started)
+        return round(float(np.percentile(times, 50)) * 1000, 3)
+
+    return {
+        "actor_call_p50_ms": await p50(lambda n: leader.status.remote()),
+        "linearizable_read_p50_ms": await p50(lambda n: sdk.query("uav", {"id": f"uav-{n % KEYS:05d}"})),
+        "write_p50_ms": await p50(lambda n: sdk.command(write_command(n))),
+    }
 
 
 async def _run(workloads: list[str], clients: int, seconds: float, data_dir: str, w4: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +89,7 @@ async def _run(workloads: list[str], clients: int, seconds: float, data_dir: str
 
         if "W1" in workloads:
             results["W1"] = await closed_loop(writer(1), 1, seconds)
+            results["W1"]["breakdown"] = await w1_breakdown(replicas, sdks[0])
         if "W2" in workloads:
             results["W2"] = await closed_loop(writer(clients), clients, seconds)
         if "W3" in workloads:

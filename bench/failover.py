@@ -1,9 +1,10 @@
 """Failover under load: kill the leader, time until the next write commits. Ours (3 replicas
-on Ray: the leader actor is killed, Ray restarts it) against etcd 3.4 (3 members on
-127.0.0.1: the leader process is SIGKILLed, then restarted on its data). Both with their
-default timeouts.
+on Ray: the leader actor is killed and Ray restarts it; or the leader's station node is
+SIGKILLed and a new node for that station joins after the failover) against etcd 3.4 (3
+members on 127.0.0.1: the leader process is SIGKILLed, then restarted on its data). All
+with default timeouts.
 
-    python -m bench.failover [--kills 20] [--quick] [--json] [--systems ours,etcd]
+    python -m bench.failover [--kills 20] [--quick] [--json] [--systems ours,ours-node,etcd]
 
 A client writes one key after another the whole time; a failover's length is from the kill
 to the first write acknowledged after it. Between kills the killed member comes back and
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +29,7 @@ import time
 from typing import Any
 
 from bench.etcd_cluster import EtcdCluster
+from bench.station_nodes import StationNodes
 
 STATIONS = ["alpha", "bravo", "charlie"]
 
@@ -78,7 +81,10 @@ class Writer:
         raise TimeoutError(f"no write acknowledged within {timeout}s of the kill")
 
 
-async def ours(kills: int, data_dir: str, progress: bool) -> list[float]:
+async def ours(kills: int, data_dir: str, progress: bool, stations: StationNodes | None = None) -> list[float]:
+    """Kill the leader actor (Ray restarts it in place), or with `stations` SIGKILL the
+    leader's station node, and once the failover is timed bring a fresh node up for that
+    station (the replica restarts there, on its data)."""
     import ray
 
     from controlplane.actors import deploy, find_leader
@@ -99,16 +105,24 @@ async def ours(kills: int, data_dir: str, progress: bool) -> list[float]:
     writer = Writer(write)
     task = asyncio.create_task(writer.run())
     times = []
+    label = "ours-node" if stations is not None else "ours"
     try:
         for k in range(kills):
             await asyncio.sleep(1.0)
             leader = await find_leader(handles, 30)
+            station = STATIONS[leader - 1]  # deploy places replica i on the i-th station
+            pids = [await handles[leader].__ray_call__.remote(lambda _replica: os.getpid())] if stations else []
             killed_at = time.monotonic()
-            ray.kill(handles[leader], no_restart=False)
+            if stations is None:
+                ray.kill(handles[leader], no_restart=False)
+            else:
+                stations.kill(station, pids)
             times.append(await writer.next_ack_after(killed_at))
             if progress:
-                print(f"  ours  kill {k + 1}/{kills}: {times[-1]:.3f} s", file=sys.stderr, flush=True)
-            await _caught_up(handles)
+                print(f"  {label}  kill {k + 1}/{kills}: {times[-1]:.3f} s", file=sys.stderr, flush=True)
+            if stations is not None:
+                stations.revive(station)
+            await _caught_up(handles, 120)
     finally:
         writer.stop.set()
         await task
@@ -197,14 +211,14 @@ async def etcd(kills: int, root: str, progress: bool) -> list[float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, default=20)
-    p.add_argument("--systems", default="ours,etcd")
+    p.add_argument("--systems", default="ours,ours-node,etcd")
     p.add_argument("--quick", action="store_true", help="5 kills each")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     kills = 5 if args.quick else args.kills
     systems = args.systems.split(",")
-    if kills < 1 or not set(systems) <= {"ours", "etcd"}:
-        p.error("--kills must be positive and --systems a subset of ours,etcd")
+    if kills < 1 or not set(systems) <= {"ours", "ours-node", "etcd"}:
+        p.error("--kills must be positive and --systems a subset of ours,ours-node,etcd")
     if "etcd" in systems and shutil.which("etcd") is None:
         p.error("etcd is not installed (Debian: apt-get install etcd-server; scripts/etcd.sh does it)")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -220,6 +234,19 @@ def main() -> None:
                 results.append(summary("ours (leader actor killed)", asyncio.run(ours(kills, root + "/ours", True))))
             finally:
                 ray.shutdown()
+        if "ours-node" in systems:
+            import ray
+
+            # Ray reports every killed raylet on stdout: keep stdout for the results.
+            with contextlib.redirect_stdout(sys.stderr):
+                nodes = StationNodes(STATIONS)
+                ray.init(address=nodes.cluster.address, logging_level=logging.ERROR, log_to_driver=False)
+                try:
+                    times = asyncio.run(ours(kills, root + "/ours-node", True, nodes))
+                    results.append(summary("ours (leader's node killed)", times))
+                finally:
+                    ray.shutdown()
+                    nodes.shutdown()
         if "etcd" in systems:
             results.append(summary("etcd 3.4 (leader SIGKILLed)", asyncio.run(etcd(kills, root + "/etcd", True))))
     for r in results:

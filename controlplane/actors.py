@@ -509,6 +509,8 @@ def deploy(
 
 # How often a slow call to the leader checks that the replica still leads (seconds).
 LEADER_CHECK_INTERVAL = 0.2
+# How often find_leader asks again while no replica claims to lead (seconds).
+ELECTION_POLL = 0.1
 
 
 async def answer_while_leading(handle: Any, ref: Any) -> Any:
@@ -533,24 +535,32 @@ async def answer_while_leading(handle: Any, ref: Any) -> Any:
 async def find_leader(handles: dict[int, Any], timeout: float = 15.0, *, ask_timeout: float = 0.5) -> int:
     """A replica that says it leads; waits for one. Answers as soon as the first claim
     arrives: a dead or restarting replica (no answer within `ask_timeout`) costs nothing
-    then, and a stale claim only costs the caller one NotLeader answer."""
+    then, and a stale claim only costs the caller one NotLeader answer. While no one leads
+    (an election), it asks again every ~0.1 s without waiting for a silent replica."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        asks = [asyncio.ensure_future(asyncio.wait_for(h.status.remote(), ask_timeout)) for h in handles.values()]
+        started = loop.time()
+        pending = {asyncio.ensure_future(asyncio.wait_for(h.status.remote(), ask_timeout)) for h in handles.values()}
+        answered = 0
         try:
-            for answered in asyncio.as_completed(asks):
-                try:
-                    status = await answered
-                except Exception:  # dead, restarting, slow: ask the others
-                    continue
-                if status["role"] == Role.LEADER.value:
-                    return int(status["replica"])
+            while pending:
+                wait = ask_timeout if not answered else max(0.0, started + ELECTION_POLL - loop.time())
+                done, pending = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    break  # the others answered "not me" and these stay silent: ask everyone again
+                for ask in done:
+                    if ask.cancelled() or ask.exception() is not None:  # dead, restarting, slow
+                        continue
+                    answered += 1
+                    status = ask.result()
+                    if status["role"] == Role.LEADER.value:
+                        return int(status["replica"])
         finally:
-            for ask in asks:
+            for ask in pending:
                 ask.cancel()
-            await asyncio.gather(*asks, return_exceptions=True)
-        await asyncio.sleep(0.05)
+            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.sleep(max(0.0, started + ELECTION_POLL - loop.time()))
     raise TimeoutError(f"no leader among {sorted(handles)} within {timeout}s")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from controlplane.actors import answer_while_leading
 from controlplane.sync.coalescer import Coalescer, CoalescerConfig
 
-CALLS = CoalescerConfig(max_size=512, max_delay=0.0, max_in_flight=8)
+CALLS = CoalescerConfig(max_size=512, max_delay=0.0, max_in_flight=4)
 
 Pending = tuple[Any, "asyncio.Future[Any]"]
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, Any, str], Coalescer[Pending]]] = (

@@ -55,3 +55,12 @@ def test_a_short_run_reports_every_peer_and_workload_and_stops_what_it_started()
     after = subprocess.run(["pgrep", "-c", "-x", "etcd"], capture_output=True, text=True).stdout.strip() or "0"
     assert after == before
     assert subprocess.run(["pgrep", "-f", "bench.pysyncobj_node"], capture_output=True).returncode == 1
+
+
+def test_pyspy_summary_counts_inclusive_and_self_samples():
+    from bench.pyspy_summary import summarise
+
+    total, inclusive, own = summarise("main;loop;apply 3\nmain;loop;send 1\nmain;idle 4\ngarbage\n")
+    assert total == 8
+    assert inclusive["main"] == 8 and inclusive["loop"] == 4
+    assert own["apply"] == 3 and own["idle"] == 4 and "loop" not in own
