@@ -13,6 +13,8 @@ from typing import Any
 
 from bench.ports import free_port
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 class PySyncObjCluster:
     def __init__(self, root: str, batching: bool) -> None:
@@ -25,7 +27,9 @@ class PySyncObjCluster:
                        "--journal", f"{root}/node{i}.journal", *([] if batching else ["--no-batch"])]  # fmt: skip
             with self.logs[i].open("w") as log:  # the child keeps its own descriptor
                 self.procs.append(
-                    subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+                    subprocess.Popen(
+                        command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
+                    )
                 )
 
     def ask(self, proc: subprocess.Popen[str], command: dict[str, Any]) -> dict[str, Any]:

@@ -42,9 +42,6 @@ class EtcdCluster:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.members[name][0]}"
 
-    def urls(self) -> list[str]:
-        return [self.url(name) for name in self.members]
-
     def wait_leader(self, timeout: float = 30.0) -> str:
         """The member that leads, once every member answers (blocking)."""
         deadline = time.monotonic() + timeout
