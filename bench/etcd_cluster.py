@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 from bench.ports import free_port
 
@@ -43,27 +44,24 @@ class EtcdCluster:
         return f"http://127.0.0.1:{self.members[name][0]}"
 
     def wait_leader(self, timeout: float = 30.0) -> str:
-        """The member that leads, once every member answers (blocking)."""
+        """The member that leads, once every member answers and agrees on it (blocking)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            leaders = set()
-            for name in self.members:
-                try:
-                    request = urllib.request.Request(self.url(name) + "/v3/maintenance/status", data=b"{}")
-                    with urllib.request.urlopen(request, timeout=1) as answer:
-                        status = json.load(answer)
-                    leaders.add(status["leader"])
-                except (urllib.error.URLError, OSError, KeyError, ValueError):
-                    leaders.add(None)
+            statuses = {name: self._status(name) for name in self.members}
+            leaders = {s["leader"] if s else None for s in statuses.values()}
             if len(leaders) == 1 and None not in leaders:
-                for name in self.members:
-                    request = urllib.request.Request(self.url(name) + "/v3/maintenance/status", data=b"{}")
-                    with urllib.request.urlopen(request, timeout=1) as answer:
-                        status = json.load(answer)
-                    if status["header"]["member_id"] == status["leader"]:
-                        return name
+                return next(n for n, s in statuses.items() if s and s["header"]["member_id"] == s["leader"])
             time.sleep(0.05)
         raise TimeoutError(f"etcd elected no leader within {timeout}s")
+
+    def _status(self, name: str) -> dict[str, Any] | None:
+        try:
+            request = urllib.request.Request(self.url(name) + "/v3/maintenance/status", data=b"{}")
+            with urllib.request.urlopen(request, timeout=1) as answer:
+                status: dict[str, Any] = json.load(answer)
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+        return status if "leader" in status else None
 
     def stop_all(self) -> None:
         for proc in self.procs.values():

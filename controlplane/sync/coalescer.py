@@ -1,9 +1,10 @@
-"""Coalescing: many small telemetry items into few large ones.
+"""Coalescing: many small items into few large ones.
 
 Both ends of the telemetry path use it. A station's ingest actor coalesces the report
 tables its UAVs send into one encoded segment that it hands to the leader (as an
 ObjectRef); the leader's synchronizer coalesces the segments of every station into one
-Raft entry. A batch is sent when it holds `max_size` (rows at a station, bytes at the
+Raft entry. The SDK coalesces its clients' calls to a replica (controlplane/replica_calls.py).
+A batch is sent when it holds `max_size` (rows at a station, bytes at the
 leader) or its oldest item has waited `max_delay` seconds, with at most `max_in_flight`
 batches outstanding (pipelining, not a queue behind one slow call).
 """
@@ -38,7 +39,7 @@ class Coalescer(Generic[Item]):
     """submit(item) resolves with what `send` answered for the batch the item went in.
 
     Batching adapts to load: a batch is cut when it is full or old enough *and* a send slot
-    is free; while every slot is busy, tables keep joining the next batch, so batches grow
+    is free; while every slot is busy, items keep joining the next batch, so batches grow
     exactly when the receiver is the bottleneck (group commit, one level up)."""
 
     def __init__(
