@@ -9,6 +9,10 @@ node starts on the first call that arrives (a peer's heartbeat is enough).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,28 +20,20 @@ from typing import Any
 
 import ray
 
-from controlplane.node import RaftNode
-from controlplane.persist import DiskStorage, FileStableStore, StorageError
-from controlplane.raft import ConfChange, ConfChangeOp, NotLeaderError, RaftConfig, RaftError, Role
-from controlplane.raft.codec import decode_batch
-from controlplane.rpc.client import Peer, RaftRPCClient
+from controlplane.persist import DiskStorage, StorageError, peek_hard_state
+from controlplane.persist.faults import with_disk_faults
+from controlplane.raft import NotLeaderError, Role
+from controlplane.replica import LEADER_TELEMETRY, Replica, ReplicaSettings
 from controlplane.rpc.config import RPCConfig
 from controlplane.rpc.faults import with_faults
 from controlplane.rpc.http import HTTPTransport, HTTPTransportServer
 from controlplane.rpc.ray import RayResolvedHTTPTransport, RayTransport
 from controlplane.rpc.stats import ArrowStatsWriter
-from controlplane.state.fleet import FleetState
-from controlplane.state.model import CommandError
-from controlplane.state.queries import run_query
-from controlplane.state.telemetry import join_segments
-from controlplane.sync.changefeed import ChangeFeed
-from controlplane.sync.coalescer import Coalescer, CoalescerConfig
+from controlplane.sync.coalescer import CoalescerConfig
 from controlplane.sync.ingest import TelemetryIngest
 
 NAMESPACE = "uav-control-plane"
-# The leader's telemetry batching: entries of up to 16 MB of station segments, cut after
-# 2 ms or when a send slot frees up (batches grow under load; see sync/coalescer.py).
-LEADER_TELEMETRY = CoalescerConfig(max_size=16 << 20, max_delay=0.002, max_in_flight=2)
+log = logging.getLogger(__name__)
 
 
 class LostDiskError(StorageError):
@@ -83,37 +79,50 @@ class ReplicaSpec:
             raise ValueError(
                 f"replica {self.replica}: a founder ({self.founders}) cannot join, and only founders bootstrap"
             )
+        self.settings()  # the replica's own checks, at deploy time rather than in the actor
+
+    def settings(self) -> ReplicaSettings:
+        return ReplicaSettings(
+            tick_interval=self.tick_interval,
+            election_ticks=self.election_ticks,
+            snapshot_every=self.snapshot_every,
+            rpc=RPCConfig(timeout=self.rpc_timeout, max_retries=2, retry_delay=0.02, cluster_token=self.cluster_token),
+            auto_register_uavs=self.auto_register_uavs,
+            telemetry=self.telemetry,
+        )
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.data_root) / self.group / str(self.replica)
 
 
 class RaftReplica:
+    """The Ray shell around a Replica: its station's disk, its HTTP endpoint for peers, RPC
+    statistics in Parquet, the lost-disk check, and going down when its Raft loop fails."""
+
     def __init__(self, spec: ReplicaSpec) -> None:
         self.spec = spec
-        self.node: RaftNode | None = None
-        self.state = FleetState()
-        self.feed = ChangeFeed(self.state)
-        self.telemetry: Coalescer[bytes] = Coalescer(self._propose_telemetry, len, spec.telemetry)
+        self.replica: Replica | None = None
         self.stats: ArrowStatsWriter | None = None
-        self.client: RaftRPCClient | None = None
         self.server: HTTPTransportServer | None = None
         self.started_at = time.time()
         self.recovered_entries = 0
         self._starting: asyncio.Lock | None = None
         self._stats_task: asyncio.Task[None] | None = None
 
-    async def _ensure_started(self) -> RaftNode:
-        if self.node is not None:
-            return self.node
+    async def _ensure_started(self) -> Replica:
+        if self.replica is not None:
+            return self.replica
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
-            if self.node is None:
-                self.node = await self._start()
-        return self.node
+            if self.replica is None:
+                self.replica = await self._start()
+        return self.replica
 
-    async def _start(self) -> RaftNode:
+    async def _start(self) -> Replica:
         spec = self.spec
-        directory = Path(spec.data_root) / spec.group / str(spec.replica)
-        storage = DiskStorage(directory, cluster=spec.group, node_id=spec.replica)
+        storage = DiskStorage(spec.directory, cluster=spec.group, node_id=spec.replica)
         if storage.is_empty() and not spec.joining:
             witness = await self._established_peer()
             if witness is not None:
@@ -121,32 +130,32 @@ class RaftReplica:
                 # DESIGN.md: a replica back without its disk must not vote under its old
                 # identity with a blank state; it needs a membership replacement instead.
                 raise LostDiskError(
-                    f"replica {spec.replica} of {spec.group!r} has no Raft state in {directory}, but replica "
+                    f"replica {spec.replica} of {spec.group!r} has no Raft state in {spec.directory}, but replica "
                     f"{witness} shows the group already ran: refusing to rejoin under the old identity"
                 )
             storage.bootstrap(list(spec.founders))
         self.recovered_entries = len(storage.wal.entries())
         self.stats = ArrowStatsWriter(
-            directory / "rpc-stats", node=f"{spec.group}-{spec.replica}", flush_rows=20_000, keep_files=2000
+            spec.directory / "rpc-stats", node=f"{spec.group}-{spec.replica}", flush_rows=20_000, keep_files=2000
         )
-        rpc = RPCConfig(timeout=spec.rpc_timeout, max_retries=2, retry_delay=0.02, cluster_token=spec.cluster_token)
+        settings = spec.settings()
         transport: Any = (
-            RayResolvedHTTPTransport(NAMESPACE, HTTPTransport(rpc))
+            RayResolvedHTTPTransport(NAMESPACE, HTTPTransport(settings.rpc))
             if spec.transport == "http"
             else RayTransport(NAMESPACE)
         )
         transport = with_faults(transport, spec.replica)  # chaos runs only (UAV_FAULTS*); off by default
-        client = RaftRPCClient(spec.replica, transport, rpc, hooks=[self.stats])
-        self.client = client
-        node = RaftNode(
-            RaftConfig(node_id=spec.replica, election_ticks=spec.election_ticks, seed=int(time.time())),
-            storage,
-            self.feed,
-            lambda m: client.post(Peer(m.dst, actor_name(spec.group, m.dst)), m),
-            tick_interval=spec.tick_interval,
-            snapshot_every=spec.snapshot_every,
+        replica = Replica(
+            spec.replica,
+            with_disk_faults(storage, spec.replica),  # chaos runs only (UAV_FAULTS_FILE)
+            transport,
+            lambda peer: actor_name(spec.group, peer),
+            settings,
+            seed=int(time.time()),
+            hooks=[self.stats],
+            on_failure=self._go_down,
         )
-        await node.start()
+        await replica.start()
         if spec.transport == "http":
             host = spec.http_host
             if host == "node-ip":
@@ -154,12 +163,22 @@ class RaftReplica:
             self.server = HTTPTransportServer(host, 0, token=spec.cluster_token)
 
             async def deliver(body: bytes) -> None:
-                for m in decode_batch(body):
-                    node.receive(m)
+                replica.deliver(body)
 
             await self.server.start(deliver)
         self._stats_task = asyncio.get_running_loop().create_task(self._flush_stats_every(spec.stats_flush_interval))
-        return node
+        return replica
+
+    def _go_down(self, exc: BaseException) -> None:
+        """The Raft loop failed (a storage error, a bug): a replica that cannot make progress
+        must not go on answering. Exit the process; Ray restarts the actor, which rebuilds
+        itself from its disk (or fails the same way, visibly, in its log)."""
+        log.error("replica %s of %r: Raft loop failed (%s: %s); exiting for a restart from disk",
+                  self.spec.replica, self.spec.group, type(exc).__name__, exc)  # fmt: skip
+        with contextlib.suppress(Exception):
+            if self.stats is not None:
+                self.stats.flush()
+        os._exit(70)  # EX_SOFTWARE; an unexpected exit, so Ray restarts the actor
 
     async def _flush_stats_every(self, interval: float) -> None:
         """A killed replica loses only the rows of the last interval (they live in memory)."""
@@ -187,17 +206,18 @@ class RaftReplica:
 
     async def probe_term(self) -> int:
         """This replica's current term, from memory or its disk; never starts the node."""
-        if self.node is not None:
-            return self.node.status().term
-        stable = FileStableStore(Path(self.spec.data_root) / self.spec.group / str(self.spec.replica))
-        return stable.load().term if stable.path.exists() else 0
+        if self.replica is not None:
+            return self.replica.node.status().term
+        hard_state = peek_hard_state(self.spec.directory)
+        return hard_state.term if hard_state is not None else 0
+
+    async def get_spec(self) -> ReplicaSpec:
+        return self.spec
 
     # --- called by peers and clients --------------------------------------------------------
 
     async def receive(self, body: bytes) -> None:
-        node = await self._ensure_started()
-        for m in decode_batch(body):
-            node.receive(m)
+        (await self._ensure_started()).deliver(body)
 
     async def http_address(self) -> str:
         await self._ensure_started()
@@ -206,118 +226,52 @@ class RaftReplica:
         return self.server.address
 
     async def propose(self, command: bytes, timeout: float = 5.0) -> Any:
-        node = await self._ensure_started()
-        return await node.propose(command, timeout)
+        return await (await self._ensure_started()).propose(command, timeout)
 
     async def propose_many(self, commands: list[bytes], timeout: float = 5.0) -> list[tuple[str, Any]]:
-        """Commands from many clients of one process (controlplane/replica_calls.py), proposed
-        in one Raft round. Per command ("ok", answer) or ("retry", why) when it was not
-        applied here (not leader, dropped by a newer term, timed out): resend the same bytes."""
-        node = await self._ensure_started()
-        outcomes = await asyncio.gather(*(node.propose(c, timeout) for c in commands), return_exceptions=True)
-        answers: list[tuple[str, Any]] = []
-        for outcome in outcomes:
-            if isinstance(outcome, RaftError | TimeoutError):
-                answers.append(("retry", f"{type(outcome).__name__}: {outcome}"))
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                answers.append(("ok", outcome))
-        return answers
+        """See Replica.propose_many: per command ("ok", answer) or ("retry", why)."""
+        return await (await self._ensure_started()).propose_many(commands, timeout)
 
     async def query_many(
         self, queries: list[tuple[str, dict[str, Any] | None]], consistency: str = "linearizable"
     ) -> list[tuple[bool, Any]]:
-        """Named queries from many clients after one ReadIndex barrier: per query (True,
-        answer) or (False, its CommandError)."""
-        await self._consistent(consistency)
-        answers: list[tuple[bool, Any]] = []
-        for name, args in queries:
-            try:
-                answers.append((True, run_query(self.state, name, args)))
-            except CommandError as exc:
-                answers.append((False, exc))
-        return answers
-
-    async def _consistent(self, consistency: str) -> None:
-        node = await self._ensure_started()
-        if consistency == "linearizable":
-            await node.read_barrier()
-        elif consistency != "stale":
-            raise ValueError(f"consistency must be 'linearizable' or 'stale', got {consistency!r}")
+        return await (await self._ensure_started()).query_many(queries, consistency)
 
     async def query(self, name: str, args: dict[str, Any] | None = None, consistency: str = "linearizable") -> Any:
-        """A named fleet query (state/queries.py), after a ReadIndex barrier unless stale."""
-        await self._consistent(consistency)
-        return run_query(self.state, name, args)
+        return await (await self._ensure_started()).query(name, args, consistency)
 
     async def watch(self, from_index: int, kinds: list[str] | None = None, timeout: float = 10.0) -> dict[str, Any]:
-        """Changes after log index `from_index` (long poll up to `timeout`), or a reset."""
-        await self._ensure_started()
-        return await self.feed.wait(from_index, kinds, timeout)
+        return await (await self._ensure_started()).watch(from_index, kinds, timeout)
 
     async def checkpoint_digests(self, index: int) -> dict[str, str] | None:
-        """The table digests this replica computed when it applied checkpoint `index`."""
-        await self._ensure_started()
-        return self.state.checkpoints.get(index)
+        return (await self._ensure_started()).checkpoint_digests(index)
 
     async def submit_telemetry(self, refs: list[Any], timeout: float = 10.0) -> list[Any]:
         """Leader only: encoded telemetry segments (state/telemetry.py) as ObjectRefs (in a
-        list, so Ray passes the refs and not their values), joined with every other station's
-        into few log entries. Returns the apply counts of the entries they went in, once
-        applied here."""
-        node = await self._ensure_started()
-        if not node.is_leader:
-            raise NotLeaderError(node.status().leader_id)
+        list, so Ray passes the refs and not their values). Returns the apply counts of the
+        entries they went in, once applied here."""
+        replica = await self._ensure_started()
+        if not replica.node.is_leader:
+            raise NotLeaderError(replica.node.status().leader_id)
         segments = await asyncio.gather(*refs)
-        for segment in segments:
-            if not isinstance(segment, bytes):
-                raise TypeError(f"telemetry refs must hold encoded segments (bytes), got {type(segment).__name__}")
-        return list(await asyncio.wait_for(asyncio.gather(*(self.telemetry.submit(s) for s in segments)), timeout))
-
-    async def _propose_telemetry(self, segments: list[bytes]) -> Any:
-        node = await self._ensure_started()
-        return await node.propose(join_segments(segments, auto_register=self.spec.auto_register_uavs), timeout=10.0)
+        return await replica.submit_segments(list(segments), timeout)
 
     async def status(self) -> dict[str, Any]:
-        node = await self._ensure_started()
-        s = node.status()
-        return {
-            "replica": self.spec.replica,
-            "role": s.role.value,
-            "term": s.term,
-            "leader": s.leader_id,
-            "commit": s.commit,
-            "applied": s.applied,
-            "voters": sorted(s.conf.voters),
-            "learners": sorted(s.conf.learners),
-            "match": s.match,
-            "uavs": len(self.state.uavs),
-            "missions": len(self.state.missions),
-            "recovered_entries": self.recovered_entries,
-            "started_at": self.started_at,
-        }
+        replica = await self._ensure_started()
+        return {**replica.status(), "recovered_entries": self.recovered_entries, "started_at": self.started_at}
 
     async def change_membership(self, op: str, node_id: int, timeout: float = 10.0) -> None:
         """Leader only: op is add_learner, add_voter (promote) or remove."""
-        ops = {
-            "add_learner": ConfChangeOp.ADD_LEARNER,
-            "add_voter": ConfChangeOp.ADD_VOTER,
-            "remove": ConfChangeOp.REMOVE,
-        }
-        if op not in ops:
-            raise ValueError(f"op must be one of {sorted(ops)}, got {op!r}")
-        node = await self._ensure_started()
-        await node.change_membership(ConfChange(ops[op], node_id), timeout)
+        await (await self._ensure_started()).change_membership(op, node_id, timeout)
 
     async def flush_stats(self) -> dict[str, Any]:
-        await self._ensure_started()
-        assert self.stats is not None and self.client is not None
+        replica = await self._ensure_started()
+        assert self.stats is not None
         path = self.stats.flush()
         return {
             "file": str(path) if path else None,
             "rows": self.stats.rows_written,
-            "statistics": self.client.get_statistics(),
+            "statistics": replica.client.get_statistics(),
         }
 
     async def stats_files(self) -> list[tuple[str, bytes]]:
@@ -532,6 +486,17 @@ async def answer_while_leading(handle: Any, ref: Any) -> Any:
             raise TimeoutError("the replica stopped leading while the call was in flight")
 
 
+async def _spec_of_a_live_replica(live: dict[int, Any], timeout: float) -> ReplicaSpec:
+    errors = []
+    for handle in live.values():
+        try:
+            spec: ReplicaSpec = await asyncio.wait_for(handle.get_spec.remote(), max(0.5, timeout))
+            return spec
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+    raise TimeoutError(f"no live replica told its settings: {errors}")
+
+
 async def find_leader(handles: dict[int, Any], timeout: float = 15.0, *, ask_timeout: float = 0.5) -> int:
     """A replica that says it leads; waits for one. Answers as soon as the first claim
     arrives: a dead or restarting replica (no answer within `ask_timeout`) costs nothing
@@ -569,31 +534,28 @@ async def replace_replica(
     group: str,
     old: int,
     new_station: str,
-    data_root: str,
+    data_root: str | None = None,
     *,
     timeout: float = 60.0,
-    tick_interval: float = 0.05,
-    transport: str = "http",
-    cluster_token: str | None = None,
-    http_host: str = "127.0.0.1",
 ) -> int:
     """Replace member `old` (its station is gone) by a fresh replica on `new_station`: the
-    newcomer joins as a learner, is promoted once caught up, then `old` is removed. Returns
-    the new replica id; `handles` is updated in place."""
+    newcomer joins as a learner, is promoted once caught up, then `old` is removed. It runs
+    with every setting of the group's other replicas (asked from a live one); `data_root`
+    overrides where its directory goes. Returns the new replica id; `handles` is updated in
+    place."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     live = {r: h for r, h in handles.items() if r != old}
-    founders = tuple(sorted(handles))
+    template = await _spec_of_a_live_replica(live, deadline - loop.time())
+    if template.group != group:
+        raise ValueError(f"the replicas given belong to group {template.group!r}, not {group!r}")
     new_id = max(handles) + 1
-    spec = ReplicaSpec(
-        group,
-        new_id,
-        founders,
-        data_root,
-        tick_interval,
+    spec = dataclasses.replace(
+        template,
+        replica=new_id,
+        founders=tuple(sorted(handles)),
         joining=True,
-        transport=transport,
-        cluster_token=cluster_token,
+        data_root=data_root if data_root is not None else template.data_root,
     )
     handles[new_id] = start_replica(spec, new_station)
     live[new_id] = handles[new_id]

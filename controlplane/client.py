@@ -7,7 +7,6 @@ follows the change feed from a log index."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import uuid
 from typing import Any
@@ -17,7 +16,7 @@ import ray
 from controlplane import replica_calls
 from controlplane.actors import NAMESPACE, find_leader, group_replicas
 from controlplane.raft import RaftError
-from controlplane.state.fleet import encode, validate
+from controlplane.session import ClientSession, keyed_command
 
 
 def attach(address: str = "auto") -> None:
@@ -35,6 +34,11 @@ class ControlPlaneError(Exception):
     pass
 
 
+class OutcomeUnknown(ControlPlaneError, TimeoutError):
+    """No answer in time: the command may or may not have been applied. Retrying the same
+    command with the same idempotency key is safe; without one it may apply twice."""
+
+
 class ControlPlane:
     def __init__(self, group: str, replicas: dict[int, Any], client_id: str | None = None) -> None:
         if not replicas:
@@ -42,7 +46,7 @@ class ControlPlane:
         self.group = group
         self.replicas = replicas
         self.client_id = client_id or f"sdk-{uuid.uuid4().hex[:12]}"
-        self._seq = itertools.count(1)
+        self.session = ClientSession(self.client_id)
         self._leader: int | None = None
 
     @classmethod
@@ -59,10 +63,10 @@ class ControlPlane:
             self._leader = await find_leader(self.replicas, timeout)
         return self.replicas[self._leader]
 
-    async def propose(self, command_for_seq: Any, timeout: float = 15.0) -> dict[str, Any]:
-        """command_for_seq(client_id, seq) -> bytes; sent until answered, same seq each try."""
-        seq = next(self._seq)
-        data = command_for_seq(self.client_id, seq)
+    async def propose(self, data: bytes, timeout: float = 15.0) -> dict[str, Any]:
+        """Send command bytes to the leader until it answers, the same bytes each try (safe
+        when they carry a (client, seq) the state remembers). OutcomeUnknown when time runs
+        out: the command may or may not have been applied."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         last: Exception | None = None
@@ -81,13 +85,25 @@ class ControlPlane:
                 last = exc
             self._leader = None
             await asyncio.sleep(0.05)
-        raise ControlPlaneError(f"command {self.client_id}/{seq} not answered within {timeout}s: {last}")
+        raise OutcomeUnknown(f"no answer within {timeout}s ({last}): the command may or may not have been applied")
 
-    async def command(self, command: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
+    async def command(
+        self, command: dict[str, Any], timeout: float = 15.0, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         """A fleet command (state/fleet.py COMMANDS), validated here first (CommandError names
-        the field), applied exactly once. The answer says ok or why not (conflicts included)."""
-        validate({**command})
-        return await self.propose(lambda client, seq: encode({**command, "client": client, "seq": seq}), timeout)
+        the field), applied exactly once. The answer says ok or why not (conflicts included);
+        `session.outcome(answer)` tells applied, refused or unknown. With an idempotency key
+        the command is its own session: a retry with the same key, from this process or any
+        other, is applied once (for as long as the state remembers sessions)."""
+        if idempotency_key is not None:
+            return await self.propose(keyed_command(command, idempotency_key), timeout)
+        seq, data = self.session.command(command)
+        answer: dict[str, Any] | None = None
+        try:
+            answer = await self.propose(data, timeout)
+            return answer
+        finally:
+            self.session.done(seq, answer)
 
     async def query(
         self, name: str, args: dict[str, Any] | None = None, consistency: str = "linearizable", timeout: float = 15.0
@@ -134,4 +150,4 @@ class ControlPlane:
 async def propose_to_leader(replicas: dict[int, Any], command: bytes, timeout: float = 15.0) -> Any:
     """Send prepared command bytes to the group's leader, following redirects and waiting out
     elections (no (client_id, seq) is added: the bytes go as they are)."""
-    return await ControlPlane("ad-hoc", replicas).propose(lambda _client, _seq: command, timeout)
+    return await ControlPlane("ad-hoc", replicas).propose(command, timeout)

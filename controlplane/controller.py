@@ -103,9 +103,6 @@ class Controller:
                 move.replica,
                 move.to_station,
                 self.data_root,
-                transport=self.transport,
-                cluster_token=self._token,
-                http_host=self.http_host,
             )
             await self.planner.rename(move.replica, new_id)
             log.info("replica %d on %s replaced by %d on %s", move.replica, move.from_station, new_id, move.to_station)

@@ -1,9 +1,18 @@
-"""RaftNode: the asyncio driver around RaftCore. Runs without Ray (tests, tools).
+"""RaftNode: the asyncio driver around RaftCore. Runs without Ray (tests, tools, simulator).
 
 One task owns the core. Messages, ticks, proposals and reads are queued and taken in by
 that task between Ready cycles, so the core is never touched while a Ready is being
 persisted, and everything that queued during one fsync goes into the next batch (group
 commit). Each cycle: persist, then send, then apply, then advance.
+
+Blocking work (fsync, writing and reading snapshots) goes through `run_blocking`: a worker
+thread in production, a step of simulated disk time under the simulator. While a snapshot
+of the state machine is being written, committed entries wait in a backlog instead of
+changing the state under the writer; Raft itself (heartbeats, votes, replication) goes on.
+
+If the loop fails (a storage error, a bug), the node is failed for good: it answers nothing
+as leader, every waiting caller gets NodeFailed, and `on_failure` tells its shell, which
+should take the replica down so it restarts from its disk.
 """
 
 from __future__ import annotations
@@ -13,11 +22,14 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
+from controlplane import bugs
 from controlplane.raft.core import NotLeaderError, RaftConfig, RaftCore, RaftError, Status
 from controlplane.raft.messages import (
     ConfChange,
+    ConfState,
     Entry,
     EntryKind,
     Message,
@@ -28,13 +40,17 @@ from controlplane.raft.messages import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+BlockingRunner = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 
 class StateMachine(Protocol):
     def apply(self, entry: Entry) -> Any:
-        """Apply one committed NORMAL entry with data; the result answers its proposer."""
+        """Apply one committed NORMAL entry with data; the result answers its proposer.
+        Must not raise: a malformed entry is a deterministic rejection."""
 
-    def snapshot(self) -> bytes: ...
+    def snapshot(self) -> bytes:
+        """The applied state; called from a worker thread while nothing is applied."""
 
     def restore(self, data: bytes) -> None: ...
 
@@ -49,13 +65,38 @@ class NodeStorage(Protocol):
 
     def persist(self, rd: Ready) -> None: ...
 
-    def save_snapshot(self, snapshot: Snapshot, compact_through: int) -> None: ...
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Make a snapshot of the applied state durable. Runs in a worker thread, beside
+        persist(): it must not touch the log."""
+
+    def compact_log(self, through_index: int) -> None:
+        """Entries up to through_index may go (a durable snapshot covers them)."""
 
     def close(self) -> None: ...
 
 
 class ProposalDropped(RaftError):
     """The proposal's log slot was taken by another leader's entry: it did not happen."""
+
+
+class NodeFailed(RaftError):
+    """The node's Raft loop stopped on an error; it serves nothing until restarted."""
+
+
+async def run_in_thread(fn: Callable[[], T]) -> T:
+    return await asyncio.to_thread(fn)
+
+
+async def run_inline(fn: Callable[[], T]) -> T:
+    return fn()
+
+
+@dataclass
+class _SnapshotInProgress:
+    index: int
+    term: int
+    conf: ConfState
+    data: bytes | None = None  # set once written
 
 
 class RaftNode:
@@ -70,7 +111,8 @@ class RaftNode:
         snapshot_every: int = 10_000,
         snapshot_bytes: int = 256 << 20,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        persist_in_thread: bool = True,
+        run_blocking: BlockingRunner = run_in_thread,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         if tick_interval <= 0:
             raise ValueError(f"tick_interval must be positive, got {tick_interval}")
@@ -89,8 +131,10 @@ class RaftNode:
         self.snapshot_bytes = snapshot_bytes
         self._bytes_since_snapshot = 0
         self._sleep = sleep
-        self._persist_in_thread = persist_in_thread
+        self._run_blocking = run_blocking
+        self._on_failure = on_failure
         self.core: RaftCore | None = None
+        self.failure: BaseException | None = None
         self._inbox: list[Message] = []
         self._ticks = 0
         self._proposals: list[tuple[bytes, asyncio.Future[Any]]] = []
@@ -102,6 +146,10 @@ class RaftNode:
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_snapshot_index = 0
+        # Committed work not yet applied to the state machine: entries and received snapshots.
+        self._backlog: list[Entry | Snapshot] = []
+        self._snapshotting: _SnapshotInProgress | None = None
+        self._blocking_task: asyncio.Task[None] | None = None
         self.applied_index = 0
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -111,32 +159,33 @@ class RaftNode:
         kwargs: dict[str, Any] = {} if state.snapshot is None else {"snapshot": state.snapshot}
         self.core = RaftCore(self.config, hard_state=state.hard_state, entries=state.entries, **kwargs)
         if state.snapshot is not None:
-            self.sm.restore(state.snapshot.data)
-            self._last_snapshot_index = self.applied_index = state.snapshot.meta.index
+            await self._restore(state.snapshot)
+            self._last_snapshot_index = state.snapshot.meta.index
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run()), loop.create_task(self._ticker())]
         self._wakeup.set()
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        for t in [*self._tasks, *([self._blocking_task] if self._blocking_task else [])]:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks = []
-        for fut in [f for _, f in self._waiting.values()] + list(self._reads.values()):
-            if not fut.done():
-                fut.set_exception(NotLeaderError(0))
+        self._fail_waiters(NotLeaderError(0))
         self.storage.close()
 
     # --- inputs -----------------------------------------------------------------------------
 
     def receive(self, message: Message) -> None:
+        if self.failure is not None:
+            return
         self._inbox.append(message)
         self._wakeup.set()
 
     async def propose(self, data: bytes, timeout: float = 5.0) -> Any:
         """Replicate a command; returns the state machine's result once applied here."""
+        self._check_alive()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._proposals.append((data, fut))
         self._wakeup.set()
@@ -145,6 +194,7 @@ class RaftNode:
     async def read_barrier(self, timeout: float = 5.0) -> int:
         """Wait until this node's state machine reflects every write committed before the
         call (ReadIndex); returns the applied index. Then read the state machine."""
+        self._check_alive()
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         ctx = f"{self.id}:{next(self._read_ids)}".encode()
         self._reads[ctx] = fut
@@ -165,9 +215,12 @@ class RaftNode:
             self._reads.pop(ctx, None)
 
     async def change_membership(self, change: ConfChange, timeout: float = 5.0) -> None:
+        self._check_alive()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         def propose(core: RaftCore) -> None:
+            if fut.done():
+                return  # the caller gave up before the loop got to it: propose nothing
             try:
                 p = core.propose_conf_change(change)
             except RaftError as exc:
@@ -180,16 +233,26 @@ class RaftNode:
         await asyncio.wait_for(fut, timeout)
 
     def transfer_leadership(self, target: int) -> None:
+        self._check_alive()
         self._admin.append(lambda core: core.transfer_leadership(target))
         self._wakeup.set()
 
     def status(self) -> Status:
+        """The core's status; NodeFailed once the loop has died (a frozen core must not go on
+        claiming to lead)."""
         assert self.core is not None, "node not started"
+        self._check_alive()
         return self.core.status()
 
     @property
     def is_leader(self) -> bool:
-        return self.core is not None and self.core.status().leader_id == self.id
+        if self.core is None or self.failure is not None:
+            return False
+        return self.core.status().leader_id == self.id
+
+    def _check_alive(self) -> None:
+        if self.failure is not None:
+            raise NodeFailed(f"node {self.id}'s Raft loop failed: {type(self.failure).__name__}: {self.failure}")
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -202,19 +265,44 @@ class RaftNode:
     async def _run(self) -> None:
         core = self.core
         assert core is not None
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            try:
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
                 self._take_inputs(core)
                 while core.has_ready():
                     await self._handle_ready(core, core.ready())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Storage failures and bugs must not silently stall the group: stop serving.
-                log.exception("node %d: raft loop failed; stopping", self.id)
-                raise
+                await self._after_snapshot(core)
+                await self._apply_backlog()
+                self._maybe_snapshot(core)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Storage failures and bugs must not leave a frozen replica answering as if it
+            # were alive: fail, and let the shell take the replica down.
+            log.exception("node %d: raft loop failed; stopping", self.id)
+            if not bugs.enabled("zombie_leader"):
+                self._failed(exc)
+            raise
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failure = exc
+        for t in self._tasks:
+            if t is not asyncio.current_task():
+                t.cancel()
+        if self._blocking_task is not None:
+            self._blocking_task.cancel()
+        self._fail_waiters(NodeFailed(f"node {self.id}'s Raft loop failed: {type(exc).__name__}: {exc}"))
+        if self._on_failure is not None:
+            self._on_failure(exc)
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        futures = [f for _, f in self._waiting.values()] + list(self._reads.values())
+        futures += [f for _, f in self._reads_at] + [f for _, f in self._proposals]
+        self._waiting, self._reads_at, self._proposals = {}, [], []
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(exc)
 
     def _take_inputs(self, core: RaftCore) -> None:
         ticks, self._ticks = self._ticks, 0
@@ -243,36 +331,62 @@ class RaftNode:
             self._waiting[p.index] = (p.term, f)
 
     async def _handle_ready(self, core: RaftCore, rd: Ready) -> None:
-        if rd.must_sync():
-            if self._persist_in_thread:
-                await asyncio.to_thread(self.storage.persist, rd)
+        if rd.has_state():
+            if rd.must_sync():
+                await self._run_blocking(lambda: self.storage.persist(rd))
             else:
-                self.storage.persist(rd)
+                self.storage.persist(rd)  # the commit index only: a write, no fsync
         for m in rd.messages:
             self._send(m)
         if rd.role is not Role.LEADER and self._waiting:
             self._abandon_proposals(rd.leader_id)
         if rd.snapshot is not None:
-            self.sm.restore(rd.snapshot.data)
-            self._last_snapshot_index = self.applied_index = rd.snapshot.meta.index
-        for e in rd.committed_entries:
-            result = self.sm.apply(e) if e.kind is EntryKind.NORMAL and e.data else None
-            self._bytes_since_snapshot += len(e.data)
-            self.applied_index = e.index
-            waiting = self._waiting.pop(e.index, None)
-            if waiting is not None and not waiting[1].done():
-                term, fut = waiting
-                if term == e.term:
-                    fut.set_result(result)
-                else:
-                    fut.set_exception(ProposalDropped(f"entry {e.index} went to term {e.term}, not {term}"))
+            self._backlog.append(rd.snapshot)
+        self._backlog.extend(rd.committed_entries)
         for rs in rd.read_states:
             reader = self._reads.pop(rs.context, None)
             if reader is not None and not reader.done():
                 self._reads_at.append((rs.index, reader))
         core.advance(rd)
+        if self._snapshotting is None:
+            await self._apply_backlog()
+
+    async def _apply_backlog(self) -> None:
+        if self._snapshotting is not None:
+            return  # the snapshot writer reads the state machine: nothing changes under it
+        while self._backlog:
+            item = self._backlog.pop(0)
+            if isinstance(item, Snapshot):
+                await self._restore(item)
+                continue
+            self._apply(item)
         self._release_reads()
-        self._maybe_snapshot(core)
+
+    def _apply(self, e: Entry) -> None:
+        if e.index <= self.applied_index:
+            return  # covered by a snapshot installed before it
+        result = self.sm.apply(e) if e.kind is EntryKind.NORMAL and e.data else None
+        self._bytes_since_snapshot += len(e.data)
+        self.applied_index = e.index
+        waiting = self._waiting.pop(e.index, None)
+        if waiting is not None and not waiting[1].done():
+            term, fut = waiting
+            if term == e.term:
+                fut.set_result(result)
+            else:
+                fut.set_exception(ProposalDropped(f"entry {e.index} went to term {e.term}, not {term}"))
+
+    async def _restore(self, snapshot: Snapshot) -> None:
+        prepare = getattr(self.sm, "prepare_restore", None)
+        if prepare is not None:
+            # Decode off the loop, install on it: reads never see a half-restored state.
+            install: Callable[[], None] = await self._run_blocking(lambda: prepare(snapshot.data))
+            install()
+        else:
+            self.sm.restore(snapshot.data)
+        self._last_snapshot_index = max(self._last_snapshot_index, snapshot.meta.index)
+        self.applied_index = snapshot.meta.index
+        self._bytes_since_snapshot = 0
 
     def _abandon_proposals(self, leader_hint: int) -> None:
         """Deposed: proposals still waiting may or may not commit under the next leader.
@@ -293,15 +407,41 @@ class RaftNode:
                 still.append((index, fut))
         self._reads_at = still
 
+    # --- snapshots of our own state ---------------------------------------------------------
+
     def _maybe_snapshot(self, core: RaftCore) -> None:
-        applied = core.log.applied
+        if self._snapshotting is not None or self._backlog:
+            return
+        applied = self.applied_index
         due = applied - self._last_snapshot_index >= self.snapshot_every
         if applied <= self._last_snapshot_index or not (due or self._bytes_since_snapshot >= self.snapshot_bytes):
             return
         term = core.log.term(applied)
         assert term is not None
-        snap = Snapshot(SnapshotMeta(applied, term, core.conf), self.sm.snapshot())
-        core.compact(snap)
-        self.storage.save_snapshot(snap, compact_through=core.log.snap_index)
-        self._last_snapshot_index = applied
+        job = self._snapshotting = _SnapshotInProgress(applied, term, core.conf)
+
+        def write() -> None:
+            data = self.sm.snapshot()
+            self.storage.save_snapshot(Snapshot(SnapshotMeta(job.index, job.term, job.conf), data))
+            job.data = data
+
+        async def run() -> None:
+            try:
+                await self._run_blocking(write)
+            finally:
+                self._wakeup.set()
+
+        self._blocking_task = asyncio.get_running_loop().create_task(run())
+
+    async def _after_snapshot(self, core: RaftCore) -> None:
+        job, task = self._snapshotting, self._blocking_task
+        if job is None or task is None or not task.done():
+            return
+        self._snapshotting = self._blocking_task = None
+        task.result()  # a failed write fails the loop
+        assert job.data is not None
+        if job.index > core.log.snapshot.meta.index:
+            core.compact(Snapshot(SnapshotMeta(job.index, job.term, job.conf), job.data))
+            self.storage.compact_log(core.log.snap_index)
+        self._last_snapshot_index = max(self._last_snapshot_index, job.index)
         self._bytes_since_snapshot = 0

@@ -5,12 +5,12 @@ SDK's surface (command, query, watch, status, checkpoint_digests) and the API ba
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from controlplane.raft.harness import Network
 from controlplane.raft.messages import EntryKind
-from controlplane.state.fleet import FleetState, encode, validate
+from controlplane.session import ClientSession, keyed_command
+from controlplane.state.fleet import FleetState
 from controlplane.state.queries import run_query
 from controlplane.state.telemetry import join_segments
 from controlplane.sync.changefeed import ChangeFeed
@@ -24,7 +24,7 @@ class HarnessFleet:
         self.net.elect(1)
         self.feeds = {nid: ChangeFeed(FleetState()) for nid in self.net.replicas}
         self.applied = dict.fromkeys(self.net.replicas, 0)
-        self._seq = itertools.count(1)
+        self.session = ClientSession("harness")
         self.auto_register = auto_register
         self._ingests: dict[str, TelemetryIngest] = {}
 
@@ -44,9 +44,15 @@ class HarnessFleet:
         answer: dict[str, Any] = self._sync()[index]
         return answer
 
-    async def command(self, command: dict[str, Any], timeout: float = 5) -> dict[str, Any]:
-        validate(command)
-        return self.propose(encode({**command, "client": "harness", "seq": next(self._seq)}))
+    async def command(
+        self, command: dict[str, Any], timeout: float = 5, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        if idempotency_key is not None:
+            return self.propose(keyed_command(command, idempotency_key))
+        seq, data = self.session.command(command)
+        answer = self.propose(data)
+        self.session.done(seq, answer)
+        return answer
 
     async def query(self, name: str, args: Any = None, consistency: str = "linearizable", timeout: float = 5) -> Any:
         return run_query(self.feeds[1].state, name, args)

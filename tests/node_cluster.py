@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 
-from controlplane.node import RaftNode
+from controlplane.node import RaftNode, run_in_thread, run_inline
 from controlplane.raft import RaftConfig
 from controlplane.raft.codec import decode_batch
 from controlplane.raft.messages import Entry
@@ -75,7 +75,7 @@ class Cluster:
             tick_interval=0.01,
             snapshot_every=self.snapshot_every,
             snapshot_bytes=self.snapshot_bytes,
-            persist_in_thread=storage is not None,
+            run_blocking=run_in_thread if storage is not None else run_inline,
         )
 
         async def handler(body: bytes) -> None:

@@ -137,6 +137,13 @@ CONSISTENCY = Param(
     "consistency", "query", {"type": "string", "enum": ["linearizable", "stale"]}, "stale: any replica, may lag"
 )
 EXPECTED = Param("expected_version", "query", VERSION, "refuse (409) unless the record is at this version")
+IDEMPOTENCY = Param(
+    "Idempotency-Key",
+    "header",
+    {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x20-\\x7e]+$"},
+    "makes the command its own session: retries with the same key, through any station, apply it once "
+    "(422 if the key was used for a different request)",
+)
 COMMAND = {200: "applied", 404: "no such record", 409: "version conflict", 422: "invalid: names the field"}
 READ = {200: "the record(s)", 404: "no such record", 422: "bad argument: names it"}
 
@@ -147,39 +154,42 @@ ROUTES: tuple[Route, ...] = (
           params=(Param("status", "query", {"type": "string", "enum": [s.value for s in MissionStatus]}), CONSISTENCY),
           responses=READ),
     Route("POST", "/v1/missions", "create_mission", "Create a pending mission", body="MissionCreate",
-          responses={201: "created", 409: "exists", 422: "invalid: names the field"}),
+          responses={201: "created", 409: "exists", 422: "invalid: names the field"}, params=(IDEMPOTENCY,)),
     Route("GET", "/v1/missions/{mission}", "get_mission", "One mission", params=(MISSION_ID, CONSISTENCY),
           responses=READ),
     Route("PATCH", "/v1/missions/{mission}", "update_mission", "Move a mission to a new status (legal transitions)",
-          body="MissionUpdate", params=(MISSION_ID,), responses=COMMAND),
+          body="MissionUpdate", params=(IDEMPOTENCY, MISSION_ID), responses=COMMAND),
     Route("DELETE", "/v1/missions/{mission}", "delete_mission", "Delete a pending or finished mission",
-          params=(MISSION_ID, EXPECTED), responses=COMMAND),
+          params=(IDEMPOTENCY, MISSION_ID, EXPECTED), responses=COMMAND),
     Route("GET", "/v1/uavs", "list_uavs", "UAVs by home station, status and/or bounding box",
           params=(Param("station", "query", ID), Param("status", "query", {"type": "string",
                   "enum": [s.value for s in UAVStatus]}),
                   Param("bbox", "query", {"type": "string"}, "min_lat,min_lon,max_lat,max_lon"), CONSISTENCY),
           responses=READ),
     Route("POST", "/v1/uavs", "create_uav", "Register a UAV at its home station", body="UAVCreate",
-          responses={201: "registered", 409: "exists", 422: "invalid (or no such station): names the field"}),
+          responses={201: "registered", 409: "exists", 422: "invalid (or no such station): names the field"},
+          params=(IDEMPOTENCY,)),
     Route("GET", "/v1/uavs/{uav}", "get_uav", "One UAV with its last reported state", params=(UAV_ID, CONSISTENCY),
           responses=READ),
     Route("PATCH", "/v1/uavs/{uav}", "update_uav", "Change a UAV's status or state", body="UAVUpdate",
-          params=(UAV_ID,), responses=COMMAND),
-    Route("DELETE", "/v1/uavs/{uav}", "delete_uav", "Deregister a UAV not on a mission", params=(UAV_ID, EXPECTED),
+          params=(IDEMPOTENCY, UAV_ID), responses=COMMAND),
+    Route("DELETE", "/v1/uavs/{uav}", "delete_uav", "Deregister a UAV not on a mission",
+          params=(IDEMPOTENCY, UAV_ID, EXPECTED),
           responses=COMMAND),
     Route("POST", "/v1/stations/{station}/telemetry", "report_telemetry",
           "A batch of UAV reports through the station's ingest (bad rows come back with reasons)",
           body="Telemetry", params=(STATION_ID,), responses={200: "accepted and applied", 422: "unreadable batch"}),
     Route("GET", "/v1/groups", "list_groups", "UAV groups", params=(CONSISTENCY,), responses=READ),
     Route("POST", "/v1/groups", "create_group", "Create a UAV group", body="GroupCreate",
-          responses={201: "created", 409: "exists", 422: "invalid: names the field"}),
+          responses={201: "created", 409: "exists", 422: "invalid: names the field"}, params=(IDEMPOTENCY,)),
     Route("GET", "/v1/groups/{group}", "get_group", "One group", params=(GROUP_ID, CONSISTENCY), responses=READ),
-    Route("DELETE", "/v1/groups/{group}", "dissolve_group", "Dissolve a group", params=(GROUP_ID, EXPECTED),
+    Route("DELETE", "/v1/groups/{group}", "dissolve_group", "Dissolve a group",
+          params=(IDEMPOTENCY, GROUP_ID, EXPECTED),
           responses=COMMAND),
     Route("POST", "/v1/groups/{group}/members", "add_member", "Add a UAV to a group", body="Member",
-          params=(GROUP_ID,), responses=COMMAND),
+          params=(IDEMPOTENCY, GROUP_ID), responses=COMMAND),
     Route("DELETE", "/v1/groups/{group}/members/{uav}", "remove_member", "Remove a UAV from a group",
-          params=(GROUP_ID, UAV_ID, EXPECTED), responses=COMMAND),
+          params=(IDEMPOTENCY, GROUP_ID, UAV_ID, EXPECTED), responses=COMMAND),
     Route("GET", "/v1/changes", "changes",
           "Server-sent events: every change after from_index (or Last-Event-ID); a reset event, then every "
           "record, when that index is older than the feed keeps",
@@ -221,7 +231,12 @@ def openapi_document(title: str = "UAV fleet control plane") -> dict[str, Any]:
             }
             op["responses"]["400"] = {"description": "not a JSON object", "content": _error()}
             op["responses"]["413"] = {"description": "body too large", "content": _error()}
-        op["responses"]["503"] = {"description": "no leader reachable now; retry", "content": _error()}
+        op["responses"]["503"] = {
+            "description": "no leader answered in time: retry after Retry-After seconds (a command's outcome is "
+            "unknown: retry it with the same Idempotency-Key)",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            "content": _error(),
+        }
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.0.3",

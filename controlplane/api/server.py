@@ -21,6 +21,7 @@ from aiohttp import web
 
 from controlplane.api.backend import FleetBackend
 from controlplane.api.openapi import ROUTES, SCHEMAS, openapi_document
+from controlplane.session import APPLIED, UNKNOWN, keyed_command, outcome
 from controlplane.state.fleet import validate
 from controlplane.state.model import CommandError, ConflictError, NotFoundError, ident
 from controlplane.sync.changefeed import parse_kinds
@@ -36,6 +37,20 @@ class MalformedBody(CommandError):
 
 def error(status: int, field: str, reason: str) -> web.Response:
     return web.json_response({"error": {"field": field, "reason": reason}}, status=status)
+
+
+def unknown_outcome(status: int, reason: str) -> web.Response:
+    """The command may or may not have been applied: say so, and how to find out or retry."""
+    response = web.json_response(
+        {
+            "error": {"field": "cluster", "reason": reason},
+            "outcome": "unknown",
+            "hint": "read the record to see whether it applied; retrying is safe only with the same Idempotency-Key",
+        },
+        status=status,
+    )
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -115,7 +130,9 @@ class FleetAPI:
                 "RayActorError",
                 "ActorDiedError",
             ):
-                return error(503, "cluster", f"no leader answered in time ({type(original).__name__}); retry")
+                return unknown_outcome(
+                    503, f"no leader answered in time ({type(original).__name__}); a command's outcome is unknown"
+                )
             log.exception("API %s %s failed", request.method, request.path)
             return error(500, "server", f"internal error ({type(original).__name__})")
 
@@ -163,11 +180,24 @@ class FleetAPI:
             raise CommandError("expected_version", f"must be a positive integer, got {raw!r}")
         return {"expected_version": int(raw)}
 
-    async def _command(self, command: dict[str, Any], created: bool = False) -> web.Response:
+    async def _command(self, request: web.Request, command: dict[str, Any], created: bool = False) -> web.Response:
+        """Propose a command and answer truly: 2xx applied; 404/409/422 refused (nothing was
+        applied); 503 (or 500 for a failure inside apply) when the outcome is unknown, never a
+        4xx. An Idempotency-Key makes the command its own session, so a retry with the key,
+        through any station's API, is applied once."""
         validate(command)
-        answer = await self.backend.command(command)
-        if answer.get("ok"):
+        key = request.headers.get("Idempotency-Key")
+        if key is not None:
+            keyed_command(command, key)  # a malformed key is refused before anything is proposed
+        answer = await self.backend.command(command, idempotency_key=key)
+        result = outcome(answer)
+        if result == APPLIED:
             return web.json_response(answer, status=201 if created else 200)
+        if result == UNKNOWN:
+            status = 500 if answer.get("internal") else 503
+            return unknown_outcome(status, answer.get("error", "the outcome is unknown"))
+        if answer.get("reused"):
+            return error(422, "Idempotency-Key", "this key was used for a different request")
         status = 404 if answer.get("not_found") else 409 if answer.get("conflict") else 422
         return error(status, answer.get("field", "command"), answer.get("error", "refused"))
 
@@ -193,7 +223,7 @@ class FleetAPI:
 
     async def create_mission(self, request: web.Request) -> web.Response:
         body = await self._body(request, "MissionCreate")
-        return await self._command({**body, "type": "create_mission"}, created=True)
+        return await self._command(request, {**body, "type": "create_mission"}, created=True)
 
     async def get_mission(self, request: web.Request) -> web.Response:
         return await self._read(request, "mission", {"id": self._path_id(request, "mission")})
@@ -201,11 +231,11 @@ class FleetAPI:
     async def update_mission(self, request: web.Request) -> web.Response:
         body = await self._body(request, "MissionUpdate")
         mission = self._path_id(request, "mission")
-        return await self._command({**body, "type": "set_mission_status", "mission": mission})
+        return await self._command(request, {**body, "type": "set_mission_status", "mission": mission})
 
     async def delete_mission(self, request: web.Request) -> web.Response:
         mission = self._path_id(request, "mission")
-        return await self._command({"type": "delete_mission", "mission": mission, **self._expected(request)})
+        return await self._command(request, {"type": "delete_mission", "mission": mission, **self._expected(request)})
 
     async def list_uavs(self, request: web.Request) -> web.Response:
         args: dict[str, Any] = {k: request.query[k] for k in ("station", "status") if k in request.query}
@@ -221,18 +251,18 @@ class FleetAPI:
 
     async def create_uav(self, request: web.Request) -> web.Response:
         body = await self._body(request, "UAVCreate")
-        return await self._command({**body, "type": "register_uav"}, created=True)
+        return await self._command(request, {**body, "type": "register_uav"}, created=True)
 
     async def get_uav(self, request: web.Request) -> web.Response:
         return await self._read(request, "uav", {"id": self._path_id(request, "uav")})
 
     async def update_uav(self, request: web.Request) -> web.Response:
         body = await self._body(request, "UAVUpdate")
-        return await self._command({**body, "type": "update_uav", "uav": self._path_id(request, "uav")})
+        return await self._command(request, {**body, "type": "update_uav", "uav": self._path_id(request, "uav")})
 
     async def delete_uav(self, request: web.Request) -> web.Response:
         uav = self._path_id(request, "uav")
-        return await self._command({"type": "delete_uav", "uav": uav, **self._expected(request)})
+        return await self._command(request, {"type": "delete_uav", "uav": uav, **self._expected(request)})
 
     async def report_telemetry(self, request: web.Request) -> web.Response:
         station = self._path_id(request, "station")
@@ -252,22 +282,24 @@ class FleetAPI:
 
     async def create_group(self, request: web.Request) -> web.Response:
         body = await self._body(request, "GroupCreate")
-        return await self._command({**body, "type": "create_group"}, created=True)
+        return await self._command(request, {**body, "type": "create_group"}, created=True)
 
     async def get_group(self, request: web.Request) -> web.Response:
         return await self._read(request, "group", {"id": self._path_id(request, "group")})
 
     async def dissolve_group(self, request: web.Request) -> web.Response:
         group = self._path_id(request, "group")
-        return await self._command({"type": "dissolve_group", "group": group, **self._expected(request)})
+        return await self._command(request, {"type": "dissolve_group", "group": group, **self._expected(request)})
 
     async def add_member(self, request: web.Request) -> web.Response:
         body = await self._body(request, "Member")
-        return await self._command({**body, "type": "add_member", "group": self._path_id(request, "group")})
+        return await self._command(request, {**body, "type": "add_member", "group": self._path_id(request, "group")})
 
     async def remove_member(self, request: web.Request) -> web.Response:
         group, uav = self._path_id(request, "group"), self._path_id(request, "uav")
-        return await self._command({"type": "remove_member", "group": group, "uav": uav, **self._expected(request)})
+        return await self._command(
+            request, {"type": "remove_member", "group": group, "uav": uav, **self._expected(request)}
+        )
 
     async def changes(self, request: web.Request) -> web.StreamResponse:
         raw = request.query.get("from_index", request.headers.get("Last-Event-ID", "0"))

@@ -346,6 +346,7 @@ class RaftCore:
             leader_id=self.leader_id,
             role=self.role,
             term=self.term,
+            vote_changed=(hs.term, hs.vote) != (self._prev_hard_state.term, self._prev_hard_state.vote),
         )
         self._msgs = []
         self._read_states = []
@@ -507,14 +508,14 @@ class RaftCore:
                 pr.probe_sent = True
 
     def _send_snapshot(self, to: int, pr: Progress) -> None:
-        if pr.state is not ProgressState.SNAPSHOT:
-            pr.become_snapshot(self.log.snapshot.meta.index)
+        if pr.state is not ProgressState.SNAPSHOT or pr.snapshot is None:
+            pr.become_snapshot(self.log.snapshot)
         self._send_snapshot_chunk(to, pr)
 
     def _send_snapshot_chunk(self, to: int, pr: Progress) -> None:
-        snap = self.log.snapshot
-        if pr.pending_snapshot != snap.meta.index:
-            pr.become_snapshot(snap.meta.index)  # a newer snapshot replaced the one in flight
+        snap = pr.snapshot
+        if snap is None:  # not sending one (a stale chunk answer): nothing to resend
+            return
         offset = pr.snapshot_offset
         chunk = snap.data[offset : offset + self.cfg.snapshot_chunk_bytes]
         done = offset + len(chunk) >= len(snap.data)

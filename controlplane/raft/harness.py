@@ -69,7 +69,8 @@ class Replica:
         assert term is not None
         snap = Snapshot(SnapshotMeta(index, term, core.conf), encode_items(self.applied))
         core.compact(snap)
-        self.storage.save_snapshot(snap, compact_through=core.log.snap_index)
+        self.storage.save_snapshot(snap)
+        self.storage.compact_log(core.log.snap_index)
         return snap
 
 

@@ -250,8 +250,11 @@ class ReadState:
 @dataclass(frozen=True, slots=True)
 class Ready:
     """What the caller must do, in this order: persist `hard_state`, `snapshot` and
-    `entries` (truncating any stored entries at or after entries[0].index) durably, then
-    send `messages`, then apply `snapshot` and `committed_entries`, then `advance(ready)`."""
+    `entries` (truncating any stored entries at or after entries[0].index), durably when
+    must_sync(); then send `messages`, then apply `snapshot` and `committed_entries`, then
+    `advance(ready)`. A hard state that only moves the commit index need not be fsynced on
+    its own (etcd-raft's MustSync): it must reach the disk no later than the entries written
+    after it, which a log that keeps it in order with the entries gives for free."""
 
     hard_state: HardState | None
     entries: tuple[Entry, ...]
@@ -263,5 +266,11 @@ class Ready:
     role: Role
     term: int
 
+    vote_changed: bool = False  # term or vote differ from the previous Ready's
+
     def must_sync(self) -> bool:
+        return bool(self.entries) or self.vote_changed or self.snapshot is not None
+
+    def has_state(self) -> bool:
+        """Something to write at all (perhaps without an fsync)."""
         return bool(self.entries) or self.hard_state is not None or self.snapshot is not None

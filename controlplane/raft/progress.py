@@ -6,6 +6,8 @@ from __future__ import annotations
 import enum
 from collections import deque
 
+from controlplane.raft.messages import Snapshot
+
 
 class ProgressState(enum.Enum):
     PROBE = "probe"  # one append at a time until we find where the logs match
@@ -22,6 +24,7 @@ class Progress:
         "probe_sent",
         "read_ack",
         "recent_active",
+        "snapshot",
         "snapshot_idle_ticks",
         "snapshot_offset",
         "state",
@@ -35,6 +38,9 @@ class Progress:
         self.recent_active = True
         self.inflight: deque[int] = deque()  # last index of each in-flight append
         self.pending_snapshot = 0
+        # The snapshot being sent, kept until it is through: a newer one the leader takes
+        # meanwhile must not restart a transfer that takes longer than snapshots come.
+        self.snapshot: Snapshot | None = None
         self.snapshot_offset = 0
         self.snapshot_idle_ticks = 0
         self.read_ack = 0  # highest ReadIndex heartbeat sequence this peer acknowledged
@@ -88,15 +94,17 @@ class Progress:
         self.probe_sent = False
         self.inflight.clear()
         self.pending_snapshot = 0
+        self.snapshot = None
 
     def become_replicate(self) -> None:
         self.state = ProgressState.REPLICATE
         self.next = self.match + 1
         self.inflight.clear()
 
-    def become_snapshot(self, snapshot_index: int) -> None:
+    def become_snapshot(self, snapshot: Snapshot) -> None:
         self.state = ProgressState.SNAPSHOT
-        self.pending_snapshot = snapshot_index
+        self.snapshot = snapshot
+        self.pending_snapshot = snapshot.meta.index
         self.snapshot_offset = 0
         self.snapshot_idle_ticks = 0
         self.inflight.clear()

@@ -25,8 +25,9 @@ class LogStore(Protocol):
     def compact(self, through_index: int) -> None:
         """Allow entries up to through_index to be discarded (a snapshot covers them)."""
 
-    def reset(self) -> None:
-        """Drop every entry: a snapshot received from the leader replaces the whole log."""
+    def reset(self, next_index: int) -> None:
+        """Drop every entry and continue at next_index: a snapshot received from the leader
+        replaces the whole log."""
 
     def close(self) -> None: ...
 
@@ -72,7 +73,7 @@ class MemoryLogStore:
     def compact(self, through_index: int) -> None:
         self._entries = [e for e in self._entries if e.index > through_index]
 
-    def reset(self) -> None:
+    def reset(self, next_index: int = 0) -> None:
         self._entries = []
 
     def close(self) -> None:
@@ -138,9 +139,11 @@ class MemoryStorage:
         if rd.hard_state is not None:
             self.stable.save(rd.hard_state)
 
-    def save_snapshot(self, snapshot: Snapshot, compact_through: int) -> None:
+    def save_snapshot(self, snapshot: Snapshot) -> None:
         self.snapshots.save(snapshot)
-        self.logs.compact(compact_through)
+
+    def compact_log(self, through_index: int) -> None:
+        self.logs.compact(through_index)
 
     def close(self) -> None:
         pass

@@ -8,7 +8,10 @@ do not reach Ray's actor processes:
 `drop` is the chance an attempt fails as a lost connection; `delay` a uniform delay in
 milliseconds before each attempt (beyond the attempt's timeout it becomes a timeout);
 `partition` splits replica ids into groups that cannot reach each other (`isolate=2` is
-`partition=2|<everyone else>`). An empty plan (or file) means no faults.
+`partition=2|<everyone else>`). `disk_error=2` makes replica 2's next fsync fail with EIO
+(persist/faults.py; from a plan file only, once per change of the file after the replica
+started, so a replica restarted from its disk is not failed again). An empty plan (or file)
+means no faults.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class FaultPlan:
     delay_ms: tuple[float, float] = (0.0, 0.0)
     groups: tuple[frozenset[int], ...] = ()  # partition: who can reach whom
     isolated: frozenset[int] = field(default_factory=frozenset)
+    disk_errors: frozenset[int] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.drop <= 1.0:
@@ -56,8 +60,10 @@ def parse_plan(text: str) -> FaultPlan:
             continue
         key, sep, value = part.partition("=")
         key = key.strip()
-        if not sep or key not in ("drop", "delay", "partition", "isolate"):
-            raise ValueError(f"fault plan: {part!r} is not one of drop=P, delay=LOW-HIGH, partition=A|B, isolate=N")
+        if not sep or key not in ("drop", "delay", "partition", "isolate", "disk_error"):
+            raise ValueError(
+                f"fault plan: {part!r} is not one of drop=P, delay=LOW-HIGH, partition=A|B, isolate=N, disk_error=N"
+            )
         values[key] = value.strip()
     try:
         drop = float(values.get("drop", "0"))
@@ -69,9 +75,10 @@ def parse_plan(text: str) -> FaultPlan:
             if group.strip()
         )
         isolated = frozenset(int(n) for n in values.get("isolate", "").split(",") if n.strip())
+        disk_errors = frozenset(int(n) for n in values.get("disk_error", "").split(",") if n.strip())
     except ValueError as exc:
         raise ValueError(f"fault plan {text!r}: {exc}") from None
-    return FaultPlan(drop, delay, groups if len(groups) > 1 else (), isolated)
+    return FaultPlan(drop, delay, groups if len(groups) > 1 else (), isolated, disk_errors)
 
 
 def target_id(address: str) -> int | None:
@@ -87,6 +94,12 @@ class PlanSource:
         self._plan = plan or FaultPlan()
         self._path = path
         self._mtime: tuple[int, int] | None = None
+
+    @property
+    def changed_at_ns(self) -> int:
+        """When the plan file last changed (0 for a fixed plan or no file)."""
+        self.current()
+        return self._mtime[0] if self._mtime is not None else 0
 
     def current(self) -> FaultPlan:
         if self._path is not None:

@@ -12,17 +12,23 @@ class SafetyViolation(AssertionError):
 
 
 class InvariantChecker:
-    def __init__(self) -> None:
+    def __init__(self, *, raise_on_violation: bool = True) -> None:
+        self.raise_on_violation = raise_on_violation
         self.leader_of_term: dict[int, int] = {}
         # (index, term) -> (kind, data, term of the previous entry): log matching by induction.
         self.entry_identity: dict[tuple[int, int], tuple[int, bytes, int | None]] = {}
         self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, data)
+        # index -> the lowest term any replica was in when it applied the entry: at least the
+        # term of the leader that committed it (a replica applies only what a leader of its
+        # current term, or its own durable state, told it was committed).
+        self.commit_term: dict[int, int] = {}
         self.max_committed = 0
         self.violations: list[str] = []
 
     def fail(self, message: str) -> None:
         self.violations.append(message)
-        raise SafetyViolation(message)
+        if self.raise_on_violation:
+            raise SafetyViolation(message)
 
     def on_leader(self, node: int, term: int) -> None:
         """Election safety: at most one leader per term."""
@@ -40,9 +46,11 @@ class InvariantChecker:
                 self.fail(f"log matching: node {node} holds a different entry at index {e.index} term {e.term}")
             prev_term = e.term
 
-    def on_applied(self, node: int, entries: tuple[Entry, ...]) -> None:
-        """State machine safety: no two nodes apply different entries at one index."""
+    def on_applied(self, node: int, entries: tuple[Entry, ...], term: int) -> None:
+        """State machine safety: no two nodes apply different entries at one index. `term`
+        is the applying node's current term."""
         for e in entries:
+            self.commit_term[e.index] = min(term, self.commit_term.get(e.index, term))
             seen = self.committed.setdefault(e.index, (e.term, e.data))
             if seen != (e.term, e.data):
                 self.fail(
@@ -52,12 +60,13 @@ class InvariantChecker:
             self.max_committed = max(self.max_committed, e.index)
 
     def on_became_leader(self, node: int, core: RaftCore) -> None:
-        """Leader completeness: a new leader's log holds every committed entry (those its
-        snapshot covers are in the snapshot)."""
+        """Leader completeness (§5.4): the leader of a term holds every entry committed in an
+        earlier term (those its snapshot covers are in the snapshot). An entry committed in
+        a later term need not be there: leaders of two terms can coexist for a while."""
         log = core.log
         for index in range(log.snap_index + 1, self.max_committed + 1):
             want = self.committed.get(index)
-            if want is None:
+            if want is None or self.commit_term[index] >= core.term:
                 continue
             if log.term(index) != want[0]:
                 self.fail(

@@ -59,6 +59,12 @@ def replay_command(seed: int, options: SimOptions) -> str:
         cmd += " --no-faults"
     if options.duration_ms != SimOptions.duration_ms:
         cmd += f" --duration-ms {options.duration_ms}"
+    if options.scenario:
+        cmd += f" --scenario {options.scenario}"
+    if options.focus:
+        cmd += f" --focus {options.focus}"
+    if options.bug:
+        cmd += f" --bug {options.bug}"
     return cmd
 
 
@@ -87,6 +93,21 @@ def run_many(
         if pool is not None:
             pool.terminate()
     return summary, time.monotonic() - started
+
+
+def first_violation(jobs: list[Job], workers: int) -> tuple[ScheduleResult | None, int]:
+    """Run jobs in order until one finds a violation: (its result, schedules run); (None,
+    len(jobs)) when none does. How the bug switches are shown to be caught."""
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    try:
+        results = pool.imap(_run, jobs) if pool is not None else map(_run, jobs)
+        for n, result in enumerate(results, start=1):
+            if result.violations:
+                return result, n
+        return None, len(jobs)
+    finally:
+        if pool is not None:
+            pool.terminate()
 
 
 def default_workers() -> int:

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from controlplane import bugs
 from controlplane.raft.messages import Entry
 from controlplane.state.columns import KINEMATICS, UAVColumns
 from controlplane.state.model import (
@@ -40,6 +41,7 @@ from controlplane.state.model import (
     great_circle_m,
     ident,
 )
+from controlplane.state.sessions import SESSION_FIELDS, SESSION_TTL_ENTRIES, Sessions, command_digest
 from controlplane.state.snapshot_codec import decode_state, encode_state
 from controlplane.state.telemetry import (
     TelemetryCounts,
@@ -51,9 +53,6 @@ from controlplane.state.telemetry import (
 )
 
 MAX_WAYPOINTS = 500
-# Exactly-once holds for a client that has not written for this many log entries (LogCabin
-# expires sessions too; by log index here, so every replica expires the same ones).
-SESSION_TTL_ENTRIES = 1_000_000
 CHECKPOINTS_KEPT = 16
 
 
@@ -116,13 +115,32 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 COMMANDS = frozenset(REQUIRED)
 
 
+def _session_fields(cmd: dict[str, Any]) -> tuple[str, int, int, bool]:
+    client, seq, ack, answered = cmd.get("client"), cmd.get("seq"), cmd.get("ack", 1), cmd.get("answered", False)
+    if not isinstance(answered, bool):
+        raise CommandError("answered", "must be true or false")
+    if not isinstance(client, str) or not client or len(client) > 256:
+        raise CommandError("client", "must be a non-empty string of at most 256 characters")
+    for name, value in (("seq", seq), ("ack", ack)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**63:
+            raise CommandError(name, "must be a positive integer below 2**63")
+    assert isinstance(seq, int) and isinstance(ack, int)
+    if ack > seq:
+        raise CommandError("ack", f"must not exceed seq ({ack} > {seq}): a client still waits for this command")
+    return client, seq, ack, answered
+
+
 def validate(command: dict[str, Any]) -> dict[str, Any]:
-    """Check a command before proposing it; raises CommandError naming the field."""
-    return _validate(command)
+    """Check a command before proposing it, types included; raises CommandError naming the
+    field. apply() checks again, so a command that bypassed this is refused there."""
+    _validate(command)
+    if any(name in command for name in SESSION_FIELDS):
+        _session_fields(command)
+    return command
 
 
 def encode(command: dict[str, Any]) -> bytes:
-    return json.dumps(validate(command), sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(validate(command), sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 class FleetState:
@@ -135,8 +153,7 @@ class FleetState:
         self.columns = UAVColumns()
         self.missions: dict[str, Mission] = {}
         self.groups: dict[str, Group] = {}
-        # client -> (last seq, its answer, log index of last use); least recently used first.
-        self.sessions: OrderedDict[str, tuple[int, dict[str, Any], int]] = OrderedDict()
+        self.sessions = Sessions(ttl_entries=session_ttl_entries)
         self.rejections = 0
         self.telemetry = TelemetryCounts()
         self.applied_index = 0
@@ -153,51 +170,65 @@ class FleetState:
     # --- StateMachine -----------------------------------------------------------------------
 
     def apply(self, entry: Entry) -> dict[str, Any]:
+        """Apply one committed entry. Never raises: a malformed entry, or a bug met while
+        applying one, is an answer recorded the same way on every replica."""
         self.applied_index = entry.index
-        if is_telemetry(entry.data):
-            return self._apply_telemetry(entry.data, entry.index)
+        try:
+            if is_telemetry(entry.data):
+                return self._apply_telemetry(entry.data, entry.index)
+            return self._apply_command(entry)
+        except MemoryError:
+            raise  # not deterministic: this replica must not go on with a different state
+        except Exception as exc:
+            if bugs.enabled("telemetry_poison"):
+                raise
+            self.rejections += 1
+            return {
+                "ok": False,
+                "index": entry.index,
+                "internal": True,
+                "field": "entry",
+                "error": f"applying it failed ({type(exc).__name__}: {exc}); the state may be partly changed",
+            }
+
+    def _apply_command(self, entry: Entry) -> dict[str, Any]:
         try:
             cmd = json.loads(entry.data)
         except ValueError:
             return self._reject(entry.index, CommandError("command", "not valid JSON"))
-        client = cmd.get("client") if isinstance(cmd, dict) else None
-        seq = cmd.get("seq") if isinstance(cmd, dict) else None
-        self._expire_sessions(entry.index)
-        if client is not None:
-            if not isinstance(client, str) or isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-                return self._reject(entry.index, CommandError("seq", "client needs a positive integer seq"))
-            last = self.sessions.get(client)
-            if last is not None and seq <= last[0]:
-                if seq == last[0]:
-                    self._touch_session(client, last[0], last[1], entry.index)
-                    return last[1]
-                return self._reject(entry.index, CommandError("seq", f"{seq} is older than {last[0]}"))
+        self.sessions.expire(entry.index)
+        if not isinstance(cmd, dict) or "client" not in cmd:
+            return self._execute(cmd, entry.index)
         try:
-            answer = {"ok": True, "index": entry.index, **self._apply(_validate(cmd), entry.index)}
+            client, seq, ack, answered = _session_fields(cmd)
         except CommandError as exc:
-            answer = self._reject(entry.index, exc)
-        else:
-            self._schedule()
-        if client is not None and isinstance(seq, int):
-            self._touch_session(client, seq, answer, entry.index)
+            return self._reject(entry.index, exc)
+        digest = command_digest(cmd)
+        seen = self.sessions.check(client, seq, ack, answered, digest, entry.index)
+        if seen.kind == "duplicate":
+            assert seen.answer is not None
+            self.sessions.touch(client, entry.index)
+            return seen.answer
+        if seen.kind == "expired":
+            return {"ok": False, "index": entry.index, "expired": True, "field": "seq", "error": seen.reason}
+        if seen.kind in ("reused", "older"):
+            return self._reject(entry.index, CommandError("seq", seen.reason), reused=seen.kind == "reused")
+        answer = self._execute(cmd, entry.index)
+        self.sessions.record(client, seq, digest, answer, entry.index)
         return answer
 
-    def _touch_session(self, client: str, seq: int, answer: dict[str, Any], index: int) -> None:
-        self.sessions[client] = (seq, answer, index)
-        self.sessions.move_to_end(client)
+    def _execute(self, cmd: Any, index: int) -> dict[str, Any]:
+        try:
+            answer = {"ok": True, "index": index, **self._apply(_validate(cmd), index)}
+        except CommandError as exc:
+            return self._reject(index, exc)
+        self._schedule()
+        return answer
 
-    def _expire_sessions(self, index: int) -> None:
-        """Sessions unused for session_ttl_entries log entries are forgotten (by log index,
-        not by clock, so every replica forgets them at the same entry)."""
-        while self.sessions:
-            client, (_, _, used) = next(iter(self.sessions.items()))
-            if used > index - self.session_ttl_entries:
-                break
-            del self.sessions[client]
-
-    def _reject(self, index: int, exc: CommandError) -> dict[str, Any]:
+    def _reject(self, index: int, exc: CommandError, *, reused: bool = False) -> dict[str, Any]:
+        """A definite refusal: nothing of the command was applied."""
         self.rejections += 1
-        return {
+        answer = {
             "ok": False,
             "index": index,
             "field": exc.field,
@@ -205,6 +236,9 @@ class FleetState:
             "conflict": isinstance(exc, ConflictError),
             "not_found": isinstance(exc, NotFoundError),
         }
+        if reused:
+            answer["reused"] = True
+        return answer
 
     def _touch(self, kind: str, record_id: str) -> None:
         if self.track_changes:
@@ -573,15 +607,24 @@ class FleetState:
         return encode_state(self)
 
     def restore(self, data: bytes) -> None:
+        self.prepare_restore(data)()
+
+    def prepare_restore(self, data: bytes) -> Callable[[], None]:
+        """Decode a snapshot into a new state without touching this one (a worker thread may
+        do it while queries read this state); the returned call swaps it in."""
         fresh = FleetState(session_ttl_entries=self.session_ttl_entries)
         if data:
             decode_state(data, fresh)
-        fresh.track_changes = self.track_changes
-        self.__dict__.update(fresh.__dict__)
-        self._idle = {u.id for u in self.uavs.values() if u.status is UAVStatus.IDLE and u.mission is None}
-        self._pending = sorted(
-            (-m.priority, m.created_index, m.id) for m in self.missions.values() if m.status is MissionStatus.PENDING
+        fresh._idle = {u.id for u in fresh.uavs.values() if u.status is UAVStatus.IDLE and u.mission is None}
+        fresh._pending = sorted(
+            (-m.priority, m.created_index, m.id) for m in fresh.missions.values() if m.status is MissionStatus.PENDING
         )
+
+        def install() -> None:
+            fresh.track_changes = self.track_changes
+            self.__dict__.update(fresh.__dict__)
+
+        return install
 
     def digests(self) -> dict[str, str]:
         """One hash per table (not of sessions or counters): equal on every replica at the

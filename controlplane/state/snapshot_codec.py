@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import struct
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -76,7 +75,7 @@ def encode_state(state: FleetState) -> bytes:
         "meta": pa.table(
             {
                 # in least-recently-used order: expiry depends on it
-                "sessions": pa.array([json.dumps([[c, s, a, i] for c, (s, a, i) in state.sessions.items()])]),
+                "sessions": pa.array([state.sessions.to_json()]),
                 "rejections": pa.array([state.rejections], pa.int64()),
                 "applied_index": pa.array([state.applied_index], pa.int64()),
                 "telemetry": pa.array([json.dumps(state.telemetry.to_dict())]),
@@ -156,7 +155,7 @@ def decode_state(data: bytes, state: FleetState) -> None:
         state.groups[gid] = Group(gid, set(members[pos : pos + count]), version)
         pos += count
     meta = t["meta"].to_pydict()
-    state.sessions = OrderedDict((c, (int(s), a, int(i))) for c, s, a, i in json.loads(meta["sessions"][0]))
+    state.sessions.load_json(meta["sessions"][0])
     state.rejections = int(meta["rejections"][0])
     state.applied_index = int(meta["applied_index"][0])
     state.telemetry = TelemetryCounts(**json.loads(meta["telemetry"][0]))

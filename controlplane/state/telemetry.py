@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from controlplane import bugs
 from controlplane.state.columns import KINEMATICS, UAVColumns
 
 REPORT_SCHEMA = pa.schema(
@@ -260,12 +261,41 @@ def decode_entry(data: bytes) -> tuple[list[pa.Table], bool]:
         (size,) = struct.unpack_from("<I", data, pos)
         if pos + 4 + size > len(data):
             raise ValueError("telemetry entry truncated")
-        table = pa.ipc.open_stream(pa.py_buffer(view[pos + 4 : pos + 4 + size])).read_all().combine_chunks()
-        if table.schema.names != REPORT_SCHEMA.names:
-            raise ValueError(f"telemetry segment has columns {table.schema.names}, expected {REPORT_SCHEMA.names}")
-        tables.append(table)
+        tables.append(_decode_segment(view[pos + 4 : pos + 4 + size]))
         pos += 4 + size
     return tables, bool(flags & FLAG_AUTO_REGISTER)
+
+
+def check_segment(segment: bytes) -> None:
+    """Raise ValueError naming what is wrong with a station's encoded segment; the leader
+    checks every segment before it goes into the log."""
+    if not isinstance(segment, bytes):
+        raise TypeError(f"a telemetry segment must be bytes, got {type(segment).__name__}")
+    _decode_segment(memoryview(segment))
+
+
+def _decode_segment(data: memoryview) -> pa.Table:
+    """One segment as a report table with exactly REPORT_SCHEMA's columns and types (ids
+    dictionary-encoded); ValueError when it is anything else."""
+    try:
+        table = pa.ipc.open_stream(pa.py_buffer(data)).read_all().combine_chunks()
+    except pa.ArrowException as exc:
+        raise ValueError(f"telemetry segment is not an Arrow stream: {exc}") from None
+    if table.schema.names != REPORT_SCHEMA.names:
+        raise ValueError(f"telemetry segment has columns {table.schema.names}, expected {REPORT_SCHEMA.names}")
+    if bugs.enabled("telemetry_poison"):
+        return table
+    for i, want in enumerate(REPORT_SCHEMA):
+        got = table.schema.field(i).type
+        if want.name in ("uav", "station"):
+            if pa.types.is_dictionary(got) and got.value_type == pa.string():
+                continue
+            if got != pa.string():
+                raise ValueError(f"telemetry column {want.name!r} is {got}, expected (dictionary-encoded) string")
+            table = table.set_column(i, want.name, pc.dictionary_encode(table.column(i)))
+        elif got != want.type:
+            raise ValueError(f"telemetry column {want.name!r} is {got}, expected {want.type}")
+    return table.combine_chunks()
 
 
 # --- applying: vectorized last-writer-wins -------------------------------------------------

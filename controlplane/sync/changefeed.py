@@ -63,10 +63,18 @@ class ChangeFeed:
         return self.state.snapshot()
 
     def restore(self, data: bytes) -> None:
-        self.state.restore(data)
-        self._changes.clear()
-        self.horizon = self.state.applied_index
-        self._notify()
+        self.prepare_restore(data)()
+
+    def prepare_restore(self, data: bytes) -> Callable[[], None]:
+        install_state = self.state.prepare_restore(data)
+
+        def install() -> None:
+            install_state()
+            self._changes.clear()
+            self.horizon = self.state.applied_index
+            self._notify()
+
+        return install
 
     def _trim(self) -> None:
         while len(self._changes) > self.window:

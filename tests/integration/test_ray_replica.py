@@ -1,6 +1,7 @@
 """Replicas as Ray actors: restart recovery from disk, and refusal to rejoin without a disk."""
 
 import asyncio
+import os
 import shutil
 
 import pytest
@@ -12,7 +13,17 @@ from tests.integration.fleet_commands import STATION, register
 
 
 @pytest.fixture(scope="module")
-def ray_session():
+def fault_plan(tmp_path_factory):
+    """A fault-plan file the replicas watch (rpc/faults.py); absent means no faults. Set
+    before Ray starts, so its workers inherit it."""
+    plan = tmp_path_factory.mktemp("faults") / "plan"
+    os.environ["UAV_FAULTS_FILE"] = str(plan)
+    yield plan
+    del os.environ["UAV_FAULTS_FILE"]
+
+
+@pytest.fixture(scope="module")
+def ray_session(fault_plan):
     ray.init(
         address="local",
         include_dashboard=False,
@@ -71,6 +82,40 @@ def test_restarted_replica_recovers_every_acknowledged_write_and_a_diskless_one_
                 await asyncio.sleep(0.1)
             await propose_to_leader(handles, register(1000))  # two of three carry on
         finally:
+            for h in handles.values():
+                ray.kill(h, no_restart=True)
+
+    asyncio.run(go())
+
+
+def test_a_replica_whose_raft_loop_fails_goes_down_and_comes_back_from_its_disk(ray_session, fault_plan, tmp_path):
+    """Defect 4 on real Ray: the leader's disk fails an fsync, its Raft loop dies, and the
+    replica must not linger as a frozen leader: the actor exits, Ray restarts it, and it
+    serves again from its own disk."""
+
+    async def go():
+        handles = deploy("dead", ["s1", "s2", "s3"], str(tmp_path))
+        try:
+            leader = await find_leader(handles, 60)
+            await propose_to_leader(handles, STATION)
+            for i in range(10):
+                await propose_to_leader(handles, register(i))
+            before = (await handles[leader].status.remote())["started_at"]
+            fault_plan.write_text(f"disk_error={leader}")
+            await propose_to_leader(handles, register(10), timeout=30)  # lands with a new leader
+            deadline = asyncio.get_running_loop().time() + 60
+            while True:
+                assert asyncio.get_running_loop().time() < deadline, "the failed replica never came back"
+                try:
+                    st = await asyncio.wait_for(handles[leader].status.remote(), 5)
+                except (ray.exceptions.RayActorError, TimeoutError):
+                    st = None
+                if st is not None and st["started_at"] > before and st["uavs"] == 11:
+                    break
+                await asyncio.sleep(0.2)
+            assert st["recovered_entries"] >= 11  # back from its log, not from scratch
+        finally:
+            fault_plan.unlink(missing_ok=True)
             for h in handles.values():
                 ray.kill(h, no_restart=True)
 
@@ -185,6 +230,36 @@ def test_controller_replaces_a_replica_that_lost_its_disk(ray_session, tmp_path)
             for h in handles.values():
                 ray.kill(h, no_restart=True)
             await discovery.close()
+
+    asyncio.run(asyncio.wait_for(go(), 180))
+
+
+def test_a_replacement_runs_with_every_setting_of_the_group(ray_session, tmp_path):
+    """replace_replica rebuilt the spec from a few of its arguments and dropped the rest
+    (auto-register, snapshot interval, telemetry batching, election ticks)."""
+    import dataclasses
+
+    from controlplane.actors import replace_replica
+    from controlplane.sync.coalescer import CoalescerConfig
+
+    async def go():
+        telemetry = CoalescerConfig(max_size=1 << 20, max_delay=0.005, max_in_flight=3)
+        handles = deploy(
+            "same", ["s1", "s2", "s3"], str(tmp_path), tick_interval=0.04, snapshot_every=500,
+            auto_register_uavs=True, telemetry=telemetry,
+        )  # fmt: skip
+        try:
+            await find_leader(handles, 60)
+            template = await handles[1].get_spec.remote()
+            new_id = await replace_replica(handles, "same", 3, "s3")
+            spec = await handles[new_id].get_spec.remote()
+            assert spec.joining and spec.replica == new_id
+            identity = {"replica": 99, "founders": (1,), "joining": True}
+            assert dataclasses.replace(spec, **identity) == dataclasses.replace(template, **identity)
+            assert spec.auto_register_uavs and spec.snapshot_every == 500 and spec.telemetry == telemetry
+        finally:
+            for h in handles.values():
+                ray.kill(h, no_restart=True)
 
     asyncio.run(asyncio.wait_for(go(), 180))
 

@@ -33,10 +33,10 @@ def test_same_index_and_term_with_a_different_predecessor_is_caught():
 
 def test_different_entries_applied_at_one_index_are_caught():
     c = InvariantChecker()
-    c.on_applied(1, (Entry(1, 1, b"x"), Entry(1, 2, b"y")))
-    c.on_applied(2, (Entry(1, 1, b"x"),))
+    c.on_applied(1, (Entry(1, 1, b"x"), Entry(1, 2, b"y")), term=1)
+    c.on_applied(2, (Entry(1, 1, b"x"),), term=1)
     with pytest.raises(SafetyViolation, match="state machine safety"):
-        c.on_applied(2, (Entry(2, 2, b"z"),))
+        c.on_applied(2, (Entry(2, 2, b"z"),), term=2)
 
 
 def test_a_leader_missing_a_committed_entry_is_caught():
@@ -45,8 +45,11 @@ def test_a_leader_missing_a_committed_entry_is_caught():
     net.propose(1, b"a")
     c = InvariantChecker()
     core = net.core(1)
-    c.on_applied(1, tuple(core.log.entries))
+    c.on_applied(1, tuple(core.log.entries), term=core.term)
     c.on_became_leader(1, core)  # holds everything: fine
-    c.on_applied(2, (Entry(core.term, core.log.last_index() + 1, b"only-elsewhere"),))
+    missing = Entry(core.term, core.log.last_index() + 1, b"only-elsewhere")
+    c.on_applied(2, (missing,), term=core.term)
+    c.on_became_leader(1, core)  # committed in its own term: it may not have it yet
+    c.on_applied(3, (missing,), term=core.term - 1)  # ...but this one was committed earlier
     with pytest.raises(SafetyViolation, match="leader completeness"):
         c.on_became_leader(1, core)

@@ -6,8 +6,11 @@ import asyncio
 
 import pytest
 
+from controlplane import bugs
+from controlplane.node import NodeFailed
 from controlplane.persist import DiskStorage
 from controlplane.raft import NotLeaderError
+from controlplane.raft.messages import ConfChange, ConfChangeOp
 from tests.node_cluster import Cluster, wait_for
 
 
@@ -136,6 +139,78 @@ def test_a_deposed_leader_answers_waiting_proposals_at_once():
             with pytest.raises(NotLeaderError):
                 await leader.propose(b"lost=1", timeout=10)
             assert asyncio.get_running_loop().time() - started < 3  # not the 10 s proposal timeout
+        finally:
+            await c.close()
+
+    run(go())
+
+
+class FailingStorage:
+    """Memory storage whose next fsync fails once `armed` (a disk that stops working)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.armed = False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def persist(self, rd):
+        if self.armed and rd.must_sync():
+            raise OSError(5, "injected EIO")
+        self.inner.persist(rd)
+
+
+def test_a_failed_raft_loop_takes_the_node_down_instead_of_leaving_a_zombie_leader():
+    """Defect 4: the loop died and the frozen core went on answering status as the leader."""
+
+    async def go(zombie: bool):
+        c = Cluster(3)
+        failures = []
+        for i in c.ids:
+            await c.start(i, storage=FailingStorage(c.storage[i]))
+        try:
+            leader = await c.leader()
+            leader.storage.armed = True
+            leader._on_failure = failures.append
+            with pytest.raises((NodeFailed, TimeoutError)):
+                await leader.propose(b"x=1", timeout=2)
+            if zombie:
+                assert leader.is_leader and leader.status().leader_id == leader.id  # the defect
+                return
+            assert failures and isinstance(failures[0], OSError)
+            assert not leader.is_leader
+            with pytest.raises(NodeFailed):
+                leader.status()
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(NodeFailed):
+                await leader.propose(b"y=1", timeout=10)
+            assert asyncio.get_running_loop().time() - started < 1  # at once, not after a timeout
+            others = [n for n in c.nodes.values() if n is not leader]
+            await wait_for(lambda: any(n.is_leader for n in others), timeout=10)
+        finally:
+            await c.close()
+
+    run(go(zombie=False))
+    with bugs.switched_on("zombie_leader"):
+        run(go(zombie=True))
+
+
+def test_a_membership_change_given_up_before_the_loop_takes_it_does_not_kill_the_loop():
+    """Found by the simulator: the loop answered a cancelled future and died of it."""
+
+    async def go():
+        c = Cluster(3)
+        for i in c.ids:
+            await c.start(i)
+        try:
+            leader = await c.leader()
+            follower = next(n for n in c.nodes.values() if n is not leader)
+            with pytest.raises(TimeoutError):
+                await follower.change_membership(ConfChange(ConfChangeOp.ADD_LEARNER, 9), timeout=0)
+            await asyncio.sleep(0.05)  # the loop takes the abandoned request in
+            assert follower.failure is None
+            await follower.read_barrier()  # still serving
         finally:
             await c.close()
 

@@ -177,3 +177,71 @@ def test_bad_ids_in_paths(path):
             assert r.status == 422
 
     run(scenario)
+
+
+def test_an_idempotency_key_applies_a_retried_command_once_and_refuses_reuse():
+    async def scenario(http, backend):
+        key = {**AUTH, "Idempotency-Key": "order-7f3a"}
+        body = {"uav": "u1", "home_station": "alpha"}
+        async with http.post("/v1/uavs", json=body, headers=key) as r:
+            first = await r.json()
+            assert r.status == 201, first
+        async with http.post("/v1/uavs", json=body, headers=key) as r:  # the answer was lost: retry
+            assert r.status == 201 and await r.json() == first  # the original answer, not "exists"
+        async with http.patch("/v1/uavs/u1", json={"battery": 50}, headers={**AUTH, "Idempotency-Key": "b1"}) as r:
+            assert r.status == 200
+        async with http.patch("/v1/uavs/u1", json={"battery": 50}, headers={**AUTH, "Idempotency-Key": "b1"}) as r:
+            assert r.status == 200
+        async with http.get("/v1/uavs/u1", headers=AUTH) as r:
+            assert (await r.json())["version"] == 2  # one update applied, not two
+        async with http.post("/v1/uavs", json={"uav": "u2", "home_station": "alpha"}, headers=key) as r:
+            assert r.status == 422 and (await r.json())["error"]["field"] == "Idempotency-Key"
+        async with http.get("/v1/uavs/u2", headers=AUTH) as r:
+            assert r.status == 404  # the reused key applied nothing
+        async with http.post("/v1/uavs", json=body, headers={**AUTH, "Idempotency-Key": "k" * 201}) as r:
+            assert r.status == 422 and (await r.json())["error"]["field"] == "Idempotency-Key"
+
+    run(scenario)
+
+
+class _Unknown:
+    """A backend whose commands end in an unknown outcome (no answer, expired, failed apply)."""
+
+    def __init__(self, backend, failure):
+        self.backend = backend
+        self.failure = failure
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    async def command(self, command, timeout=5, *, idempotency_key=None):
+        if isinstance(self.failure, BaseException):
+            raise self.failure
+        return self.failure
+
+
+@pytest.mark.parametrize(
+    ("failure", "status"),
+    [
+        (TimeoutError("no answer"), 503),
+        ({"ok": False, "index": 9, "expired": True, "field": "seq", "error": "session expired"}, 503),
+        ({"ok": False, "index": 9, "internal": True, "field": "entry", "error": "applying failed"}, 500),
+    ],
+)
+def test_an_unknown_outcome_is_never_answered_as_a_refusal(failure, status):
+    async def go():
+        backend = _Unknown(HarnessFleet(), failure)
+        server = TestServer(FleetAPI(backend, token=TOKEN).application(), host="127.0.0.1")
+        await server.start_server()
+        try:
+            async with (
+                aiohttp.ClientSession(str(server.make_url(""))) as http,
+                http.post("/v1/groups", json={"group": "g"}, headers=AUTH) as r,
+            ):
+                body = await r.json()
+                assert r.status == status, body
+                assert body["outcome"] == "unknown" and r.headers["Retry-After"] == "1"
+        finally:
+            await server.close()
+
+    asyncio.run(asyncio.wait_for(go(), 30))

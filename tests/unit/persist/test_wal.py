@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from controlplane import bugs
 from controlplane.persist import CorruptionError, FileLogStore, StorageError
-from controlplane.raft.messages import Entry, EntryKind
+from controlplane.raft.messages import Entry, EntryKind, HardState
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -62,24 +63,28 @@ def test_compact_deletes_only_whole_covered_segments(tmp_path):
 def test_reset_then_append_after_a_snapshot_point(tmp_path):
     store = FileLogStore(tmp_path)
     store.append(entries(1, 10))
-    store.reset()
+    store.reset(500)
     store.append(entries(500, 3, term=4))
     store.sync()
     store.close()
     assert FileLogStore(tmp_path).entries() == entries(500, 3, term=4)
 
 
-@pytest.mark.parametrize("cut", [1, 5, 8, 9, 20, -1])
-def test_torn_last_record_is_truncated_on_recovery(tmp_path, cut):
+def record_offsets(tmp_path, n, size=40):
     store = FileLogStore(tmp_path)
-    store.append(entries(1, 10, size=40))
+    store.append(entries(1, n, size=size))
     store.sync()
+    offsets = list(store.segments[0].offsets)
     store.close()
-    seg = next(tmp_path.glob("wal-*.log"))
+    return next(tmp_path.glob("wal-*.log")), offsets
+
+
+@pytest.mark.parametrize("cut", [1, 5, 8, 15, 16, 20, -1])
+def test_torn_last_record_is_truncated_on_recovery(tmp_path, cut):
+    seg, offsets = record_offsets(tmp_path, 10)
     size = seg.stat().st_size
-    record = size // 10
     with open(seg, "r+b") as f:
-        f.truncate(size - record + cut if cut > 0 else size - 1)
+        f.truncate(offsets[-1] + cut if cut > 0 else size - 1)
     again = FileLogStore(tmp_path)
     assert again.entries() == entries(1, 9, size=40)
     assert again.repaired_tail_bytes > 0
@@ -90,14 +95,20 @@ def test_torn_last_record_is_truncated_on_recovery(tmp_path, cut):
 
 
 def test_a_garbled_final_record_counts_as_torn(tmp_path):
-    store = FileLogStore(tmp_path)
-    store.append(entries(1, 5, size=40))
-    store.sync()
-    store.close()
-    seg = next(tmp_path.glob("wal-*.log"))
+    seg, _ = record_offsets(tmp_path, 5)
     data = bytearray(seg.read_bytes())
     data[-3] ^= 0xFF
     seg.write_bytes(bytes(data))
+    assert FileLogStore(tmp_path).entries() == entries(1, 4, size=40)
+
+
+@pytest.mark.parametrize("kept", [0, 3, 16, 30])
+def test_a_final_record_cut_short_then_zero_filled_counts_as_torn(tmp_path, kept):
+    seg, offsets = record_offsets(tmp_path, 5)
+    data = seg.read_bytes()
+    end = len(data)
+    torn = data[: offsets[-1] + kept] + b"\0" * (end - offsets[-1] - kept + 100)
+    seg.write_bytes(torn)
     assert FileLogStore(tmp_path).entries() == entries(1, 4, size=40)
 
 
@@ -113,20 +124,67 @@ def test_zero_filled_tail_counts_as_torn(tmp_path):
 
 
 def test_corruption_in_the_middle_is_refused_with_file_and_offset(tmp_path):
-    store = FileLogStore(tmp_path)
-    store.append(entries(1, 10, size=40))
-    store.sync()
-    store.close()
-    seg = next(tmp_path.glob("wal-*.log"))
+    seg, offsets = record_offsets(tmp_path, 10)
     data = bytearray(seg.read_bytes())
-    record = len(data) // 10
-    data[3 * record + 20] ^= 0x01
+    data[offsets[3] + 20] ^= 0x01
     seg.write_bytes(bytes(data))
     with pytest.raises(CorruptionError) as info:
         FileLogStore(tmp_path)
-    assert info.value.path == seg and info.value.offset == 3 * record
-    assert str(seg) in str(info.value) and f"offset {3 * record}" in str(info.value)
+    assert info.value.path == seg and info.value.offset == offsets[3]
+    assert str(seg) in str(info.value) and f"offset {offsets[3]}" in str(info.value)
     assert seg.read_bytes() == bytes(data)  # refused, not "repaired"
+
+
+@pytest.mark.parametrize("flip", [1, 2, 3])
+def test_a_corrupt_length_mid_segment_is_refused_not_taken_for_a_torn_tail(tmp_path, flip):
+    """Defect 6: the record length sat outside the checksum, so a damaged length made the
+    acknowledged records after it look like a torn tail, and recovery dropped them."""
+    seg, offsets = record_offsets(tmp_path, 10)
+    data = bytearray(seg.read_bytes())
+    data[offsets[4] + flip] ^= 0x40  # the length of record 5 of 10 now runs past the end
+    seg.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError) as info:
+        FileLogStore(tmp_path)
+    assert info.value.offset == offsets[4]
+    with bugs.switched_on("wal_length_unchecked"):  # the old format's rule loses 5..10
+        assert len(FileLogStore(tmp_path).entries()) < 10
+
+
+def test_the_first_stored_entry_can_be_truncated(tmp_path):
+    """Defect 2: after a snapshot install the WAL starts at snapshot+1; a conflicting append
+    there must replace it, not kill the Raft loop."""
+    store = FileLogStore(tmp_path)
+    store.reset(101)
+    store.append(entries(101, 5, term=3))
+    store.append(entries(101, 2, term=4))
+    store.sync()
+    assert store.entries() == entries(101, 2, term=4)
+    store.close()
+    assert FileLogStore(tmp_path).entries() == entries(101, 2, term=4)
+    with bugs.switched_on("wal_first_truncate"), pytest.raises(StorageError, match="first stored"):
+        FileLogStore(tmp_path).append(entries(101, 1, term=5))
+
+
+def test_hard_states_ride_in_the_log_and_the_latest_wins(tmp_path):
+    store = FileLogStore(tmp_path, segment_bytes=1024)
+    store.write(entries(1, 3), HardState(1, 0, 3))
+    store.write(entries(4, 100, size=30), HardState(2, 1, 50))
+    store.write((), HardState(2, 1, 90))
+    store.sync()
+    store.compact(80)  # old segments go; each segment starts with the hard state
+    store.close()
+    again = FileLogStore(tmp_path, segment_bytes=1024)
+    assert again.hard_state == HardState(2, 1, 90)
+    assert again.entries()[-1].index == 103
+
+
+def test_truncation_keeps_the_latest_hard_state(tmp_path):
+    store = FileLogStore(tmp_path)
+    store.write(entries(1, 10), HardState(2, 1, 4))
+    store.write(entries(6, 1, term=3), None)  # cuts the hard-state record that followed 10
+    store.sync()
+    store.close()
+    assert FileLogStore(tmp_path).hard_state == HardState(2, 1, 4)
 
 
 def test_corruption_in_an_earlier_segment_is_refused(tmp_path):

@@ -97,3 +97,29 @@ def test_snapshot_carries_the_configuration():
     net.heal()
     net.tick(times=5)
     assert net.core(4).conf == snap.meta.conf
+
+
+def test_a_newer_snapshot_does_not_restart_a_transfer_in_flight():
+    """Found by the simulator: with small chunks and frequent snapshots, every new snapshot
+    restarted the transfer from byte 0, and a lagging follower never caught up."""
+    net = follower_behind_a_snapshot(40)
+    first = net.core(1).log.snapshot.meta.index
+    seen = []
+    original = net.core(3).step
+
+    def spy(m):
+        if isinstance(m, InstallSnapshot):
+            seen.append(m)
+            if len(seen) == 3:  # mid-transfer, the leader commits more and compacts again
+                for i in range(5):
+                    net.propose(1, b"more%d" % i)
+                net.replicas[1].take_snapshot()
+        original(m)
+
+    net.core(3).step = spy
+    net.tick(times=3)
+    transfer = [m for m in seen if m.meta.index == first]
+    assert transfer[-1].done and [m.offset for m in transfer] == sorted({m.offset for m in transfer})
+    assert transfer[0].offset == 0 and sum(1 for m in transfer if m.offset == 0) == 1  # never restarted
+    assert net.core(1).log.snapshot.meta.index > first
+    assert net.replicas[3].applied == net.replicas[1].applied  # and then it caught up

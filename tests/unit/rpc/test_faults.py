@@ -71,3 +71,27 @@ def test_a_plan_file_is_reread_when_it_changes(tmp_path):
 
     asyncio.run(go())
     assert with_faults(Recorder(), 1, {}).__class__ is Recorder  # off by default
+
+
+def test_a_disk_error_fires_once_per_change_of_the_plan_file_after_the_replica_started(tmp_path):
+    import os
+    import time
+
+    from controlplane.persist.faults import FaultyStorage, with_disk_faults
+    from controlplane.raft.messages import Entry, Ready, Role
+    from controlplane.raft.storage import MemoryStorage
+
+    assert parse_plan("disk_error=2,3").disk_errors == {2, 3}
+    plan = tmp_path / "plan"
+    plan.write_text("disk_error=2")
+    old = time.time_ns() - 10**9
+    os.utime(plan, ns=(old, old))  # written before this replica started: not for it
+    storage = with_disk_faults(MemoryStorage(), 2, {"UAV_FAULTS_FILE": str(plan)})
+    assert isinstance(storage, FaultyStorage)
+    ready = Ready(None, (Entry(1, 1, b"x"),), None, (), (), (), 0, Role.FOLLOWER, 1)
+    storage.persist(ready)  # the plan predates the process: no fault
+    plan.write_text("disk_error=2 ")
+    with pytest.raises(OSError, match="injected disk error"):
+        storage.persist(ready)
+    storage.persist(ready)  # once per change
+    assert with_disk_faults(MemoryStorage(), 2, {}).__class__ is MemoryStorage

@@ -13,11 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controlplane import bugs
 from controlplane.raft.messages import Entry
 from controlplane.state.fleet import FleetState
 from controlplane.state.telemetry import (
     REPORT_SCHEMA,
     ReportError,
+    check_segment,
     decode_entry,
     encode_entry,
     encode_segment,
@@ -162,6 +164,40 @@ def test_a_forged_entry_is_rechecked_on_apply():
     assert not bad["ok"] and bad["field"] == "telemetry" and s.digest() == before
 
 
+def _raw_segment(table: pa.Table) -> bytes:
+    """A segment written the way a buggy station would: no dictionary encoding, any types."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def test_a_poison_segment_is_refused_before_the_log_and_never_raises_in_apply():
+    """Defect 7: a segment whose uav column was not dictionary-encoded raised in apply, on
+    every replica at the same index, and again on every replay."""
+    table, _ = normalize([report("u0", 5.0, 1, lat=10.0)], station="alpha")
+    plain = _raw_segment(table)  # the uav column as plain strings
+    check_segment(plain)  # fine once normalised: the leader lets it through
+    s = fleet()
+    answer = s.apply(Entry(1, 10, join_segments([plain], auto_register=False)))
+    assert answer["ok"] and answer["accepted"] == 1 and s.uav("u0")["lat"] == 10.0
+    wrong = table.set_column(table.schema.get_field_index("time"), "time", pa.array(["5.0"]))
+    with pytest.raises(ValueError, match="'time' is string, expected double"):
+        check_segment(_raw_segment(wrong))  # refused at the leader: it never reaches the log
+    forged = s.apply(Entry(1, 11, join_segments([_raw_segment(wrong)], auto_register=False)))
+    assert forged["ok"] is False and "time" in forged["error"]  # and if it did: a recorded refusal
+    with bugs.switched_on("telemetry_poison"), pytest.raises(AttributeError):
+        fleet().apply(Entry(1, 10, join_segments([plain], auto_register=False)))
+
+
+def test_apply_never_raises_even_on_a_bug_inside_a_command():
+    s = fleet()
+    s._cmd_create_group = lambda cmd, index: 1 / 0  # a bug in one handler
+    answer = command(s, 20, {"type": "create_group", "group": "g"})
+    assert answer["ok"] is False and answer["internal"] and "ZeroDivisionError" in answer["error"]
+    assert command(s, 21, {"type": "checkpoint"})["ok"]  # and the replica goes on
+
+
 def test_entry_round_trip_and_compression():
     rows = [report(f"u{i % 100}", float(i), i, lat=47.0 + i / 1e5, lon=8.0) for i in range(10_000)]
     table, _ = normalize(rows, station="alpha")
@@ -204,15 +240,6 @@ def test_snapshot_keeps_reports_and_counters():
     assert copy.digests() == s.digests() and copy.telemetry == s.telemetry
     stale = send(copy, 11, [report("u0", 2.0, 7)])
     assert stale["stale"] == 1  # the last report's (time, seq) survived the snapshot
-
-
-def test_sessions_expire_by_log_index():
-    s = FleetState(session_ttl_entries=10)
-    command(s, 1, {"type": "create_group", "group": "g", "client": "c", "seq": 1})
-    command(s, 5, {"type": "create_group", "group": "h", "client": "d", "seq": 1})
-    assert set(s.sessions) == {"c", "d"}
-    command(s, 12, {"type": "checkpoint"})
-    assert set(s.sessions) == {"d"}
 
 
 reports_strategy = st.lists(

@@ -1,0 +1,225 @@
+"""One replica's composition: RaftNode over its storage, the fleet state behind the change
+feed, peer RPC through RaftRPCClient, the leader's telemetry coalescing, and the answers
+clients get. A plain class: the Ray actor (actors.py) and the simulator (sim/) both run it,
+each handing in its own storage, transport, clock and blocking-work runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.node import BlockingRunner, NodeStorage, RaftNode, run_in_thread
+from controlplane.raft import ConfChange, ConfChangeOp, NotLeaderError, RaftConfig, RaftError
+from controlplane.raft.codec import decode_batch
+from controlplane.rpc.client import Peer, RaftRPCClient
+from controlplane.rpc.config import RPCConfig
+from controlplane.rpc.stats import StatsHook
+from controlplane.rpc.transport import Transport
+from controlplane.state.fleet import FleetState
+from controlplane.state.model import CommandError
+from controlplane.state.queries import run_query
+from controlplane.state.sessions import SESSION_TTL_ENTRIES
+from controlplane.state.telemetry import check_segment, join_segments
+from controlplane.sync.changefeed import ChangeFeed
+from controlplane.sync.coalescer import Coalescer, CoalescerConfig
+
+# The leader's telemetry batching: entries of up to 16 MB of station segments, cut after
+# 2 ms or when a send slot frees up (batches grow under load; see sync/coalescer.py).
+LEADER_TELEMETRY = CoalescerConfig(max_size=16 << 20, max_delay=0.002, max_in_flight=2)
+MEMBERSHIP_OPS = {
+    "add_learner": ConfChangeOp.ADD_LEARNER,
+    "add_voter": ConfChangeOp.ADD_VOTER,
+    "remove": ConfChangeOp.REMOVE,
+}
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    """How a replica behaves, whichever shell runs it."""
+
+    tick_interval: float = 0.05
+    election_ticks: int = 10
+    # Replication shape (raft/core.py RaftConfig); the defaults suit fleets of any size.
+    max_entries_per_msg: int = 512
+    max_inflight_msgs: int = 64
+    snapshot_chunk_bytes: int = 1 << 20
+    compaction_keep: int = 128
+    snapshot_every: int = 10_000
+    snapshot_bytes: int = 256 << 20
+    # Peer RPC: short timeouts and few retries, since Raft resends on its own.
+    rpc: RPCConfig = field(default_factory=lambda: RPCConfig(timeout=0.5, max_retries=2, retry_delay=0.02))
+    # Telemetry naming a UAV the fleet does not know: rejected (False) or registered at the
+    # station that received it (True).
+    auto_register_uavs: bool = False
+    # The leader folds the telemetry tables of all stations into one log entry per batch.
+    telemetry: CoalescerConfig = LEADER_TELEMETRY
+    session_ttl_entries: int = SESSION_TTL_ENTRIES
+
+    def __post_init__(self) -> None:
+        if not self.tick_interval > 0:
+            raise ValueError(f"tick_interval must be positive seconds, got {self.tick_interval}")
+        self.raft_config(1)  # RaftConfig checks its fields: fail at configuration time
+        if self.snapshot_every < 1 or self.snapshot_bytes < 1:
+            raise ValueError("snapshot_every and snapshot_bytes must be positive")
+        if self.session_ttl_entries < 1:
+            raise ValueError(f"session_ttl_entries must be positive, got {self.session_ttl_entries}")
+
+    def raft_config(self, node_id: int, seed: int = 0) -> RaftConfig:
+        return RaftConfig(
+            node_id=node_id,
+            election_ticks=self.election_ticks,
+            max_entries_per_msg=self.max_entries_per_msg,
+            max_inflight_msgs=self.max_inflight_msgs,
+            snapshot_chunk_bytes=self.snapshot_chunk_bytes,
+            compaction_keep=self.compaction_keep,
+            seed=seed,
+        )
+
+
+class Replica:
+    def __init__(
+        self,
+        node_id: int,
+        storage: NodeStorage,
+        transport: Transport,
+        address_of: Callable[[int], str],
+        settings: ReplicaSettings | None = None,
+        *,
+        seed: int = 0,
+        hooks: Sequence[StatsHook] = (),
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        run_blocking: BlockingRunner = run_in_thread,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.id = node_id
+        self.settings = settings = settings or ReplicaSettings()
+        self.state = FleetState(session_ttl_entries=settings.session_ttl_entries)
+        self.feed = ChangeFeed(self.state)
+        self.telemetry: Coalescer[bytes] = Coalescer(self._propose_telemetry, len, settings.telemetry)
+        self.client = RaftRPCClient(node_id, transport, settings.rpc, hooks=hooks, rng=rng)
+        self._address_of = address_of
+        self.node = RaftNode(
+            settings.raft_config(node_id, seed),
+            storage,
+            self.feed,
+            self._send,
+            tick_interval=settings.tick_interval,
+            snapshot_every=settings.snapshot_every,
+            snapshot_bytes=settings.snapshot_bytes,
+            sleep=sleep,
+            run_blocking=run_blocking,
+            on_failure=on_failure,
+        )
+
+    def _send(self, message: Any) -> None:
+        self.client.post(Peer(message.dst, self._address_of(message.dst)), message)
+
+    async def start(self) -> None:
+        await self.node.start()
+
+    async def stop(self) -> None:
+        await self.node.stop()
+        await self.client.close()
+
+    # --- peers ------------------------------------------------------------------------------
+
+    def deliver(self, body: bytes) -> None:
+        """A batch of encoded Raft messages from a peer."""
+        for m in decode_batch(body):
+            self.node.receive(m)
+
+    # --- clients ----------------------------------------------------------------------------
+
+    async def propose(self, command: bytes, timeout: float = 5.0) -> Any:
+        return await self.node.propose(command, timeout)
+
+    async def propose_many(self, commands: list[bytes], timeout: float = 5.0) -> list[tuple[str, Any]]:
+        """Commands from many clients, proposed in one Raft round. Per command ("ok", the
+        state machine's answer) or ("retry", why): not known to be applied here (not the
+        leader, dropped by a newer term, timed out, failed); resend the same bytes, which
+        the command's (client, seq) makes safe."""
+        outcomes = await asyncio.gather(*(self.node.propose(c, timeout) for c in commands), return_exceptions=True)
+        answers: list[tuple[str, Any]] = []
+        for outcome in outcomes:
+            if isinstance(outcome, RaftError | TimeoutError):
+                answers.append(("retry", f"{type(outcome).__name__}: {outcome}"))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                answers.append(("ok", outcome))
+        return answers
+
+    async def consistent(self, consistency: str) -> None:
+        if consistency == "linearizable":
+            await self.node.read_barrier()
+        elif consistency != "stale":
+            raise ValueError(f"consistency must be 'linearizable' or 'stale', got {consistency!r}")
+
+    async def query(self, name: str, args: dict[str, Any] | None = None, consistency: str = "linearizable") -> Any:
+        """A named fleet query (state/queries.py), after a ReadIndex barrier unless stale."""
+        await self.consistent(consistency)
+        return run_query(self.state, name, args)
+
+    async def query_many(
+        self, queries: list[tuple[str, dict[str, Any] | None]], consistency: str = "linearizable"
+    ) -> list[tuple[bool, Any]]:
+        """Named queries from many clients after one ReadIndex barrier: per query (True,
+        answer) or (False, its CommandError)."""
+        await self.consistent(consistency)
+        answers: list[tuple[bool, Any]] = []
+        for name, args in queries:
+            try:
+                answers.append((True, run_query(self.state, name, args)))
+            except CommandError as exc:
+                answers.append((False, exc))
+        return answers
+
+    async def watch(self, from_index: int, kinds: list[str] | None = None, timeout: float = 10.0) -> dict[str, Any]:
+        """Changes after log index `from_index` (long poll up to `timeout`), or a reset."""
+        return await self.feed.wait(from_index, kinds, timeout)
+
+    def checkpoint_digests(self, index: int) -> dict[str, str] | None:
+        """The table digests this replica computed when it applied checkpoint `index`."""
+        return self.state.checkpoints.get(index)
+
+    async def submit_segments(self, segments: list[bytes], timeout: float = 10.0) -> list[Any]:
+        """Leader only: encoded telemetry segments (state/telemetry.py) from stations, joined
+        with every other station's into few log entries. Each is checked first: a malformed
+        segment is refused here and never reaches the log. Returns the apply counts of the
+        entries they went in, once applied here."""
+        if not self.node.is_leader:
+            raise NotLeaderError(self.node.status().leader_id)
+        for segment in segments:
+            check_segment(segment)
+        return list(await asyncio.wait_for(asyncio.gather(*(self.telemetry.submit(s) for s in segments)), timeout))
+
+    async def _propose_telemetry(self, segments: list[bytes]) -> Any:
+        entry = join_segments(segments, auto_register=self.settings.auto_register_uavs)
+        return await self.node.propose(entry, timeout=10.0)
+
+    def status(self) -> dict[str, Any]:
+        s = self.node.status()
+        return {
+            "replica": self.id,
+            "role": s.role.value,
+            "term": s.term,
+            "leader": s.leader_id,
+            "commit": s.commit,
+            "applied": self.node.applied_index,
+            "voters": sorted(s.conf.voters),
+            "learners": sorted(s.conf.learners),
+            "match": s.match,
+            "uavs": len(self.state.uavs),
+            "missions": len(self.state.missions),
+        }
+
+    async def change_membership(self, op: str, node_id: int, timeout: float = 10.0) -> None:
+        """Leader only: op is add_learner, add_voter (promote) or remove."""
+        if op not in MEMBERSHIP_OPS:
+            raise ValueError(f"op must be one of {sorted(MEMBERSHIP_OPS)}, got {op!r}")
+        await self.node.change_membership(ConfChange(MEMBERSHIP_OPS[op], node_id), timeout)

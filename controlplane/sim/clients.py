@@ -1,0 +1,206 @@
+"""Simulated clients: each pipelines fleet commands through one ClientSession (the SDK's),
+follows the leader, retries the same bytes after errors and lost answers, and reads back
+linearizably, from leaders and followers. Every operation goes into a register history for
+the linearizability checker (a UAV's altitude is the register), and every final answer is
+kept for the exactly-once check ("no definite refusal of an applied command")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from controlplane.raft.core import RaftError
+from controlplane.replica import Replica
+from controlplane.session import APPLIED, REFUSED, UNKNOWN, ClientSession, outcome
+from controlplane.sim.linearizability import Operation
+from controlplane.sim.loop import current_node
+from controlplane.state.model import CommandError
+
+if TYPE_CHECKING:
+    from controlplane.sim.world import Simulation
+
+
+class Unreachable(Exception):
+    """The request or its answer was lost, or the replica is down."""
+
+
+@dataclass
+class FinalAnswer:
+    client: str
+    seq: int
+    outcome: str
+    answer: dict[str, Any] | None
+
+
+class Gateway:
+    """One request and its answer between a client and a replica, over the simulated
+    network. The replica's side runs as that replica's task: if it crashes, no answer."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+
+    async def call(self, node_id: int, work: Callable[[Replica], Awaitable[Any]], timeout: float) -> Any:
+        sim, net = self.sim, self.sim.network
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        there, back = net.delay(), net.delay()
+        lost = net.rng.random() < net.faults.loss
+
+        def arrive() -> None:
+            node = sim.nodes.get(node_id)
+            if node is None or not node.alive or node.replica is None:
+                if not answer.done():
+                    answer.set_exception(Unreachable(f"replica {node_id} is down"))
+                return
+            replica = node.replica
+            ctx = contextvars.copy_context()
+            ctx.run(current_node.set, (node.id, node.incarnation))
+
+            async def serve() -> None:
+                try:
+                    result: Any = await work(replica)
+                except (RaftError, TimeoutError, CommandError, ValueError) as exc:
+                    result = exc
+                if not (net.rng.random() < net.faults.loss):
+                    loop.call_later(back, _settle, answer, result)
+
+            sim.spawn_task(loop.create_task(serve(), context=ctx))
+
+        if not lost:
+            loop.call_later(there, arrive)
+        try:
+            result = await asyncio.wait_for(answer, timeout)
+        except TimeoutError:
+            raise Unreachable(f"no answer from replica {node_id} within {timeout}s") from None
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+
+class SimClient:
+    def __init__(self, sim: Simulation, index: int, pipeline: int, keys: list[str]) -> None:
+        self.sim = sim
+        self.index = index
+        self.pipeline = pipeline
+        self.keys = keys
+        self.session = ClientSession(f"client-{index}")
+        self.rng = random.Random(sim.rng.random())
+        self.leader = 0
+        self.completed = 0
+        self.last_completed_at = 0.0
+
+    async def run(self, stop_at: float) -> None:
+        await asyncio.gather(*(self._worker(w, stop_at) for w in range(self.pipeline)))
+
+    async def _worker(self, worker: int, stop_at: float) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(self.rng.uniform(0, 0.05))
+        while loop.time() < stop_at:
+            key = self.rng.choice(self.keys)
+            if self.rng.random() < 0.55:
+                await self.write(key, self.sim.next_value())
+            else:
+                await self.read(key)
+            await asyncio.sleep(self.rng.uniform(0.001, 0.02))
+
+    # --- operations -------------------------------------------------------------------------
+
+    async def write(self, key: str, value: int) -> None:
+        loop = asyncio.get_running_loop()
+        op = Operation(self.index, key, "write", value, loop.time())
+        self.sim.history.append(op)
+        result, _ = await self.command({"type": "update_uav", "uav": key, "alt": float(value)})
+        if result == APPLIED:
+            op.ret = loop.time()
+            self._completed()
+        elif result == REFUSED:
+            self.sim.history.remove(op)  # it did not happen (the exactly-once check holds us to that)
+
+    async def command(self, command: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        """Propose until answered or out of time: (APPLIED | REFUSED | UNKNOWN, the answer)."""
+        loop = asyncio.get_running_loop()
+        seq, data = self.session.command(command)
+        deadline = loop.time() + self.sim.op_timeout
+        answer: dict[str, Any] | None = None
+        result = UNKNOWN
+        while loop.time() < deadline:
+            target = await self._target()
+            try:
+                [(kind, value)] = await self.sim.gateway.call(
+                    target, lambda r: r.propose_many([data], timeout=self.sim.propose_timeout), self.sim.call_timeout
+                )
+            except (Unreachable, RaftError, TimeoutError):
+                self.leader = 0
+                await asyncio.sleep(self.rng.uniform(0.005, 0.03))
+                continue
+            if kind == "retry":
+                self.leader = 0
+                await asyncio.sleep(self.rng.uniform(0.005, 0.03))
+                continue
+            answer = value
+            result = outcome(value)
+            break
+        self.session.done(seq, answer)
+        self.sim.final_answers.append(FinalAnswer(self.session.client_id, seq, result, answer))
+        return result, answer
+
+    async def read(self, key: str) -> None:
+        loop = asyncio.get_running_loop()
+        op = Operation(self.index, key, "read", None, loop.time())
+        deadline = loop.time() + self.sim.op_timeout
+        while loop.time() < deadline:
+            # Reads go to leaders and to followers (a follower asks the leader for a ReadIndex).
+            target = await self._target() if self.rng.random() < 0.7 else self.sim.random_live_node(self.rng)
+            if not target:
+                await asyncio.sleep(0.02)
+                continue
+            try:
+                record = await self.sim.gateway.call(
+                    target, lambda r: r.query("uav", {"id": key}), self.sim.call_timeout
+                )
+            except (Unreachable, RaftError, TimeoutError):
+                self.leader = 0
+                await asyncio.sleep(self.rng.uniform(0.005, 0.03))
+                continue
+            op.value = int(record["alt"])
+            op.ret = loop.time()
+            self.sim.history.append(op)
+            self._completed()
+            return
+
+    def _completed(self) -> None:
+        self.completed += 1
+        self.last_completed_at = asyncio.get_running_loop().time()
+
+    async def _target(self) -> int:
+        """The leader as last heard of, else what a random replica says, else a guess."""
+        if self.leader and self.sim.is_member(self.leader):
+            return self.leader
+        probe = self.sim.random_live_node(self.rng)
+        if probe:
+            try:
+                status = await self.sim.gateway.call(probe, lambda r: _status(r), self.sim.call_timeout)
+                hint = int(status["leader"])
+                if hint and self.sim.is_member(hint):
+                    self.leader = hint
+                    return hint
+            except (Unreachable, RaftError, TimeoutError):
+                pass
+        return probe or 1
+
+
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+async def _status(replica: Replica) -> dict[str, Any]:
+    return replica.status()
+
+
+INF = math.inf
