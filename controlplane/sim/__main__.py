@@ -13,9 +13,10 @@ import os
 import sys
 
 from controlplane import bugs
+from controlplane.sim.faults import FOCUS
 from controlplane.sim.runner import Job, default_workers, run_many, stderr_progress
 from controlplane.sim.scenarios import SCENARIOS
-from controlplane.sim.world import FOCUS, SimOptions
+from controlplane.sim.world import SimOptions
 
 
 def _replica_list(text: str) -> list[int]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import math
+import itertools
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
 
 from controlplane.raft.core import RaftError
 from controlplane.replica import Replica
@@ -20,6 +22,7 @@ from controlplane.session import APPLIED, REFUSED, UNKNOWN, ClientSession, outco
 from controlplane.sim.linearizability import Operation
 from controlplane.sim.loop import current_node
 from controlplane.state.model import CommandError
+from controlplane.state.telemetry import encode_segment, normalize
 
 if TYPE_CHECKING:
     from controlplane.sim.world import Simulation
@@ -203,4 +206,47 @@ async def _status(replica: Replica) -> dict[str, Any]:
     return replica.status()
 
 
-INF = math.inf
+async def telemetry_workload(sim: Simulation, stop_at: float) -> None:
+    """A station's telemetry batches, about one in seven malformed, sent to the leader."""
+    rng, loop = sim.rng, sim.loop
+    seq = itertools.count(1)
+    while loop.time() < stop_at:
+        await asyncio.sleep(rng.uniform(5, 15) * sim.tick)
+        reports = [
+            {"uav": k, "time": loop.time(), "seq": next(seq), "lat": rng.uniform(-80, 80), "battery": 50.0}
+            for k in sim.keys
+        ]
+        table, _ = normalize(reports, station="alpha")
+        malformed = rng.random() < 0.15
+        segment = _malformed_segment(table, rng) if malformed else encode_segment(table)
+        leader = sim.leader()
+        if leader is None:
+            continue
+        sim.stats.telemetry_batches += 1
+        try:
+            await sim.gateway.call(leader.id, _submitting(segment), sim.call_timeout)
+        except ValueError:
+            sim.stats.telemetry_refused += 1
+        except (Unreachable, RaftError, TimeoutError, TypeError):
+            pass
+
+
+def _submitting(segment: bytes) -> Callable[[Replica], Coroutine[Any, Any, Any]]:
+    return lambda replica: replica.submit_segments([segment])
+
+
+def _malformed_segment(table: pa.Table, rng: random.Random) -> bytes:
+    """A station's segment broken the ways a buggy or hostile station could: the uav column
+    not dictionary-encoded (fine once normalised), or a column of the wrong type."""
+    if rng.random() < 0.5:
+        table = table.select([f.name for f in table.schema])
+    else:
+        i = table.schema.get_field_index("time")
+        table = table.set_column(i, "time", pa.array([str(t) for t in table.column("time").to_pylist()]))
+        i = table.schema.get_field_index("uav")
+        table = table.set_column(i, "uav", table.column("uav").dictionary_encode())
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    data: bytes = sink.getvalue().to_pybytes()
+    return data

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 async def _a_leader(sim: Simulation, ticks: float = 200) -> int:
     deadline = sim.loop.time() + ticks * sim.tick
     while sim.loop.time() < deadline:
-        leader = sim._leader()
+        leader = sim.leader()
         if leader is not None:
-            return leader.id
+            return int(leader.id)
         await asyncio.sleep(2 * sim.tick)
     raise RuntimeError("scenario: no leader emerged")
 
@@ -34,14 +34,14 @@ async def membership_then_restart_in_a_minority(sim: Simulation) -> None:
     indices as the majority. (Issue 11, defect 1.)"""
     await asyncio.sleep(20 * sim.tick)
     old = sorted(sim.founders)
-    await sim._grow(2)
+    await sim.membership.grow(2)
     deadline = sim.loop.time() + 100 * sim.tick
-    while not sim._configuration_settled() and sim.loop.time() < deadline:
+    while not sim.faults.configuration_settled() and sim.loop.time() < deadline:
         await asyncio.sleep(sim.tick)  # every replica applied both changes
     a, b = sim.rng.sample(old, 2)
-    ids = [n.id for n in sim._members()]
-    sim._cut_off({a, b}, ids, (150, 200))
-    sim._stop_node(sim.nodes[a], sim.rng.random() < 0.5, restart_in=sim.rng.uniform(1, 5) * sim.tick)
+    ids = [n.id for n in sim.members()]
+    sim.faults.cut_off({a, b}, ids, (150, 200))
+    sim.stop_node(sim.nodes[a], sim.rng.random() < 0.5, restart_in=sim.rng.uniform(1, 5) * sim.tick)
 
 
 async def conflict_right_after_a_snapshot_install(sim: Simulation) -> None:
@@ -53,7 +53,7 @@ async def conflict_right_after_a_snapshot_install(sim: Simulation) -> None:
     await asyncio.sleep(20 * sim.tick)
     leader = await _a_leader(sim)
     follower = sim.rng.choice([n for n in sim.founders if n != leader])
-    sim._stop_node(sim.nodes[follower], True, restart_in=10**6)  # down until we say
+    sim.stop_node(sim.nodes[follower], True, restart_in=10**6)  # down until we say
     await asyncio.sleep(30 * sim.tick)  # the others commit; the leader snapshots past it
     # Cut when the leader has nothing uncommitted: all it appends from then on reaches only
     # the follower, so the first entry after the snapshot it sends is the first to conflict.
@@ -67,7 +67,7 @@ async def conflict_right_after_a_snapshot_install(sim: Simulation) -> None:
         if sim.loop.time() > deadline:
             return
         await asyncio.sleep(sim.tick / 20)
-    ids = [n.id for n in sim._members()]
+    ids = [n.id for n in sim.members()]
     cut = {(a, b) for a in ids for b in ids if (a in {leader, follower}) != (b in {leader, follower})}
     sim.network.cut |= cut
     await asyncio.sleep(2 * sim.tick)  # the leader's commit index is frozen: its snapshot catches up
@@ -76,7 +76,7 @@ async def conflict_right_after_a_snapshot_install(sim: Simulation) -> None:
     # Heal soon after the majority has a leader of its own, before it compacts much further.
     deadline = sim.loop.time() + 200 * sim.tick
     while sim.loop.time() < deadline:
-        new = sim._leader()
+        new = sim.leader()
         if new is not None and new.id not in (leader, follower):
             break
         await asyncio.sleep(sim.tick)

@@ -1,4 +1,6 @@
-"""One simulated schedule of the production stack, drawn from a single seed.
+"""One simulated schedule of the production stack, drawn from a single seed (its faults are
+in sim/faults.py, its membership changes in sim/membership.py, its clients and telemetry in
+sim/clients.py).
 
 Each station runs the production Replica (controlplane/replica.py): RaftNode, the fleet
 state with its sessions and change feed, the RPC client, and DiskStorage from persist/ on a
@@ -24,60 +26,31 @@ import dataclasses
 import itertools
 import logging
 import random
-import struct
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from controlplane import bugs
 from controlplane.node import NodeFailed
 from controlplane.persist import DiskStorage, StorageError
-from controlplane.persist.wal import HEADER_BYTES
 from controlplane.raft.core import RaftError
 from controlplane.raft.messages import Ready, Role
 from controlplane.replica import Replica, ReplicaSettings
 from controlplane.rpc.config import RPCConfig
 from controlplane.session import ClientSession
-from controlplane.sim.clients import Gateway, SimClient, Unreachable
+from controlplane.sim.clients import Gateway, SimClient, telemetry_workload
+from controlplane.sim.faults import FOCUS, FOCUS_SETTINGS, Faults
 from controlplane.sim.fs import SimCrash, SimFileSystem
 from controlplane.sim.invariants import InvariantChecker
 from controlplane.sim.linearizability import Operation, check_history
 from controlplane.sim.loop import SimLoop, current_node
+from controlplane.sim.membership import Membership
 from controlplane.sim.network import SimNetwork, address
 from controlplane.sim.observe import Durable, ExactlyOnce, ObservedStateMachine, ObservedStorage
 from controlplane.sim.scenarios import SCENARIO_SETTINGS, SCENARIOS
-from controlplane.state.telemetry import encode_segment, normalize
 
 DATA = Path("/station/data")
-FAULTS = (
-    ("partition", 3),
-    ("one_way", 2),
-    ("isolate_leader", 2),
-    ("leader_and_one", 1),
-    ("kill", 2),
-    ("reboot_into_partition", 1),
-    ("power_loss", 2),
-    ("crash_mid_io", 2),
-    ("crash_in_snapshot_install", 1),
-    ("fsync_error", 1),
-    ("corrupt_log", 1),
-    ("slow_disk", 1),
-    ("transfer", 2),
-    ("membership", 2),
-    ("resize", 2),
-    ("skew", 1),
-)
-# Campaigns that lean on one kind of trouble (as FoundationDB's test specs weight workloads):
-# the weights of the named faults are multiplied; "snapshots" also snapshots every few entries
-# and keeps no log behind a snapshot, so lagging replicas need one.
-FOCUS: dict[str, dict[str, int]] = {
-    "membership": {"resize": 6, "membership": 2, "reboot_into_partition": 3},
-    "snapshots": {"leader_and_one": 8, "kill": 3, "power_loss": 2, "crash_in_snapshot_install": 3},
-}
-FOCUS_SETTINGS: dict[str, dict[str, int]] = {"snapshots": {"snapshot_every": 1, "compaction_keep": 0}}
 
 
 @dataclass(frozen=True)
@@ -177,6 +150,9 @@ class Simulation:
         self.history: list[Operation] = []
         self.final_answers: list[Any] = []
         self.gateway = Gateway(self)
+        self.faults = Faults(self)
+        self.membership = Membership(self)
+        self.data = DATA
         self._tasks: set[asyncio.Task[Any]] = set()
         tick = rng.choice([0.01, 0.02, 0.05])
         self.tick = tick
@@ -205,15 +181,14 @@ class Simulation:
         self.founders = list(range(1, options.replicas + 1))
         self.next_id = options.replicas + 1
         self.values = itertools.count(1)
-        self.membership_busy = False
         self.heal_time = 0.0
         self.keys = [f"u{i}" for i in range(options.keys)]
         for nid in self.founders:
-            self._add_node(nid, founder=True)
+            self.add_node(nid, founder=True)
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    def _add_node(self, nid: int, *, founder: bool) -> SimNode:
+    def add_node(self, nid: int, *, founder: bool) -> SimNode:
         skew = self.rng.uniform(0.8, 1.25) if self.opts.faults else 1.0
         fs = SimFileSystem(random.Random(self.rng.random()))
         node = self.nodes[nid] = SimNode(nid, fs, founder, self.tick * skew)
@@ -223,7 +198,7 @@ class Simulation:
         return node
 
     def _crash_soon(self, node: SimNode) -> None:
-        self.loop.call_soon(self._stop_node, node, True)
+        self.loop.call_soon(self.stop_node, node, True)
 
     def spawn_task(self, task: asyncio.Task[Any]) -> None:
         """Keep a reference to a fire-and-forget task until it is done."""
@@ -291,7 +266,7 @@ class Simulation:
                 self.violations.append(f"node {node.id} refused to start on a disk nothing damaged: {exc}")
             node.damaged = str(exc)
             self.stats.refused_starts += 1
-            self.spawn_harness(self._replace(node.id))
+            self.spawn_harness(self.membership.replace(node.id))
             return
         if storage.is_empty() and node.founder and node.incarnation == 1:
             storage.bootstrap(self.founders)
@@ -359,9 +334,9 @@ class Simulation:
                 f"raft loop of node {node.id} died at t={self.loop.time():.3f}s: {type(exc).__name__}: {exc}"
             )
         # The shell takes the replica down; Ray restarts it from its disk.
-        self.loop.call_soon(self._stop_node, node, False)
+        self.loop.call_soon(self.stop_node, node, False)
 
-    def _stop_node(self, node: SimNode, power_loss: bool, restart_in: float | None = None) -> None:
+    def stop_node(self, node: SimNode, power_loss: bool, restart_in: float | None = None) -> None:
         """The replica's process dies (power_loss: and the machine with it); it restarts
         after `restart_in` seconds (default: 5-50 ticks), as Ray or the station would."""
         if node.incarnation == 0:
@@ -392,13 +367,12 @@ class Simulation:
             quiet.setLevel(level)
 
     def _run(self) -> ScheduleResult:
-        if True:
-            try:
-                self.loop.run_until_complete(self._main())
-            except Exception as exc:  # the harness itself failing is a finding too
-                self.violations.append(f"simulation failed: {type(exc).__name__}: {exc}")
-            finally:
-                self._shutdown()
+        try:
+            self.loop.run_until_complete(self._main())
+        except Exception as exc:  # the harness itself failing is a finding too
+            self.violations.append(f"simulation failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._shutdown()
         return self._result()
 
     async def _main(self) -> None:
@@ -411,13 +385,13 @@ class Simulation:
         stop_clients = end_faults + 0.8 * self.settle
         clients = [SimClient(self, i, self.rng.choice([1, 2, 4]), self.keys) for i in range(opts.clients)]
         tasks = [loop.create_task(c.run(stop_clients)) for c in clients]
-        tasks.append(loop.create_task(self._telemetry(stop_clients)))
+        tasks.append(loop.create_task(telemetry_workload(self, stop_clients)))
         if opts.scenario is not None:
             tasks.append(loop.create_task(SCENARIOS[opts.scenario](self)))
         elif opts.faults:
-            tasks.append(loop.create_task(self._faults(end_faults)))
+            tasks.append(loop.create_task(self.faults.run(end_faults)))
         await asyncio.sleep(max(0.0, end_faults - loop.time()))
-        self._heal()
+        self.faults.heal()
         await asyncio.sleep(max(0.0, end - loop.time()))
         # Load has stopped: every replica must catch up, however it has to (entries, or
         # snapshots in small chunks), within a bound.
@@ -452,277 +426,19 @@ class Simulation:
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
 
-    # --- workload: telemetry ----------------------------------------------------------------
+    # --- who is who -------------------------------------------------------------------------
 
-    async def _telemetry(self, stop_at: float) -> None:
-        rng, loop = self.rng, self.loop
-        seq = itertools.count(1)
-        while loop.time() < stop_at:
-            await asyncio.sleep(rng.uniform(5, 15) * self.tick)
-            reports = [
-                {"uav": k, "time": loop.time(), "seq": next(seq), "lat": rng.uniform(-80, 80), "battery": 50.0}
-                for k in self.keys
-            ]
-            table, _ = normalize(reports, station="alpha")
-            malformed = rng.random() < 0.15
-            segment = _malformed_segment(table, rng) if malformed else encode_segment(table)
-            leader = self._leader()
-            if leader is None:
-                continue
-            self.stats.telemetry_batches += 1
-            try:
-                await self.gateway.call(leader.id, _submitting(segment), self.call_timeout)
-            except ValueError:
-                self.stats.telemetry_refused += 1
-            except (Unreachable, RaftError, TimeoutError, TypeError):
-                pass
-
-    # --- faults -----------------------------------------------------------------------------
-
-    def _leader(self) -> SimNode | None:
+    def leader(self) -> SimNode | None:
         leaders = [n for n in self.nodes.values() if n.alive and n.replica is not None and n.replica.node.is_leader]
         return max(leaders, key=lambda n: n.replica.node.status().term if n.replica else 0) if leaders else None
 
-    def _members(self) -> list[SimNode]:
+    def members(self) -> list[SimNode]:
         return [n for n in self.nodes.values() if not n.removed and not n.damaged]
-
-    async def _faults(self, end: float) -> None:
-        rng, loop = self.rng, self.loop
-        boost = FOCUS.get(self._focus or "", {})
-        kinds = [kind for kind, _ in FAULTS]
-        weights = [weight * boost.get(kind, 1) for kind, weight in FAULTS]
-        await asyncio.sleep(10 * self.tick)
-        while loop.time() < end:
-            self._inject(rng.choices(kinds, weights)[0])
-            await asyncio.sleep(rng.uniform(8, 40) * self.tick)
-
-    def _inject(self, kind: str) -> None:
-        rng = self.rng
-        members = self._members()
-        live = [n for n in members if n.alive]
-        ids = [n.id for n in members]
-        if kind in ("partition", "one_way", "isolate_leader") and len(ids) > 1:
-            if kind == "partition":
-                self._cut_off(set(rng.sample(ids, rng.randrange(1, len(ids)))), ids)
-            elif kind == "one_way":
-                a, b = rng.sample(ids, 2)
-                self._cut({(a, b)})
-            elif (leader := self._leader()) is not None:
-                self._cut_off({leader.id}, ids)
-        elif kind == "leader_and_one" and len(ids) > 3:
-            # The leader keeps one follower, the one furthest behind, and loses the majority:
-            # what it appends from now on reaches only that follower, and is never committed.
-            leader = self._leader()
-            if leader is None or leader.replica is None:
-                return
-            match = leader.replica.node.status().match
-            # Furthest behind: a replica that is down and coming back, else the laggard.
-            down = [n.id for n in members if not n.alive and n.restart_pending and n.id != leader.id]
-            followers = down or [n.id for n in live if n.id != leader.id]
-            if not followers:
-                return
-            follower = min(followers, key=lambda n: (match.get(n, 0), n))
-            self._cut_off({leader.id, follower}, ids)
-        elif kind in ("kill", "power_loss") and live:
-            self._stop_node(rng.choice(live), kind == "power_loss")
-        elif kind == "reboot_into_partition" and len(live) > 2:
-            # A station reboots while its links flap: it comes back cut off with one peer.
-            node, peer = rng.sample(live, 2)
-            self._cut_off({node.id, peer.id}, ids, (40, 120))
-            self._stop_node(node, rng.random() < 0.5)
-        elif kind == "crash_mid_io" and live:
-            node = rng.choice(live)
-            node.fs.crash_after(rng.randint(1, 40))
-            self.stats.crashes_mid_io += 1
-        elif kind == "crash_in_snapshot_install" and live:
-            rng.choice(live).crash_on_snapshot_install = True
-        elif kind == "fsync_error" and live:
-            rng.choice(live).fs.fail_next_fsync()
-        elif kind == "corrupt_log":
-            self._corrupt_a_log()
-        elif kind == "slow_disk" and live:
-            rng.choice(live).slow_disk_until = self.loop.time() + rng.uniform(5, 40) * self.tick
-        elif kind == "transfer":
-            leader = self._leader()
-            if leader is not None and leader.replica is not None:
-                voters = sorted(leader.replica.node.status().conf.voters - {leader.id})
-                if voters:
-                    self.stats.transfers += 1
-                    leader.replica.node.transfer_leadership(rng.choice(voters))
-        elif kind in ("membership", "resize") and not self.membership_busy and not self._damaged():
-            if kind == "resize":
-                self.spawn_harness(self._resize())
-            elif len(members) > 1:
-                self.spawn_harness(self._replace(rng.choice(members).id))
-        elif kind == "skew" and live:
-            node = rng.choice(live)
-            node.tick_interval = self.tick * rng.uniform(0.7, 1.4)
-            if node.replica is not None:
-                node.replica.node.tick_interval = node.tick_interval
-
-    def _cut_off(self, side: set[int], ids: list[int], ticks: tuple[float, float] = (10, 70)) -> None:
-        """A two-sided partition: `side` from everyone else."""
-        self._cut({(a, b) for a in ids for b in ids if (a in side) != (b in side)}, ticks)
-
-    def _cut(self, pairs: set[tuple[int, int]], ticks: tuple[float, float] = (10, 70)) -> None:
-        self.stats.partitions += 1
-        self.network.cut |= pairs
-        self.loop.call_later(self.rng.uniform(*ticks) * self.tick, self._heal_pairs, pairs)
-
-    def _heal_pairs(self, pairs: set[tuple[int, int]]) -> None:
-        self.network.cut -= pairs
-
-    def _heal(self) -> None:
-        self.heal_time = self.loop.time()
-        self.network.cut.clear()
-        self.network.faults.loss = 0.0
-        for node in self._members():
-            node.slow_disk_until = 0.0
-            node.crash_on_snapshot_install = False
-            node.fs.disarm()
-            if not node.alive and not node.restart_pending:
-                self.boot(node)
-
-    def _configuration_settled(self) -> bool:
-        """At least three voters, and every live member applied the leader's configuration
-        (else some still count votes in an older one, whose majority a lost disk may break)."""
-        leader = self._leader()
-        if leader is None or leader.replica is None:
-            return False
-        try:
-            conf = leader.replica.node.status().conf
-            return len(conf.voters) >= 3 and all(
-                n.replica.node.status().conf == conf for n in self._members() if n.alive and n.replica is not None
-            )
-        except RaftError:  # a replica whose loop just failed
-            return False
-
-    def _damaged(self) -> bool:
-        return any((n.damaged or n.corrupted) and not n.removed for n in self.nodes.values())
-
-    def _corrupt_a_log(self) -> None:
-        """Flip a bit in the length of a record in the middle of a log at rest (the replica
-        is stopped first): it must refuse to start, never start without what follows."""
-        if self.membership_busy or self._damaged() or not self._configuration_settled():
-            return  # one lost disk at a time, and a majority of every configuration in use survives
-        candidates = [n for n in self._members() if n.durable is not None and n.incarnation > 0]
-        if not candidates:
-            return
-        node = self.rng.choice(candidates)
-        if node.alive:
-            self._stop_node(node, False)
-        records = []
-        for path, data in node.fs.files_at_rest(DATA / "wal").items():
-            pos = 0
-            while pos + HEADER_BYTES <= len(data):
-                (length,) = struct.unpack_from("<I", data, pos)
-                if pos + HEADER_BYTES + length > len(data):
-                    break
-                records.append((path, pos))
-                pos += HEADER_BYTES + length
-        if len(records) < 3:
-            return
-        path, pos = self.rng.choice(records[:-2])  # never the last: that one may pass for torn
-        node.fs.flip_bit(path, pos + 2, self.rng.randrange(8))  # the length's third byte: far past the end
-        node.corrupted = True
-        self.stats.corruptions += 1
-
-    # --- membership: replace a member by a fresh one (a station lost with its disk) ---------
-
-    async def _replace(self, victim_id: int) -> None:
-        """A fresh member on a new station takes the place of `victim_id` (in either order:
-        add first, or remove first)."""
-        if self.membership_busy:
-            self.loop.call_later(20 * self.tick, self.spawn_harness, self._replace(victim_id))
-            return
-        newcomer = self._new_member()
-        add = [("add_learner", newcomer), ("add_voter", newcomer)]
-        remove = [("remove", victim_id)]
-        if await self._change_membership(remove + add if self.rng.random() < 0.4 else add + remove):
-            self.stats.replaced += 1
-
-    async def _resize(self) -> None:
-        """Grow a group of three by two stations, or shrink a larger one by two."""
-        leader = self._leader()
-        if leader is None or leader.replica is None:
-            return
-        voters = sorted(leader.replica.node.status().conf.voters)
-        if len(voters) > 3:
-            await self._change_membership([("remove", victim) for victim in self.rng.sample(voters, 2)])
-        elif await self._grow(2) and self.rng.random() < 0.7:
-            self._churn(voters)
-
-    async def _grow(self, count: int) -> bool:
-        steps = []
-        for _ in range(count):
-            newcomer = self._new_member()
-            steps += [("add_learner", newcomer), ("add_voter", newcomer)]
-        return await self._change_membership(steps)
-
-    def _churn(self, old_voters: list[int]) -> None:
-        """Right after the group grew, two of its old members are cut off together and one
-        of them reboots: it must come back knowing the group it is in now."""
-        live = [n for n in old_voters if self.nodes[n].alive]
-        if len(live) < 2:
-            return
-        node, peer = self.rng.sample(live, 2)
-        self._cut_off({node, peer}, [n.id for n in self._members()], (60, 150))
-        self._stop_node(self.nodes[node], self.rng.random() < 0.5, restart_in=self.rng.uniform(1, 5) * self.tick)
-
-    def _new_member(self) -> int:
-        node = self._add_node(self.next_id, founder=False)
-        self.next_id += 1
-        self.boot(node)
-        return node.id
-
-    async def _change_membership(self, steps: list[tuple[str, int]]) -> bool:
-        """Drive one change at a time through whoever leads, as the controller does."""
-        if self.membership_busy:
-            return False
-        self.membership_busy = True
-        try:
-            for op, target in steps:
-                if not await self._membership_step(op, target):
-                    return False  # out of time; the group carries on with what committed
-                if op == "remove":
-                    victim = self.nodes[target]
-                    victim.removed = True  # the station is gone, disk and all
-                    if victim.alive:
-                        self._stop_node(victim, True)
-            return True
-        finally:
-            self.membership_busy = False
-
-    async def _membership_step(self, op: str, target: int) -> bool:
-        loop = self.loop
-        deadline = loop.time() + 300 * self.tick
-        while loop.time() < deadline:
-            leader = self._leader()
-            if leader is None or leader.replica is None:
-                await asyncio.sleep(5 * self.tick)
-                continue
-            status = leader.replica.node.status()
-            members = status.conf.voters | status.conf.learners
-            if (
-                (op == "remove" and target not in members)
-                or (op == "add_learner" and target in members)
-                or (op == "add_voter" and target in status.conf.voters)
-            ):
-                return True
-            if op == "add_voter" and status.match.get(target, 0) + 5 < status.commit:
-                await asyncio.sleep(5 * self.tick)  # promote only a learner that caught up
-                continue
-            try:
-                await self.gateway.call(leader.id, _changing(op, target, 20 * self.tick), self.call_timeout)
-                self.stats.conf_changes += 1
-            except (Unreachable, RaftError, TimeoutError, ValueError):
-                await asyncio.sleep(5 * self.tick)
-        return False
 
     # --- the verdict ------------------------------------------------------------------------
 
     def _check_end(self, clients: list[SimClient]) -> None:
-        members = [n for n in self._members() if n.alive and n.replica is not None]
+        members = [n for n in self.members() if n.alive and n.replica is not None]
         claims = []
         for node in members:
             assert node.replica is not None
@@ -771,39 +487,14 @@ class Simulation:
     def _converged(self) -> bool:
         """Every live replica of the leader's configuration at the same applied index, with
         the same tables (a station added but never let in does not count)."""
-        leader = self._leader()
+        leader = self.leader()
         if leader is None or leader.replica is None:
             return False
         conf = leader.replica.node.status().conf
-        live = [n.replica for n in self._members() if n.alive and n.replica is not None and n.id in conf.members]
+        live = [n.replica for n in self.members() if n.alive and n.replica is not None and n.id in conf.members]
         applied = {r.node.applied_index for r in live}
         digests = {r.state.digest() for r in live}
         return len(applied) == 1 and len(digests) == 1
-
-
-def _submitting(segment: bytes) -> Callable[[Replica], Coroutine[Any, Any, Any]]:
-    return lambda replica: replica.submit_segments([segment])
-
-
-def _changing(op: str, target: int, timeout: float) -> Callable[[Replica], Coroutine[Any, Any, Any]]:
-    return lambda replica: replica.change_membership(op, target, timeout)
-
-
-def _malformed_segment(table: pa.Table, rng: random.Random) -> bytes:
-    """A station's segment broken the ways a buggy or hostile station could: the uav column
-    not dictionary-encoded (fine once normalised), or a column of the wrong type."""
-    if rng.random() < 0.5:
-        table = table.select([f.name for f in table.schema])
-    else:
-        i = table.schema.get_field_index("time")
-        table = table.set_column(i, "time", pa.array([str(t) for t in table.column("time").to_pylist()]))
-        i = table.schema.get_field_index("uav")
-        table = table.set_column(i, "uav", table.column("uav").dictionary_encode())
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    data: bytes = sink.getvalue().to_pybytes()
-    return data
 
 
 def run_schedule(seed: int, options: SimOptions) -> ScheduleResult:
