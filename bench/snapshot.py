@@ -17,7 +17,9 @@ from controlplane.state.fleet import FleetState
 from controlplane.state.model import UAV, Mission, MissionStatus, UAVStatus, Waypoint
 
 
-def build(n: int) -> FleetState:
+def build(n: int, *, settled: bool = False) -> FleetState:
+    """N UAVs and N missions. settled: as the scheduler would leave them (missions completed,
+    a hundred pending that no UAV can take), so applying a command does no backlog of work."""
     s = FleetState()
     s.stations = {f"station-{i}" for i in range(50)}
     statuses = list(UAVStatus)
@@ -31,8 +33,8 @@ def build(n: int) -> FleetState:
             f"mission-{i:06d}",
             [Waypoint(47.0, 8.0 + k / 100, 50.0 + k) for k in range(3)],
             i % 5,
-            30.0,
-            MissionStatus.PENDING,
+            101.0 if settled else 30.0,
+            MissionStatus.PENDING if not settled or i < 100 else MissionStatus.COMPLETED,
             None,
             i + 1,
             1,

@@ -6,8 +6,10 @@ Three replicas (RaftNode over DiskStorage in a temporary directory, the fleet st
 its change feed, the RPC client over the in-memory transport, all in this process and on one
 event loop) each hold N UAVs and N missions. Measured: the longest silence between two
 messages a follower receives from the leader, and the event loop's longest stall, while
-(1) every replica writes a snapshot of its state and (2) a new member installs the leader's
-snapshot. The goal (issue 11): no silence longer than a third of the election timeout.
+(1) the leader writes a snapshot of its state and (2) a new member installs the leader's
+snapshot. In production each replica is a process of its own; here they share one event
+loop and one GIL, so one snapshot job runs at a time. The goal (issue 11): no silence
+longer than a third of the election timeout.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ async def run(count: int, root: Path) -> dict[str, Any]:
             storage.bootstrap(founders)
         client = RaftRPCClient(nid, net.transport(), rpc)
         node = RaftNode(
-            RaftConfig(node_id=nid, election_ticks=ELECTION_TICKS, seed=nid),
+            # no log kept behind a snapshot: a new member must install one
+            RaftConfig(node_id=nid, election_ticks=ELECTION_TICKS, seed=nid, compaction_keep=0),
             storage,
             ChangeFeed(state),
             lambda m: client.post(Peer(m.dst, f"mem://{m.dst}"), m),
@@ -99,13 +102,16 @@ async def run(count: int, root: Path) -> dict[str, Any]:
 
     print(f"[bench] building 3 fleets of {count} UAVs and {count} missions", flush=True)
     for nid in (1, 2, 3):
-        await start(nid, build(count), [1, 2, 3])
+        await start(nid, build(count, settled=True), [1, 2, 3])
     deadline = time.perf_counter() + 10
     while not any(n.is_leader for n in nodes.values()):
         if time.perf_counter() > deadline:
             raise SystemExit("no leader")
         await asyncio.sleep(0.01)
     leader = next(n for n in nodes.values() if n.is_leader)
+    for node in nodes.values():  # replicas are processes of their own in production: one at a time here
+        if node is not leader:
+            node.snapshot_every = 10**9
     stalls: list[float] = []
     stop = asyncio.Event()
     lag = asyncio.get_running_loop().create_task(loop_lag(stalls, stop))
@@ -118,15 +124,15 @@ async def run(count: int, root: Path) -> dict[str, Any]:
             await asyncio.sleep(0.01)
         return time.perf_counter() - started
 
-    # (1) every replica snapshots its 100k fleet: committing 40 entries makes one due
-    print("[bench] snapshot of the whole fleet on every replica", flush=True)
+    # (1) the leader snapshots its 100k fleet: committing 40 entries makes one due
+    print("[bench] the leader writes a snapshot of the whole fleet", flush=True)
     gaps.start()
     stalls.clear()
+    started = time.perf_counter()
     for i in range(45):
         await leader.propose(encode({"type": "register_station", "station": f"extra-{i}"}))
-    took = await until(
-        lambda: all(n.core is not None and n.core.log.snapshot.meta.index > 0 for n in nodes.values()), 60
-    )
+    await until(lambda: leader.core is not None and leader.core.log.snapshot.meta.index > 0, 60)
+    took = time.perf_counter() - started
     await asyncio.sleep(0.2)
     save = {"gaps_ms": gaps.stop(), "loop_stall_ms": max(stalls, default=0.0), "seconds": took}
 
@@ -136,7 +142,7 @@ async def run(count: int, root: Path) -> dict[str, Any]:
     gaps.start()
     stalls.clear()
     await leader.change_membership(ConfChange(ConfChangeOp.ADD_LEARNER, 4), timeout=10)
-    took = await until(lambda: learner.applied_index >= leader.core.log.snapshot.meta.index, 120)  # type: ignore[union-attr]
+    took = await until(lambda: len(learner.sm.state.uavs) == count, 120)  # type: ignore[attr-defined]
     await asyncio.sleep(0.2)
     install = {"gaps_ms": gaps.stop(), "loop_stall_ms": max(stalls, default=0.0), "seconds": took}
     stop.set()

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -87,8 +88,28 @@ async def run_in_thread(fn: Callable[[], T]) -> T:
     return await asyncio.to_thread(fn)
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Writing or decoding a snapshot of a large fleet makes a million objects; each full
+    collection the cyclic GC starts meanwhile walks them all while holding the GIL (0.3 s
+    measured at 100k UAVs and missions), which stops the event loop and its heartbeats.
+    The objects hold no cycles, so the collector can wait until the job is done."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 async def run_inline(fn: Callable[[], T]) -> T:
     return fn()
+
+
+def _without_collector(fn: Callable[[bytes], T], data: bytes) -> T:
+    with _collector_paused():
+        return fn(data)
 
 
 @dataclass
@@ -380,7 +401,7 @@ class RaftNode:
         prepare = getattr(self.sm, "prepare_restore", None)
         if prepare is not None:
             # Decode off the loop, install on it: reads never see a half-restored state.
-            install: Callable[[], None] = await self._run_blocking(lambda: prepare(snapshot.data))
+            install: Callable[[], None] = await self._run_blocking(lambda: _without_collector(prepare, snapshot.data))
             install()
         else:
             self.sm.restore(snapshot.data)
@@ -421,7 +442,8 @@ class RaftNode:
         job = self._snapshotting = _SnapshotInProgress(applied, term, core.conf)
 
         def write() -> None:
-            data = self.sm.snapshot()
+            with _collector_paused():
+                data = self.sm.snapshot()
             self.storage.save_snapshot(Snapshot(SnapshotMeta(job.index, job.term, job.conf), data))
             job.data = data
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -106,6 +107,14 @@ def decode_tables(data: bytes) -> dict[str, pa.Table]:
     return tables
 
 
+def _slices(table: pa.Table, rows: int = 8192) -> Iterator[dict[str, list[Any]]]:
+    """A table as Python values, a slice at a time. Restoring runs in a worker thread beside
+    the event loop; one conversion of 100,000 rows would hold the GIL (and stop the loop)
+    for most of a second, a slice at a time lets the loop in between."""
+    for start in range(0, table.num_rows, rows):
+        yield table.slice(start, rows).to_pydict()
+
+
 def decode_state(data: bytes, state: FleetState) -> None:
     from controlplane.state.columns import UAVColumns
     from controlplane.state.model import UAV, Group, Mission, MissionStatus, UAVStatus, Waypoint
@@ -122,32 +131,34 @@ def decode_state(data: bytes, state: FleetState) -> None:
     columns.report_seq[:n] = uavs.column("report_seq").to_numpy()
     columns.reserve(n)
     state.columns = columns
-    u: dict[str, list[Any]] = uavs.select(["id", "home_station", "status", "mission", "version"]).to_pydict()
-    state.uavs = {
-        uid: UAV(uid, home, row, UAVStatus(status), mission, version)
-        for row, (uid, home, status, mission, version) in enumerate(
-            zip(u["id"], u["home_station"], u["status"], u["mission"], u["version"], strict=True)
-        )
-    }
-    m: dict[str, list[Any]] = t["missions"].to_pydict()
-    w: dict[str, list[Any]] = t["waypoints"].to_pydict()
-    points = [Waypoint(a, b, c) for a, b, c in zip(w["lat"], w["lon"], w["alt"], strict=True)]
+    state.uavs = {}
+    row = 0
+    for u in _slices(uavs.select(["id", "home_station", "status", "mission", "version"])):
+        for uid, home, status, mission, version in zip(
+            u["id"], u["home_station"], u["status"], u["mission"], u["version"], strict=True
+        ):
+            state.uavs[uid] = UAV(uid, home, row, UAVStatus(status), mission, version)
+            row += 1
+    points: list[Waypoint] = []
+    for w in _slices(t["waypoints"]):
+        points += [Waypoint(a, b, c) for a, b, c in zip(w["lat"], w["lon"], w["alt"], strict=True)]
     state.missions, pos = {}, 0
-    for mid, prio, minb, status, uav, created, version, count in zip(
-        m["id"],
-        m["priority"],
-        m["min_battery"],
-        m["status"],
-        m["uav"],
-        m["created_index"],
-        m["version"],
-        m["waypoints"],
-        strict=True,
-    ):
-        state.missions[mid] = Mission(
-            mid, points[pos : pos + count], prio, minb, MissionStatus(status), uav, created, version
-        )
-        pos += count
+    for m in _slices(t["missions"]):
+        for mid, prio, minb, status, uav, created, version, count in zip(
+            m["id"],
+            m["priority"],
+            m["min_battery"],
+            m["status"],
+            m["uav"],
+            m["created_index"],
+            m["version"],
+            m["waypoints"],
+            strict=True,
+        ):
+            state.missions[mid] = Mission(
+                mid, points[pos : pos + count], prio, minb, MissionStatus(status), uav, created, version
+            )
+            pos += count
     g: dict[str, list[Any]] = t["groups"].to_pydict()
     members = t["group_members"].column("uav").to_pylist()
     state.groups, pos = {}, 0
