@@ -41,7 +41,7 @@ from controlplane.state.model import (
     great_circle_m,
     ident,
 )
-from controlplane.state.sessions import SESSION_FIELDS, SESSION_TTL_ENTRIES, Sessions, command_digest
+from controlplane.state.sessions import SESSION_FIELDS, SESSION_TTL_ENTRIES, Sessions, entry_digest
 from controlplane.state.snapshot_codec import decode_state, encode_state
 from controlplane.state.telemetry import (
     TelemetryCounts,
@@ -203,7 +203,7 @@ class FleetState:
             client, seq, ack, answered = _session_fields(cmd)
         except CommandError as exc:
             return self._reject(entry.index, exc)
-        digest = command_digest(cmd)
+        digest = entry_digest(entry.data)
         seen = self.sessions.check(client, seq, ack, answered, digest, entry.index)
         if seen.kind == "duplicate":
             assert seen.answer is not None
