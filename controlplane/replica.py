@@ -7,6 +7,7 @@ each handing in its own storage, transport, clock and blocking-work runner.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,11 +20,11 @@ from controlplane.rpc.client import Peer, RaftRPCClient
 from controlplane.rpc.config import RPCConfig
 from controlplane.rpc.stats import StatsHook
 from controlplane.rpc.transport import Transport
-from controlplane.state.fleet import FleetState
+from controlplane.state.fleet import FleetState, validate
 from controlplane.state.model import CommandError
 from controlplane.state.queries import run_query
 from controlplane.state.sessions import SESSION_TTL_ENTRIES
-from controlplane.state.telemetry import check_segment, join_segments
+from controlplane.state.telemetry import check_segment, is_telemetry, join_segments
 from controlplane.sync.changefeed import ChangeFeed
 from controlplane.sync.coalescer import Coalescer, CoalescerConfig
 
@@ -78,6 +79,20 @@ class ReplicaSettings:
             compaction_keep=self.compaction_keep,
             seed=seed,
         )
+
+
+def refusal(command: bytes) -> dict[str, Any] | None:
+    """None for a well-formed fleet command (types included, state/fleet.py validate), else the
+    answer refusing it. Telemetry does not come this way (Replica.submit_segments)."""
+    try:
+        if is_telemetry(command):
+            raise CommandError("command", "telemetry goes through submit_segments, not as a command")
+        validate(json.loads(command))
+    except CommandError as exc:
+        return {"ok": False, "field": exc.field, "error": exc.reason, "conflict": False, "not_found": False}
+    except (ValueError, TypeError):
+        return {"ok": False, "field": "command", "error": "not a JSON object", "conflict": False, "not_found": False}
+    return None
 
 
 class Replica:
@@ -142,8 +157,16 @@ class Replica:
         """Commands from many clients, proposed in one Raft round. Per command ("ok", the
         state machine's answer) or ("retry", why): not known to be applied here (not the
         leader, dropped by a newer term, timed out, failed); resend the same bytes, which
-        the command's (client, seq) makes safe."""
-        outcomes = await asyncio.gather(*(self.node.propose(c, timeout) for c in commands), return_exceptions=True)
+        the command's (client, seq) makes safe. A command that is not a valid fleet command
+        is refused here, before the log, with the field and reason (nothing was applied)."""
+        refusals = [refusal(c) for c in commands]
+        outcomes: list[Any] = list(refusals)
+        valid = [i for i, r in enumerate(refusals) if r is None]
+        proposed = await asyncio.gather(
+            *(self.node.propose(commands[i], timeout) for i in valid), return_exceptions=True
+        )
+        for i, outcome in zip(valid, proposed, strict=True):
+            outcomes[i] = outcome
         answers: list[tuple[str, Any]] = []
         for outcome in outcomes:
             if isinstance(outcome, RaftError | TimeoutError):

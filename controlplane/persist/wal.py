@@ -1,24 +1,28 @@
 """The write-ahead log: Raft entries and hard states as checksummed records in segments.
 
 Record: a 16-byte header (u32 payload length, u32 CRC-32 of the payload, u8 kind, 3 bytes
-zero, u32 CRC-32 of the preceding 12 bytes), then the payload: an encoded Entry or an
-encoded HardState. The header has its own checksum, so a damaged length is recognised as
-damage and never mistaken for the end of the log.
+zero, u32 CRC-32 of the preceding 12 bytes), then the payload. The header has its own
+checksum, so a damaged length is recognised as damage and never mistaken for the end of the
+log. Kinds: an encoded Entry, an encoded HardState, or a reset (u64: the index the log
+continues at, after an installed snapshot replaced it).
 
 Hard states ride in the log (as etcd's WAL keeps them): the commit index is written with the
 entries that taught it, in the same write and under the same fsync, so a restarted replica
 knows at least what it knew when it last acknowledged anything. Every segment starts with the
-current hard state, so compacting old segments never loses the latest one.
+current hard state, so dropping old segments never loses the latest one.
 
-Segments are named by the index of their first entry. `write()` hands records to the OS;
+The log is append-only, as etcd's: nothing is ever cut out of a file. Entries that replace a
+conflicting suffix are appended after it and win on replay; a reset record ends everything
+before it. So no hard state is ever lost with the entries it followed, and every change of
+the log is one append under one fsync. Segments are named by a sequence number (their replay
+order) and the index of the first entry written to them. `write()` hands records to the OS;
 `sync()` makes them durable with one fsync (group commit). A segment is fsynced before the
-next one is started, and removals are made durable before anything is written after them,
-so only the last segment can end in a torn write.
+next one is started, so only the last segment can end in a torn write.
 
-Recovery reads every segment. At the very end of the last segment, a record cut short, a
-header that is all zeros, or a final record whose payload checksum fails is a torn write and
-is truncated away. Anything else is corruption, refused with the file and byte offset:
-silently skipping it could drop an acknowledged entry.
+Recovery replays every segment in order. At the very end of the last segment, a record cut
+short, a header that is all zeros, or a final record whose payload checksum fails is a torn
+write and is truncated away. Anything else is corruption, refused with the file and byte
+offset: silently skipping it could drop an acknowledged entry.
 """
 
 from __future__ import annotations
@@ -37,14 +41,15 @@ from controlplane.raft.messages import Entry, HardState
 
 _HEAD = struct.Struct("<IIB3x")
 _HEAD_CRC = struct.Struct("<I")
+_RESET = struct.Struct("<Q")
 HEADER_BYTES = _HEAD.size + _HEAD_CRC.size
-ENTRY, HARD_STATE = 1, 2
-_NAME = re.compile(r"^wal-(\d{20})\.log$")
+ENTRY, HARD_STATE, RESET = 1, 2, 3
+_NAME = re.compile(r"^wal-(\d{10})-(\d{20})\.log$")
 MAX_RECORD = 256 << 20
 
 
-def segment_name(first_index: int) -> str:
-    return f"wal-{first_index:020d}.log"
+def segment_name(seq: int, first_index: int) -> str:
+    return f"wal-{seq:010d}-{first_index:020d}.log"
 
 
 def record(kind: int, payload: bytes) -> bytes:
@@ -53,12 +58,12 @@ def record(kind: int, payload: bytes) -> bytes:
 
 
 class _Segment:
-    __slots__ = ("first_index", "offsets", "path")
+    __slots__ = ("first_index", "path", "seq")
 
-    def __init__(self, path: Path, first_index: int) -> None:
+    def __init__(self, path: Path, seq: int, first_index: int) -> None:
         self.path = path
-        self.first_index = first_index
-        self.offsets: list[int] = []  # byte offset of each entry record, by index - first_index
+        self.seq = seq  # replay order
+        self.first_index = first_index  # of the first entry written to it
 
 
 class FileLogStore:
@@ -78,12 +83,13 @@ class FileLogStore:
         self.read_only = read_only
         self.segments: list[_Segment] = []
         self._entries: list[Entry] = []
+        self._position: int | None = None  # the next index while there are no entries
         self.hard_state = HardState()  # the latest one written
         self.repaired_tail_bytes = 0
         self._file: AppendFile | None = None
         self._unsynced = False
-        self._dir_dirty = False
-        self._hard_state_pending = False  # rewrite the hard state before the next record
+        self._dir_dirty = False  # names created or removed since the directory's last fsync
+        self._seq = 0  # of the newest segment
         self._recover()
 
     # --- recovery ---------------------------------------------------------------------------
@@ -93,21 +99,20 @@ class FileLogStore:
         for n, name in enumerate(names):
             match = _NAME.match(name)
             assert match is not None
-            seg = _Segment(self.dir / name, int(match.group(1)))
-            if self._entries and seg.first_index != self._entries[-1].index + 1:
-                raise CorruptionError(
-                    seg.path, 0, f"segment starts at index {seg.first_index}, expected {self._entries[-1].index + 1}"
-                )
+            seg = _Segment(self.dir / name, int(match.group(1)), int(match.group(2)))
+            if not self._entries and self._position is None:
+                self._position = seg.first_index
             self._read_segment(seg, is_last=n == len(names) - 1)
             self.segments.append(seg)
+            self._seq = seg.seq
 
     def _read_segment(self, seg: _Segment, is_last: bool) -> None:
         data = self.fs.read(seg.path)
         pos = 0
         while pos < len(data):
-            problem = self._check_record(data, pos, is_last)
-            if problem is not None:
-                torn, reason = problem
+            damage = self._check_record(data, pos, is_last)
+            if damage is not None:
+                torn, reason = damage
                 if not (is_last and torn):
                     raise CorruptionError(seg.path, pos, reason)
                 self.repaired_tail_bytes = len(data) - pos
@@ -118,19 +123,28 @@ class FileLogStore:
             length, _, kind = _HEAD.unpack_from(data, pos)
             payload = data[pos + HEADER_BYTES : pos + HEADER_BYTES + length]
             try:
-                if kind == HARD_STATE:
-                    self.hard_state = decode_hard_state(payload)
-                else:
-                    entry = decode_entry(payload)
-            except CodecError as exc:
-                raise CorruptionError(seg.path, pos, f"undecodable record: {exc}") from None
-            if kind == ENTRY:
-                expected = seg.first_index + len(seg.offsets)
-                if entry.index != expected:
-                    raise CorruptionError(seg.path, pos, f"entry index {entry.index}, expected {expected}")
-                seg.offsets.append(pos)
-                self._entries.append(entry)
+                problem = self._replay(kind, payload)
+            except (CodecError, struct.error) as exc:
+                problem = f"undecodable record: {exc}"
+            if problem:
+                raise CorruptionError(seg.path, pos, problem)
             pos += HEADER_BYTES + length
+
+    def _replay(self, kind: int, payload: bytes) -> str | None:
+        if kind == HARD_STATE:
+            self.hard_state = decode_hard_state(payload)
+        elif kind == RESET:
+            (self._position,) = _RESET.unpack(payload)
+            self._entries = []
+        else:
+            entry = decode_entry(payload)
+            expected = self.next_index()
+            if expected is not None and entry.index > expected:
+                return f"entry index {entry.index}, expected at most {expected}"
+            if self._entries:  # a later write replaces what it overlaps
+                del self._entries[max(0, entry.index - self._entries[0].index) :]
+            self._entries.append(entry)
+        return None
 
     @staticmethod
     def _check_record(data: bytes, pos: int, is_last: bool) -> tuple[bool, str] | None:
@@ -146,7 +160,7 @@ class FileLogStore:
             # A crash can cut a header short and leave zeros after it; anything else is damage.
             return len(data[pos:].rstrip(b"\0")) < HEADER_BYTES, "record header checksum mismatch"
         length, crc, kind = _HEAD.unpack_from(data, pos)
-        if kind not in (ENTRY, HARD_STATE) or length > MAX_RECORD:
+        if kind not in (ENTRY, HARD_STATE, RESET) or length > MAX_RECORD:
             return False, f"impossible record (kind {kind}, length {length})"
         end = pos + HEADER_BYTES + length
         if end > len(data):
@@ -184,58 +198,82 @@ class FileLogStore:
     def next_index(self) -> int | None:
         """The index the next appended entry must have; None when the log is empty and has
         no position yet (a fresh directory)."""
-        if self._entries:
-            return self._entries[-1].index + 1
-        return self.segments[-1].first_index if self.segments else None
+        return self._entries[-1].index + 1 if self._entries else self._position
 
     def append(self, entries: Sequence[Entry]) -> None:
         self.write(entries, None)
 
     def write(self, entries: Sequence[Entry], hard_state: HardState | None) -> None:
-        """Hand entries (truncating any stored suffix they replace), then the hard state, to
-        the OS in one write. Durable only after sync()."""
+        """Hand entries (replacing any stored suffix from entries[0].index on), then the hard
+        state, to the OS in one write. Durable only after sync()."""
         self._check_writable()
         if entries:
-            first = entries[0].index
-            expected = self.next_index()
-            if expected is not None and first > expected:
-                raise StorageError(f"gap in log: next stored index would be {expected}, appending {first}")
-            if expected is not None and first < expected:
-                self._truncate_from(first)
-        if not entries and hard_state is None and not self._hard_state_pending:
+            self._make_room(entries[0].index)
+        records = [record(ENTRY, encode_entry(e)) for e in entries]
+        if hard_state is not None:
+            records.append(record(HARD_STATE, encode_hard_state(hard_state)))
+        self._append(records, entries)
+        if hard_state is not None:
+            self.hard_state = hard_state
+
+    def _make_room(self, first: int) -> None:
+        expected = self.next_index()
+        if expected is not None and first > expected:
+            raise StorageError(f"gap in log: next stored index would be {expected}, appending {first}")
+        if expected is None or first == expected:
+            return
+        start = self._entries[0].index if self._entries else expected
+        if first < start:
+            raise StorageError(f"cannot replace from {first}: the log starts at {start}")
+        if bugs.enabled("wal_first_truncate") and first == start:
+            raise StorageError(f"cannot truncate at {first}: at or before the first stored index")
+        # The replacing entries follow the old ones on disk and win on replay.
+        del self._entries[first - start :]
+
+    def _append(self, records: list[bytes], entries: Sequence[Entry]) -> None:
+        """Write records (entries[i] is records[i]) to the tail, starting a new segment
+        (sealed, numbered, beginning with the hard state as it was) when the tail is full."""
+        if not records:
             return
         if self._file is None:
-            self._open_tail(entries[0].index if entries else self.next_index())
+            if self.segments:
+                self._file = self.fs.open_append(self.segments[-1].path)
+            else:
+                self._start_segment(entries[0].index if entries else self.next_index() or 1)
         assert self._file is not None
-        parts: list[bytes] = []
+        batch: list[bytes] = []
         size = self._file.size
-        if self._hard_state_pending:
-            # The hard state as it was: the new one (its commit may count these entries)
-            # goes after them, so no torn write can keep it without them.
-            parts.append(record(HARD_STATE, encode_hard_state(self.hard_state)))
-            size += len(parts[-1])
-            self._hard_state_pending = False
-        for e in entries:
-            if size >= self.segment_bytes:
-                self._flush(parts)
-                parts = [record(HARD_STATE, encode_hard_state(self.hard_state))]
-                self._new_segment(e.index)
-                self._hard_state_pending = False
-                size = len(parts[0])
-            rec = record(ENTRY, encode_entry(e))
-            self.segments[-1].offsets.append(size)
-            self._entries.append(e)
+        for i, rec in enumerate(records):
+            if i < len(entries) and size >= self.segment_bytes:
+                self._flush(batch)
+                batch = []
+                self._start_segment(entries[i].index)
+                size = self._file.size
+            batch.append(rec)
             size += len(rec)
-            parts.append(rec)
-        if hard_state is not None:
-            parts.append(record(HARD_STATE, encode_hard_state(hard_state)))
-            self.hard_state = hard_state
-        self._flush(parts)
+            if i < len(entries):
+                self._entries.append(entries[i])
+        self._flush(batch)
 
-    def _flush(self, parts: list[bytes]) -> None:
-        if parts:
+    def _start_segment(self, first_index: int) -> None:
+        """Seal the current segment (only the last may end torn) and begin the next one with
+        the current hard state."""
+        if self._file is not None:
+            if self._unsynced:
+                self._file.fsync()
+                self._unsynced = False
+            self._close_file()
+        self._seq += 1
+        path = self.dir / segment_name(self._seq, first_index)
+        self.segments.append(_Segment(path, self._seq, first_index))
+        self._file = self.fs.create(path)
+        self._flush([record(HARD_STATE, encode_hard_state(self.hard_state))])
+        self._dir_dirty = True
+
+    def _flush(self, records: list[bytes]) -> None:
+        if records:
             assert self._file is not None
-            self._file.write(b"".join(parts))
+            self._file.write(b"".join(records))
             self._unsynced = True
 
     def sync(self) -> None:
@@ -247,28 +285,31 @@ class FileLogStore:
             self._dir_dirty = False
 
     def compact(self, through_index: int) -> None:
-        """Delete whole segments whose entries are all at or below through_index."""
+        """Drop old segments whose entries are all at or below through_index, or replaced."""
         self._check_writable()
-        while len(self.segments) > 1 and self.segments[1].first_index <= through_index + 1:
-            seg = self.segments.pop(0)
-            self.fs.remove(seg.path)
+        # A segment may go once a later one starts at or below through+1: what it holds
+        # beyond that was replaced, what it holds before is in the snapshot.
+        while len(self.segments) > 1 and min(s.first_index for s in self.segments[1:]) <= through_index + 1:
+            self.fs.remove(self.segments.pop(0).path)  # if a crash brings it back: replayed, then replaced
             self._dir_dirty = True
-        keep_from = self.segments[0].first_index if self.segments else through_index + 1
-        if self._entries and self._entries[0].index < keep_from:
-            self._entries = self._entries[keep_from - self._entries[0].index :]
+        if self._entries and self._entries[0].index <= through_index:
+            self._position = self._entries[-1].index + 1  # where the log goes on, should none stay
+            self._entries = self._entries[min(len(self._entries), through_index + 1 - self._entries[0].index) :]
 
     def reset(self, next_index: int) -> None:
         """Drop every entry and continue at next_index (an installed snapshot replaces the
-        whole log). Durable when it returns: no stale segment can come back after a crash."""
+        whole log). Durable when it returns: a new segment beginning with the hard state and a
+        reset record, fsynced, then the old segments removed (any that came back after a
+        crash would be replayed before the reset, and ended by it)."""
         self._check_writable()
-        self._close_file()
-        for seg in self.segments:
-            self.fs.remove(seg.path)
-        self.segments = []
-        self._entries = []
-        self._new_segment(next_index)
-        self.write((), None)  # the hard state, first record of the new segment
+        old, self.segments = self.segments, []
+        self._start_segment(next_index)
+        self._flush([record(RESET, _RESET.pack(next_index))])
+        self._entries, self._position = [], next_index
         self.sync()
+        for seg in old:
+            self.fs.remove(seg.path)
+            self._dir_dirty = True
 
     def close(self) -> None:
         if self._file is not None:
@@ -285,51 +326,3 @@ class FileLogStore:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-    def _open_tail(self, next_index: int | None) -> None:
-        if self.segments:
-            self._file = self.fs.open_append(self.segments[-1].path)
-        else:
-            self._new_segment(next_index or 1)  # an empty log without a snapshot starts at 1
-
-    def _new_segment(self, first_index: int) -> None:
-        """Seal the current segment (only the last may end torn) and begin the next one with
-        the current hard state."""
-        if self._file is not None:
-            if self._unsynced:
-                self._file.fsync()
-                self._unsynced = False
-            self._close_file()
-        path = self.dir / segment_name(first_index)
-        self.segments.append(_Segment(path, first_index))
-        self._file = self.fs.create(path)
-        self._dir_dirty = True
-        self._hard_state_pending = True
-
-    def _truncate_from(self, index: int) -> None:
-        first = self.segments[0].first_index if self.segments else index
-        if index <= first or (self._entries and index <= self._entries[0].index):
-            if bugs.enabled("wal_first_truncate") and self._entries:
-                raise StorageError(f"cannot truncate at {index}: at or before the first stored index")
-            self.reset(index)
-            return
-        self._close_file()
-        removed = False
-        while self.segments and self.segments[-1].first_index >= index:
-            seg = self.segments.pop()
-            self.fs.remove(seg.path)
-            removed = True
-        if removed:
-            # Durable now: a later segment coming back after a crash would follow the new
-            # entries with the old ones.
-            self.fs.fsync_dir(self.dir)
-        seg = self.segments[-1]
-        keep = index - seg.first_index
-        if keep < len(seg.offsets):
-            self.fs.truncate(seg.path, seg.offsets[keep])
-            del seg.offsets[keep:]
-        del self._entries[index - self._entries[0].index :]
-        self._file = self.fs.open_append(seg.path)
-        self._unsynced = True
-        # Hard-state records after the cut went with it: write the latest again.
-        self._hard_state_pending = True

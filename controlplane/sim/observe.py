@@ -30,11 +30,15 @@ class Durable:
     last_index: int  # of its log (or its snapshot, when the log is empty)
     last_term: int
 
-    def problem_with(self, state: RecoveredState) -> str | None:
-        """Why the recovered state lacks something this replica had synced (None: it has it)."""
+    def problem_with(self, state: RecoveredState, *, log: bool = True) -> str | None:
+        """Why the recovered state lacks something this replica had synced (None: it has it).
+        log=False: a truncation or snapshot install was under way, which may legitimately
+        have replaced synced entries; term and vote must survive regardless."""
         hs = state.hard_state
         if hs.term < self.term or (hs.term == self.term and self.vote and hs.vote != self.vote):
             return f"synced term {self.term} vote {self.vote}, recovered term {hs.term} vote {hs.vote}"
+        if not log:
+            return None
         if state.snapshot is not None and state.snapshot.meta.index >= self.last_index:
             return None
         terms = {e.index: e.term for e in state.entries}

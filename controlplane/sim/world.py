@@ -311,8 +311,8 @@ class Simulation:
         )
         await replica.start()
         assert observed.recovered is not None
-        if node.durable is not None and not node.rewriting:
-            problem = node.durable.problem_with(observed.recovered)
+        if node.durable is not None:
+            problem = node.durable.problem_with(observed.recovered, log=not node.rewriting)
             if problem:
                 self.violations.append(f"durability: node {node.id} restarted without what it had synced: {problem}")
         node.replica = replica

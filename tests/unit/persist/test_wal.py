@@ -1,5 +1,6 @@
 import os
 import signal
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 
 from controlplane import bugs
 from controlplane.persist import CorruptionError, FileLogStore, StorageError
+from controlplane.persist.wal import ENTRY, HEADER_BYTES
 from controlplane.raft.messages import Entry, EntryKind, HardState
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -54,10 +56,10 @@ def test_compact_deletes_only_whole_covered_segments(tmp_path):
     store.compact(100)
     after = sorted(tmp_path.glob("wal-*.log"))
     assert len(after) < before
-    first = store.entries()[0].index
-    assert first <= 101
+    assert store.entries()[0].index == 101  # the view keeps only what the snapshot does not cover
     store.close()
-    assert FileLogStore(tmp_path, segment_bytes=1024).entries()[0].index == first
+    again = FileLogStore(tmp_path, segment_bytes=1024).entries()
+    assert again[0].index <= 101 and [e.index for e in again] == list(range(again[0].index, 201))
 
 
 def test_reset_then_append_after_a_snapshot_point(tmp_path):
@@ -71,12 +73,19 @@ def test_reset_then_append_after_a_snapshot_point(tmp_path):
 
 
 def record_offsets(tmp_path, n, size=40):
+    """A one-segment log of n entries, and the byte offset of each entry record."""
     store = FileLogStore(tmp_path)
     store.append(entries(1, n, size=size))
     store.sync()
-    offsets = list(store.segments[0].offsets)
     store.close()
-    return next(tmp_path.glob("wal-*.log")), offsets
+    segment = next(tmp_path.glob("wal-*.log"))
+    data, pos, offsets = segment.read_bytes(), 0, []
+    while pos < len(data):
+        length, _, kind = struct.unpack_from("<IIB3x", data, pos)
+        if kind == ENTRY:
+            offsets.append(pos)
+        pos += HEADER_BYTES + length
+    return segment, offsets
 
 
 @pytest.mark.parametrize("cut", [1, 5, 8, 15, 16, 20, -1])
@@ -232,3 +241,25 @@ def test_process_killed_mid_write_keeps_every_synced_entry(tmp_path):
         assert [e.index for e in got] == list(range(1, len(got) + 1))
         assert all(e.data == b"payload-%d" % e.index * 20 for e in got)
         recovered.close()
+
+
+def test_the_log_goes_on_after_compacting_all_of_it(tmp_path):
+    store = FileLogStore(tmp_path, segment_bytes=1024)
+    store.append(entries(1, 50, size=30))
+    store.compact(50)  # a snapshot covers everything
+    assert store.entries() == [] and store.next_index() == 51
+    store.append(entries(51, 2, size=30))
+    store.sync()
+    store.close()
+    assert [e.index for e in FileLogStore(tmp_path, segment_bytes=1024).entries()][-2:] == [51, 52]
+
+
+def test_a_replacing_write_across_a_segment_boundary_wins_on_replay(tmp_path):
+    store = FileLogStore(tmp_path, segment_bytes=1024)
+    store.append(entries(1, 40, term=1, size=30))
+    store.write(entries(25, 30, term=2, size=30), HardState(2, 1, 24))  # rolls over mid-write
+    store.sync()
+    store.close()
+    again = FileLogStore(tmp_path, segment_bytes=1024)
+    assert again.entries() == entries(1, 24, term=1, size=30) + entries(25, 30, term=2, size=30)
+    assert again.hard_state == HardState(2, 1, 24)
