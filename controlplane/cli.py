@@ -113,7 +113,7 @@ async def _run(args: argparse.Namespace) -> int:
     replicas = group_replicas(args.group)
     if not replicas:
         raise ConnectionError(f"no replicas of group {args.group!r} in this cluster; deploy it (python -m jobs.deploy)")
-    cp = ControlPlane(args.group, replicas, client_id=f"cli-{os.getpid()}-{int(time.time())}")
+    cp = ControlPlane(args.group, replicas)
     handler = {
         "status": _status,
         "missions": _missions,

@@ -1,6 +1,6 @@
 """The Python SDK: ControlPlane finds a group's replicas by their actor names, sends fleet
 commands to the leader (following NotLeader answers and waiting out elections), and
-retries with the same (client_id, seq) so a command is applied once even when an answer
+retries with the same (session, seq) so a command is applied once even when an answer
 is lost. Queries are linearizable (ReadIndex on the leader) or explicitly stale; watch()
 follows the change feed from a log index."""
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from typing import Any
 
 import ray
@@ -17,6 +16,7 @@ from controlplane import replica_calls
 from controlplane.actors import NAMESPACE, find_leader, group_replicas
 from controlplane.raft import RaftError
 from controlplane.session import ClientSession, keyed_command
+from controlplane.state.fleet import validate
 
 
 def attach(address: str = "auto") -> None:
@@ -40,23 +40,22 @@ class OutcomeUnknown(ControlPlaneError, TimeoutError):
 
 
 class ControlPlane:
-    def __init__(self, group: str, replicas: dict[int, Any], client_id: str | None = None) -> None:
+    def __init__(self, group: str, replicas: dict[int, Any]) -> None:
         if not replicas:
             raise ControlPlaneError(f"group {group!r} has no replicas")
         self.group = group
         self.replicas = replicas
-        self.client_id = client_id or f"sdk-{uuid.uuid4().hex[:12]}"
-        self.session = ClientSession(self.client_id)
+        self.session = ClientSession()
         self._leader: int | None = None
 
     @classmethod
-    def connect(cls, group: str, address: str = "auto", *, client_id: str | None = None) -> ControlPlane:
+    def connect(cls, group: str, address: str = "auto") -> ControlPlane:
         """Attach to Ray (address "auto": the running cluster) and find the group's replicas."""
         attach(address)
         replicas = group_replicas(group)
         if not replicas:
             raise ControlPlaneError(f"no replicas of group {group!r} in namespace {NAMESPACE!r}; deploy it first")
-        return cls(group, replicas, client_id)
+        return cls(group, replicas)
 
     async def _leader_handle(self, timeout: float) -> Any:
         if self._leader is None:
@@ -97,6 +96,8 @@ class ControlPlane:
         other, is applied once (for as long as the state remembers sessions)."""
         if idempotency_key is not None:
             return await self.propose(keyed_command(command, idempotency_key), timeout)
+        validate({**command})  # a bad command is refused before a session is opened for it
+        await self.session.ensure_open(lambda data: self.propose(data, timeout))
         seq, data = self.session.command(command)
         answer: dict[str, Any] | None = None
         try:
@@ -149,5 +150,5 @@ class ControlPlane:
 
 async def propose_to_leader(replicas: dict[int, Any], command: bytes, timeout: float = 15.0) -> Any:
     """Send prepared command bytes to the group's leader, following redirects and waiting out
-    elections (no (client_id, seq) is added: the bytes go as they are)."""
+    elections (no (session, seq) is added: the bytes go as they are)."""
     return await ControlPlane("ad-hoc", replicas).propose(command, timeout)

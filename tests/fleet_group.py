@@ -24,7 +24,7 @@ class HarnessFleet:
         self.net.elect(1)
         self.feeds = {nid: ChangeFeed(FleetState()) for nid in self.net.replicas}
         self.applied = dict.fromkeys(self.net.replicas, 0)
-        self.session = ClientSession("harness")
+        self.session = ClientSession()
         self.auto_register = auto_register
         self._ingests: dict[str, TelemetryIngest] = {}
 
@@ -39,6 +39,9 @@ class HarnessFleet:
                     self.applied[nid] = e.index
         return answers
 
+    async def _propose_async(self, data: bytes) -> dict[str, Any]:
+        return self.propose(data)
+
     def propose(self, data: bytes) -> dict[str, Any]:
         index = self.net.core(1).propose(data).index
         answer: dict[str, Any] = self._sync()[index]
@@ -49,6 +52,7 @@ class HarnessFleet:
     ) -> dict[str, Any]:
         if idempotency_key is not None:
             return self.propose(keyed_command(command, idempotency_key))
+        await self.session.ensure_open(self._propose_async)
         seq, data = self.session.command(command)
         answer = self.propose(data)
         self.session.done(seq, answer)

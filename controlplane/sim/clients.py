@@ -91,7 +91,7 @@ class SimClient:
         self.index = index
         self.pipeline = pipeline
         self.keys = keys
-        self.session = ClientSession(f"client-{index}")
+        self.session = ClientSession()
         self.rng = random.Random(sim.rng.random())
         self.leader = 0
         self.completed = 0
@@ -126,11 +126,29 @@ class SimClient:
 
     async def command(self, command: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
         """Propose until answered or out of time: (APPLIED | REFUSED | UNKNOWN, the answer)."""
-        loop = asyncio.get_running_loop()
+        try:
+            await self.session.ensure_open(self._answer_of)
+        except TimeoutError:
+            return UNKNOWN, None  # no session: nothing of the command was sent
         seq, data = self.session.command(command)
+        client = self.session.client_id
+        assert client is not None
+        answer = await self._propose(data)
+        result = outcome(answer) if answer is not None else UNKNOWN
+        self.session.done(seq, answer)
+        self.sim.final_answers.append(FinalAnswer(client, seq, result, answer))
+        return result, answer
+
+    async def _answer_of(self, data: bytes) -> dict[str, Any]:
+        answer = await self._propose(data)
+        if answer is None:
+            raise TimeoutError("no answer in time")
+        return answer
+
+    async def _propose(self, data: bytes) -> dict[str, Any] | None:
+        """Send the same bytes to whoever leads until a replica answers; None if out of time."""
+        loop = asyncio.get_running_loop()
         deadline = loop.time() + self.sim.op_timeout
-        answer: dict[str, Any] | None = None
-        result = UNKNOWN
         while loop.time() < deadline:
             target = await self._target()
             try:
@@ -138,19 +156,13 @@ class SimClient:
                     target, lambda r: r.propose_many([data], timeout=self.sim.propose_timeout), self.sim.call_timeout
                 )
             except (Unreachable, RaftError, TimeoutError):
-                self.leader = 0
-                await asyncio.sleep(self.rng.uniform(0.005, 0.03))
-                continue
-            if kind == "retry":
-                self.leader = 0
-                await asyncio.sleep(self.rng.uniform(0.005, 0.03))
-                continue
-            answer = value
-            result = outcome(value)
-            break
-        self.session.done(seq, answer)
-        self.sim.final_answers.append(FinalAnswer(self.session.client_id, seq, result, answer))
-        return result, answer
+                kind, value = "retry", None
+            if kind == "ok":
+                answer: dict[str, Any] = value
+                return answer
+            self.leader = 0
+            await asyncio.sleep(self.rng.uniform(0.005, 0.03))
+        return None
 
     async def read(self, key: str) -> None:
         loop = asyncio.get_running_loop()

@@ -192,6 +192,8 @@ class Faults:
     def churn(self, old_voters: list[int]) -> None:
         """Right after the group grew, two of its old members are cut off together and one
         of them reboots: it must come back knowing the group it is in now."""
+        if self.sim.heal_time:
+            return  # the growth finished after the faults were healed: no more faults
         live = [n for n in old_voters if self.sim.nodes[n].alive]
         if len(live) < 2:
             return

@@ -38,7 +38,6 @@ from controlplane.raft.core import RaftError
 from controlplane.raft.messages import Ready, Role
 from controlplane.replica import Replica, ReplicaSettings
 from controlplane.rpc.config import RPCConfig
-from controlplane.session import ClientSession
 from controlplane.sim.clients import Gateway, SimClient, telemetry_workload
 from controlplane.sim.faults import FOCUS, FOCUS_SETTINGS, Faults
 from controlplane.sim.fs import SimCrash, SimFileSystem
@@ -405,9 +404,7 @@ class Simulation:
 
     async def _setup(self) -> None:
         """Register a station and the UAVs whose altitude the clients use as registers."""
-        session = ClientSession("setup")
         setup = SimClient(self, -1, 1, self.keys)
-        setup.session = session
         commands = [{"type": "register_station", "station": "alpha"}] + [
             {"type": "register_uav", "uav": k, "home_station": "alpha", "alt": 0.0} for k in self.keys
         ]

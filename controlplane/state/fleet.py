@@ -111,14 +111,15 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "remove_member": ("group", "uav"),
     "dissolve_group": ("group",),
     "checkpoint": (),
+    "open_session": (),
 }
 COMMANDS = frozenset(REQUIRED)
 
 
-def _session_fields(cmd: dict[str, Any]) -> tuple[str, int, int, bool]:
-    client, seq, ack, answered = cmd.get("client"), cmd.get("seq"), cmd.get("ack", 1), cmd.get("answered", False)
-    if not isinstance(answered, bool):
-        raise CommandError("answered", "must be true or false")
+def _session_fields(cmd: dict[str, Any]) -> tuple[str, int, int]:
+    client, seq, ack = cmd.get("client"), cmd.get("seq"), cmd.get("ack", 1)
+    if cmd.get("type") == "open_session":
+        raise CommandError("client", "open_session opens a session; it is not sent in one")
     if not isinstance(client, str) or not client or len(client) > 256:
         raise CommandError("client", "must be a non-empty string of at most 256 characters")
     for name, value in (("seq", seq), ("ack", ack)):
@@ -127,7 +128,7 @@ def _session_fields(cmd: dict[str, Any]) -> tuple[str, int, int, bool]:
     assert isinstance(seq, int) and isinstance(ack, int)
     if ack > seq:
         raise CommandError("ack", f"must not exceed seq ({ack} > {seq}): a client still waits for this command")
-    return client, seq, ack, answered
+    return client, seq, ack
 
 
 def validate(command: dict[str, Any]) -> dict[str, Any]:
@@ -197,14 +198,16 @@ class FleetState:
         except ValueError:
             return self._reject(entry.index, CommandError("command", "not valid JSON"))
         self.sessions.expire(entry.index)
+        if isinstance(cmd, dict) and cmd.get("type") == "open_session" and not set(cmd) & set(SESSION_FIELDS):
+            return {"ok": True, "index": entry.index, "session": self.sessions.open(entry.index)}
         if not isinstance(cmd, dict) or "client" not in cmd:
             return self._execute(cmd, entry.index)
         try:
-            client, seq, ack, answered = _session_fields(cmd)
+            client, seq, ack = _session_fields(cmd)
         except CommandError as exc:
             return self._reject(entry.index, exc)
         digest = entry_digest(entry.data)
-        seen = self.sessions.check(client, seq, ack, answered, digest, entry.index)
+        seen = self.sessions.check(client, seq, ack, digest, entry.index)
         if seen.kind == "duplicate":
             assert seen.answer is not None
             self.sessions.touch(client, entry.index)

@@ -8,10 +8,13 @@ refusal: the command may well have been applied. Sessions are forgotten after
 `ttl_entries` log entries without use, and the least recently used go first when there are
 more than `max_sessions`, both by log position so every replica forgets the same ones.
 
-A command of an unknown session starts it, unless the command says `answered`: its client
-has had an answer in this session before, so the session existed and was forgotten. The one
-case this cannot tell apart: a client that never received any answer and retries after its
-session expired (after ttl_entries entries) is taken for a new one.
+A client opens its session first (an `open_session` command, as LogCabin registers
+clients): the state names it after the entry's log index, so a name is never used twice and
+a session the state does not know is one it forgot. An open_session retried after a lost
+answer opens another session, which nobody uses and which expires. Idempotency keys
+(`key:<key>` sessions, one command each) are the exception: they start on first use, so a
+retry of a key after its session expired (ttl_entries later) applies again, as keys expire
+in HTTP's Idempotency-Key draft.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ MAX_SESSIONS = 200_000
 # Answers kept per session beyond what the client acknowledged: a client pipelining more
 # than this loses exactly-once for its oldest commands (it gets "expired" for them).
 MAX_ANSWERS = 4096
-SESSION_FIELDS = ("client", "seq", "ack", "answered")
+SESSION_FIELDS = ("client", "seq", "ack")
+KEYED = "key:"  # sessions named by an idempotency key, started on first use
 
 
 @dataclass
@@ -75,15 +79,26 @@ class Sessions:
     def __len__(self) -> int:
         return len(self.by_client)
 
-    def check(self, client: str, seq: int, ack: int, answered: bool, digest: str, index: int) -> Seen:
+    def open(self, index: int) -> str:
+        """A new session, named after the log index of the command that opened it."""
+        self.expire(index)
+        name = f"s{index}"
+        self.by_client[name] = Session(used=index)
+        self._evict()
+        return name
+
+    def check(self, client: str, seq: int, ack: int, digest: str, index: int) -> Seen:
         """Call once per command, at log index `index`, before applying it."""
         self.expire(index)
         session = self.by_client.get(client)
         if bugs.enabled("session_last_seq"):
             return self._check_last_seq_only(session, seq)
         if session is None:
-            if answered:
-                return self._expired(f"session {client!r} expired: seq {seq} may or may not have been applied")
+            if not client.startswith(KEYED):
+                return self._expired(
+                    f"session {client!r} is not open (it expired, or was never opened): "
+                    f"seq {seq} may or may not have been applied"
+                )
             session = self.by_client[client] = Session()
         if ack > session.floor:
             session.floor = ack
@@ -126,6 +141,9 @@ class Sessions:
             oldest = min(session.answers)
             del session.answers[oldest]
             session.floor = max(session.floor, oldest + 1)
+        self._evict()
+
+    def _evict(self) -> None:
         while len(self.by_client) > self.max_sessions:
             self.by_client.popitem(last=False)
 

@@ -139,7 +139,7 @@ def test_sdk_commands_queries_watch_and_retries_apply_once(ray_session, tmp_path
             with pytest.raises(CommandError, match="battery"):  # refused before it is proposed
                 await cp.command({"type": "update_uav", "uav": "uav-7", "battery": 120})
             # A retry whose first answer was lost: the same (client, seq) bytes again.
-            data = encode({"type": "create_group", "group": "g", "client": "another-client", "seq": 99})
+            data = encode({"type": "create_group", "group": "g", "client": "key:another-client", "seq": 99})
             leader = cp.replicas[await find_leader(cp.replicas)]
             first = await leader.propose.remote(data)
             second = await leader.propose.remote(data)

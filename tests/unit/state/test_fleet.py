@@ -112,10 +112,10 @@ def test_expected_version_conflicts():
 
 def test_a_retried_command_applies_once():
     s = base()
-    cmd = {"type": "create_group", "group": "g1", "client": "c1", "seq": 1}
+    cmd = {"type": "create_group", "group": "g1", "client": "key:c1", "seq": 1}
     a, b = run(s, cmd, cmd, start=10)
     assert a == b and a["ok"]
-    [again] = run(s, {"type": "create_group", "group": "g1", "client": "c2", "seq": 1}, start=12)
+    [again] = run(s, {"type": "create_group", "group": "g1", "client": "key:c2", "seq": 1}, start=12)
     assert not again["ok"]  # a different client really does try to create it twice
 
 
@@ -141,13 +141,13 @@ def test_snapshot_restores_exactly():
     run(
         s,
         {"type": "create_mission", "mission": "m", "waypoints": [{"lat": 1, "lon": 2, "alt": 3}]},
-        {"type": "create_group", "group": "g", "client": "c", "seq": 4},
+        {"type": "create_group", "group": "g", "client": "key:c", "seq": 4},
         start=10,
     )
     again = FleetState()
     again.restore(s.snapshot())
     assert again.digest() == s.digest() and again.snapshot() == s.snapshot()
-    [dup] = run(again, {"type": "create_group", "group": "g", "client": "c", "seq": 4}, start=30)
+    [dup] = run(again, {"type": "create_group", "group": "g", "client": "key:c", "seq": 4}, start=30)
     assert dup["ok"]  # the session table came back too: the retry gets the first answer
 
 
@@ -210,7 +210,7 @@ def entry_bytes(cmd: dict, seq: int) -> bytes:
     if "telemetry" in cmd:
         table, _ = normalize(cmd["telemetry"])
         return encode_entry(table, auto_register=cmd["auto_register"])
-    return json.dumps({**cmd, "client": "c", "seq": seq}).encode()
+    return json.dumps({**cmd, "client": "key:c", "seq": seq}).encode()
 
 
 @settings(max_examples=40, deadline=None)
