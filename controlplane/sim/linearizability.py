@@ -101,10 +101,16 @@ def _check_register(ops: list[Operation], initial: int | None, budget: int) -> t
         if explored > budget:
             raise RuntimeError(f"linearizability search exceeded {budget} states")
         # Only an operation called before every pending operation's return may go next.
-        horizon = min((ops[i].ret for i in range(n) if not done >> i & 1), default=math.inf)
-        for i in range(n):
-            if done >> i & 1:
-                continue
+        # Operations are in call order: scan from the first pending one until they are called
+        # after the earliest return seen (no later one can return earlier than that).
+        candidates, horizon = [], math.inf
+        i = (~done & (done + 1)).bit_length() - 1  # the first pending operation
+        while i < n and ops[i].call < horizon:
+            if not done >> i & 1:
+                candidates.append(i)
+                horizon = min(horizon, ops[i].ret)
+            i += 1
+        for i in candidates:
             op = ops[i]
             if op.call >= horizon and op.ret != horizon:
                 continue  # some pending operation returned before this one was called
