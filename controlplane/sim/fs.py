@@ -7,7 +7,8 @@ cut short and followed by zeros) and, per directory, a random prefix of its unsy
 namespace changes. A process kill keeps everything the process handed to the OS.
 
 `crash_after(n)` makes the n-th next mutating operation raise SimCrash instead of running
-(the machine dies between two operations); the disk then refuses every call until
+(the machine dies between two operations); `crash_before_touching(name)` does the same at
+the first mutating operation on a path through `name`. The disk then refuses every call until
 `reboot()`. `flip_bit()` damages durable bytes for the corruption checks. `fail_next_fsync`
 makes an fsync raise OSError(EIO), as a failing disk does.
 """
@@ -89,6 +90,7 @@ class SimFileSystem:
         self._dir_ops: dict[str, list[_DirOp]] = {}
         self._locks: set[str] = set()
         self._crash_countdown: int | None = None
+        self._crash_before: str | None = None
         self._fail_fsyncs = 0
         self.down = False
         self.on_crash: Callable[[], None] | None = None  # told when a planned crash strikes
@@ -104,12 +106,16 @@ class SimFileSystem:
     def crash_after(self, operations: int) -> None:
         self._crash_countdown = max(1, operations)
 
+    def crash_before_touching(self, name: str) -> None:
+        self._crash_before = name
+
     def fail_next_fsync(self) -> None:
         self._fail_fsyncs += 1
 
     def disarm(self) -> None:
         """No planned crash or fsync error any more (the faults are over)."""
         self._crash_countdown = None
+        self._crash_before = None
         self._fail_fsyncs = 0
 
     def _sync(self, inode: _Inode) -> None:
@@ -125,10 +131,16 @@ class SimFileSystem:
             self._crash_countdown -= 1
             if self._crash_countdown <= 0:
                 self._crash_countdown = None
-                self.down = True
-                if self.on_crash is not None:
-                    self.on_crash()
-                raise SimCrash(f"power lost before {what} {path}")
+                self._power_fails(what, path)
+        if self._crash_before is not None and self._crash_before in Path(path).parts:
+            self._crash_before = None
+            self._power_fails(what, path)
+
+    def _power_fails(self, what: str, path: Path) -> None:
+        self.down = True
+        if self.on_crash is not None:
+            self.on_crash()
+        raise SimCrash(f"power lost before {what} {path}")
 
     def _maybe_fail_fsync(self, path: Path) -> None:
         if self._fail_fsyncs:

@@ -27,6 +27,13 @@ async def _a_leader(sim: Simulation, ticks: float = 200) -> int:
     raise RuntimeError("scenario: no leader emerged")
 
 
+def _log_bounds(sim: Simulation, nid: int) -> tuple[int, int]:
+    """A running replica's first and last log index ((0, 0) when it is not running)."""
+    replica = sim.nodes[nid].replica
+    core = replica.node.core if replica is not None else None
+    return (core.log.first_index(), core.log.last_index()) if core is not None else (0, 0)
+
+
 async def membership_then_restart_in_a_minority(sim: Simulation) -> None:
     """Three voters grow to five (add 4, add 5, all apply both); the group splits {a,b} |
     {c,4,5}; a restarts. It must come back knowing the five, not count votes among the
@@ -84,12 +91,42 @@ async def conflict_right_after_a_snapshot_install(sim: Simulation) -> None:
     sim.network.cut -= cut
 
 
+async def crash_between_saving_a_snapshot_and_resetting_the_log(sim: Simulation) -> None:
+    """A follower is down while the leader compacts past its log; it comes back, receives
+    the leader's snapshot and loses power once the snapshot is durable, before its log is
+    reset. Its disk then holds a snapshot and an older log that ends before it: the restart
+    must join them (drop the covered entries), not append after a gap. (Defect 3.)"""
+    await asyncio.sleep(20 * sim.tick)
+    leader = await _a_leader(sim)
+    follower = sim.nodes[sim.rng.choice([n for n in sim.founders if n != leader])]
+    behind = _log_bounds(sim, follower.id)[1]
+    sim.stop_node(follower, True, restart_in=10**6)  # down until we say
+    deadline = sim.loop.time() + 300 * sim.tick
+    while sim.loop.time() < deadline:  # the others commit; the leader compacts past it
+        leading = sim.leader()
+        if leading is not None and _log_bounds(sim, leading.id)[0] > behind + 1:
+            break
+        await asyncio.sleep(sim.tick)
+    follower.crash_before_log_reset = True
+    follower.restart_pending = False
+    sim.boot(follower)
+    deadline = sim.loop.time() + 200 * sim.tick
+    while follower.crash_before_log_reset or follower.alive or follower.booting:
+        if sim.loop.time() > deadline:
+            return
+        await asyncio.sleep(sim.tick / 20)
+    sim.boot(follower)  # at once, while the leader still has the entries after its snapshot
+
+
 Scenario = Callable[["Simulation"], Coroutine[Any, Any, None]]
 # Replica settings a scenario needs (ReplicaSettings fields).
 SCENARIO_SETTINGS: dict[str, dict[str, int]] = {
     # Snapshot at every entry, so the cut-off leader's snapshot is its commit index; keep
     # 20 entries behind it, so the new leader still sends entries, not a snapshot.
     "conflict_right_after_a_snapshot_install": {"snapshot_every": 1, "compaction_keep": 20},
+    # Frequent snapshots, so the returning follower gets one; 20 entries kept behind each, so
+    # once restarted it is sent entries, not another snapshot.
+    "crash_between_saving_a_snapshot_and_resetting_the_log": {"snapshot_every": 5, "compaction_keep": 20},
     # No snapshot during the run: a restarted replica's configuration comes from its log and
     # its commit index alone.
     "membership_then_restart_in_a_minority": {"snapshot_every": 10**6},
@@ -97,4 +134,5 @@ SCENARIO_SETTINGS: dict[str, dict[str, int]] = {
 SCENARIOS: dict[str, Scenario] = {
     "membership_then_restart_in_a_minority": membership_then_restart_in_a_minority,
     "conflict_right_after_a_snapshot_install": conflict_right_after_a_snapshot_install,
+    "crash_between_saving_a_snapshot_and_resetting_the_log": crash_between_saving_a_snapshot_and_resetting_the_log,
 }

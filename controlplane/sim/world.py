@@ -127,6 +127,7 @@ class SimNode:
     damaged: str | None = None  # why its disk was refused
     corrupted: bool = False  # bits flipped in its log, not yet booted since
     crash_on_snapshot_install: bool = False
+    crash_before_log_reset: bool = False  # once the next received snapshot is saved
     slow_disk_until: float = 0.0
     rewriting: bool = False  # a truncation or snapshot install was in flight
     restart_pending: bool = False
@@ -282,6 +283,9 @@ class Simulation:
                 if node.crash_on_snapshot_install:
                     node.crash_on_snapshot_install = False
                     node.fs.crash_after(self.rng.randint(1, 8))  # somewhere in saving it
+                if node.crash_before_log_reset:
+                    node.crash_before_log_reset = False
+                    node.fs.crash_before_touching("wal")
 
         def snapshot_saved() -> None:
             self.stats.snapshots_taken += 1

@@ -116,7 +116,11 @@ CAUGHT = {
         range(0, 15),
         "cannot truncate at .*: at or before the first stored index",
     ),
-    "snapshot_wal_gap": ({"replicas": 5, "focus": "snapshots"}, range(0, 30), "gap in log"),
+    "snapshot_wal_gap": (
+        {"replicas": 3, "scenario": "crash_between_saving_a_snapshot_and_resetting_the_log"},
+        range(0, 10),
+        "gap in log",
+    ),
     "zombie_leader": ({"replicas": 3}, range(0, 40), "still claim to lead|no progress"),
     "session_last_seq": ({"replicas": 3}, range(0, 10), "answered as refused .* but was applied"),
     "wal_length_unchecked": ({"replicas": 5}, range(0, 60), "durability"),
