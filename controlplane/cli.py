@@ -77,6 +77,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "node":  # configured by the environment, as the specification does
+        from controlplane.standalone.process import HELP
+        from controlplane.standalone.process import main as node_main
+
+        if argv[1:] in (["-h"], ["--help"]):
+            print(HELP)
+            return 0
+        if argv[1:]:
+            print("controlplane node: takes no arguments; it is configured by environment variables (see --help)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        return node_main()
     if argv and argv[0] in ("demo", "sim"):  # their own options
         if argv[0] == "demo":
             from controlplane.demo import main as demo_main

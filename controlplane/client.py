@@ -7,16 +7,33 @@ follows the change feed from a log index."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import ray
 
 from controlplane import replica_calls
 from controlplane.actors import NAMESPACE, find_leader, group_replicas
+from controlplane.leader_client import ControlPlaneError, LeaderClient, OutcomeUnknown, RetryElsewhere
 from controlplane.raft import RaftError
-from controlplane.session import ClientSession, keyed_command
-from controlplane.state.fleet import validate
+
+__all__ = ["ControlPlane", "ControlPlaneError", "OutcomeUnknown", "attach", "propose_to_leader"]
+
+
+@contextlib.contextmanager
+def _retry_elsewhere_on_ray_errors() -> Iterator[None]:
+    """What Ray raises when the replica asked cannot answer (dead, restarting, not leading,
+    timed out) becomes RetryElsewhere; the query's or command's own errors stay as they are."""
+    try:
+        yield
+    except ray.exceptions.RayTaskError as exc:
+        if not isinstance(exc.cause, RaftError | TimeoutError):
+            raise
+        raise RetryElsewhere(str(exc)) from exc
+    except (ray.exceptions.RayActorError, TimeoutError) as exc:
+        raise RetryElsewhere(str(exc)) from exc
 
 
 def attach(address: str = "auto") -> None:
@@ -30,22 +47,15 @@ def attach(address: str = "auto") -> None:
         raise ConnectionError(f"no Ray cluster at {address!r}: {exc}") from None
 
 
-class ControlPlaneError(Exception):
-    pass
+class ControlPlane(LeaderClient):
+    """The SDK for a group deployed as Ray actors (actors.deploy), found by its name."""
 
-
-class OutcomeUnknown(ControlPlaneError, TimeoutError):
-    """No answer in time: the command may or may not have been applied. Retrying the same
-    command with the same idempotency key is safe; without one it may apply twice."""
-
-
-class ControlPlane:
     def __init__(self, group: str, replicas: dict[int, Any]) -> None:
         if not replicas:
             raise ControlPlaneError(f"group {group!r} has no replicas")
+        super().__init__()
         self.group = group
         self.replicas = replicas
-        self.session = ClientSession()
         self._leader: int | None = None
 
     @classmethod
@@ -62,49 +72,16 @@ class ControlPlane:
             self._leader = await find_leader(self.replicas, timeout)
         return self.replicas[self._leader]
 
-    async def propose(self, data: bytes, timeout: float = 15.0) -> dict[str, Any]:
-        """Send command bytes to the leader until it answers, the same bytes each try (safe
-        when they carry a (client, seq) the state remembers). OutcomeUnknown when time runs
-        out: the command may or may not have been applied."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        last: Exception | None = None
-        while loop.time() < deadline:
-            try:
-                handle = await self._leader_handle(max(0.1, deadline - loop.time()))
-                outcome, answer = await replica_calls.propose(handle, data)
-                if outcome == "ok":
-                    return dict(answer)
-                last = RuntimeError(answer)
-            except ray.exceptions.RayTaskError as exc:
-                if not isinstance(exc.cause, RaftError | TimeoutError):
-                    raise
-                last = exc
-            except (ray.exceptions.RayActorError, TimeoutError) as exc:
-                last = exc
-            self._leader = None
-            await asyncio.sleep(0.05)
-        raise OutcomeUnknown(f"no answer within {timeout}s ({last}): the command may or may not have been applied")
+    def _leader_lost(self) -> None:
+        self._leader = None
 
-    async def command(
-        self, command: dict[str, Any], timeout: float = 15.0, *, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
-        """A fleet command (state/fleet.py COMMANDS), validated here first (CommandError names
-        the field), applied exactly once. The answer says ok or why not (conflicts included);
-        `session.outcome(answer)` tells applied, refused or unknown. With an idempotency key
-        the command is its own session: a retry with the same key, from this process or any
-        other, is applied once (for as long as the state remembers sessions)."""
-        if idempotency_key is not None:
-            return await self.propose(keyed_command(command, idempotency_key), timeout)
-        validate({**command})  # a bad command is refused before a session is opened for it
-        await self.session.ensure_open(lambda data: self.propose(data, timeout))
-        seq, data = self.session.command(command)
-        answer: dict[str, Any] | None = None
-        try:
-            answer = await self.propose(data, timeout)
-            return answer
-        finally:
-            self.session.done(seq, answer)
+    async def _propose_once(self, data: bytes, timeout: float) -> tuple[str, Any]:
+        with _retry_elsewhere_on_ray_errors():
+            return await replica_calls.propose(await self._leader_handle(timeout), data)
+
+    async def _query_once(self, name: str, args: dict[str, Any] | None, timeout: float) -> Any:
+        with _retry_elsewhere_on_ray_errors():
+            return await replica_calls.query(await self._leader_handle(timeout), name, args, "linearizable")
 
     async def query(
         self, name: str, args: dict[str, Any] | None = None, consistency: str = "linearizable", timeout: float = 15.0
@@ -115,20 +92,7 @@ class ControlPlane:
             raise ValueError(f"consistency must be 'linearizable' or 'stale', got {consistency!r}")
         if consistency == "stale":
             return await next(iter(self.replicas.values())).query.remote(name, args, "stale")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            try:
-                handle = await self._leader_handle(max(0.1, deadline - loop.time()))
-                return await replica_calls.query(handle, name, args, "linearizable")
-            except ray.exceptions.RayTaskError as exc:
-                if not isinstance(exc.cause, RaftError | TimeoutError) or loop.time() > deadline:
-                    raise
-            except (ray.exceptions.RayActorError, TimeoutError):
-                if loop.time() > deadline:
-                    raise
-            self._leader = None
-            await asyncio.sleep(0.05)
+        return await self.read(name, args, timeout)
 
     async def watch(self, from_index: int, kinds: list[str] | None = None, timeout: float = 10.0) -> dict[str, Any]:
         """Changes after `from_index` from the leader's change feed (long poll)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -23,6 +24,7 @@ from controlplane.rpc.errors import (
 from controlplane.rpc.transport import Handler
 
 PATH = "/raft/v1/messages"
+RequestHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger(__name__)
 
 
@@ -42,24 +44,31 @@ class HTTPTransportServer:
     def address(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    async def start(self, handler: Handler) -> None:
-        async def receive(request: web.Request) -> web.Response:
+    async def start(self, deliver: Handler, routes: Sequence[web.RouteDef] = ()) -> None:
+        """Serve Raft messages to `deliver`, and any further `routes` behind the same token."""
+
+        @web.middleware
+        async def authenticate(request: web.Request, handler: RequestHandler) -> web.StreamResponse:
             if self._token is not None:
                 presented = request.headers.get("Authorization", "")
                 if not hmac.compare_digest(presented.encode(), f"Bearer {self._token}".encode()):
                     self.auth_rejections += 1
                     log.warning("rejected a request from %s: missing or wrong cluster token", request.remote)
                     return web.Response(status=401, text="missing or wrong cluster token")
+            return await handler(request)
+
+        async def receive(request: web.Request) -> web.Response:
             body = await request.read()
             try:
-                await handler(body)
+                await deliver(body)
             except ValueError as exc:
                 self.bad_requests += 1
                 return web.Response(status=400, text=f"undecodable request: {exc}")
             return web.Response(status=204)
 
-        app = web.Application(client_max_size=self.max_body)
+        app = web.Application(client_max_size=self.max_body, middlewares=[authenticate])
         app.router.add_post(PATH, receive)
+        app.router.add_routes(routes)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

@@ -1,0 +1,229 @@
+"""The SDK for a group of standalone nodes (`python -m controlplane node`), reached by
+address: the calls standalone/routes.py answers on each node's peer port, with the group's
+cluster token. Same contract as client.ControlPlane (exactly-once commands, linearizable
+reads, the change feed), no Ray.
+
+    group = NodeGroup(["http://10.0.0.1:8888", "http://10.0.0.2:8888"], token=...)
+    await group.command({"type": "register_uav", "uav": "u1", "home": "s1"})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import aiohttp
+
+from controlplane.leader_client import ControlPlaneError, LeaderClient, RetryElsewhere
+from controlplane.standalone.wire import PREFIX, decode_error
+
+Addresses = Callable[[], Mapping[int, str]]
+
+
+class NodeGroup(LeaderClient):
+    def __init__(
+        self,
+        addresses: Sequence[str] | Addresses,
+        *,
+        token: str | None = None,
+        ask_timeout: float = 0.5,
+    ) -> None:
+        """addresses: the nodes' peer URLs (http://host:NODE_PORT), or a function giving them
+        by Raft id (a node's own view of its peers, from discovery)."""
+        super().__init__()
+        if callable(addresses):
+            self._addresses: Addresses = addresses
+        else:
+            urls = [a.rstrip("/") for a in addresses]
+            if not urls:
+                raise ControlPlaneError("no node addresses given")
+            # Keyed by position until the nodes tell their Raft ids (status()).
+            self._by_url: dict[int, str] = {-i - 1: u for i, u in enumerate(urls)}
+            self._addresses = lambda: self._by_url
+        self.ask_timeout = ask_timeout
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._session: aiohttp.ClientSession | None = None
+        self._leader_url: str | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self._headers)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _call(self, method: str, url: str, path: str, timeout: float, **kwargs: Any) -> tuple[int, Any]:
+        """(status, JSON body); RetryElsewhere when the node cannot be reached in time."""
+        try:
+            async with self._http().request(
+                method, f"{url}{PREFIX}/{path}", timeout=aiohttp.ClientTimeout(total=timeout), **kwargs
+            ) as resp:
+                if resp.status == 401:
+                    raise ControlPlaneError(f"{url} refused the cluster token")
+                text = await resp.text()
+                if resp.status == 400:
+                    raise ValueError(f"{url} refused the request: {text[:300]}")
+                return resp.status, json.loads(text) if text else None
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            if isinstance(exc, ValueError) and not isinstance(exc, json.JSONDecodeError):
+                raise
+            raise RetryElsewhere(f"{url}: {type(exc).__name__}: {exc}") from exc
+
+    async def status(self) -> list[dict[str, Any]]:
+        """Every node's status (an "error" entry for a node that does not answer)."""
+        urls = list(dict.fromkeys(self._addresses().values()))
+        results = await asyncio.gather(
+            *(self._call("GET", u, "status", self.ask_timeout) for u in urls), return_exceptions=True
+        )
+        answers: list[dict[str, Any]] = []
+        for url, result in zip(urls, results, strict=True):
+            if isinstance(result, BaseException):
+                answers.append({"address": url, "error": f"{type(result).__name__}: {result}"})
+            else:
+                answers.append(dict(result[1]))
+                self._learn_id(url, answers[-1].get("replica"))
+        return answers
+
+    def _learn_id(self, url: str, replica: Any) -> None:
+        by_url = getattr(self, "_by_url", None)
+        if by_url is not None and isinstance(replica, int):
+            for key, known in list(by_url.items()):
+                if known == url and key != replica:
+                    del by_url[key]
+                    by_url[replica] = url
+
+    async def find_leader(self, timeout: float = 15.0) -> str:
+        """The peer URL of the node that says it leads; waits out elections."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            by_id = self._addresses()
+            for status in await self.status():
+                if status.get("role") == "leader":
+                    url = by_id.get(int(status["replica"])) or status.get("address")
+                    if url:
+                        return str(url)
+            if loop.time() > deadline:
+                raise TimeoutError(f"no leader among {sorted(set(by_id.values()))} within {timeout}s")
+            await asyncio.sleep(0.1)
+
+    async def _leader(self, timeout: float) -> str:
+        if self._leader_url is None:
+            try:
+                self._leader_url = await self.find_leader(timeout)
+            except TimeoutError as exc:
+                raise RetryElsewhere(str(exc)) from exc
+        return self._leader_url
+
+    def _leader_lost(self) -> None:
+        self._leader_url = None
+
+    async def _propose_once(self, data: bytes, timeout: float) -> tuple[str, Any]:
+        url = await self._leader(timeout)
+        body = {"commands": [data.decode()], "timeout": min(timeout, 5.0)}
+        status, answer = await self._call("POST", url, "propose", min(timeout, 5.0) + 1.0, json=body)
+        if status != 200:
+            raise RetryElsewhere(f"{url} answered {status}: {answer}")
+        outcome, value = answer["answers"][0]
+        return str(outcome), value
+
+    async def _query_once(self, name: str, args: dict[str, Any] | None, timeout: float) -> Any:
+        url = await self._leader(timeout)
+        body = {"queries": [[name, args]], "consistency": "linearizable"}
+        status, answer = await self._call("POST", url, "query", min(timeout, 5.0) + 1.0, json=body)
+        if status != 200:
+            raise RetryElsewhere(f"{url} answered {status}: {answer}")
+        ok, value = answer["answers"][0]
+        if not ok:
+            raise decode_error(value)
+        return value
+
+    async def query(
+        self, name: str, args: dict[str, Any] | None = None, consistency: str = "linearizable", timeout: float = 15.0
+    ) -> Any:
+        """A named query (state/queries.py): "linearizable" on the leader after a ReadIndex
+        barrier; "stale" from the first node that answers."""
+        if consistency not in ("linearizable", "stale"):
+            raise ValueError(f"consistency must be 'linearizable' or 'stale', got {consistency!r}")
+        if consistency == "linearizable":
+            return await self.read(name, args, timeout)
+        for url in dict.fromkeys(self._addresses().values()):
+            body = {"queries": [[name, args]], "consistency": "stale"}
+            try:
+                status, answer = await self._call("POST", url, "query", self.ask_timeout, json=body)
+            except RetryElsewhere:
+                continue
+            if status == 200:
+                ok, value = answer["answers"][0]
+                if not ok:
+                    raise decode_error(value)
+                return value
+        raise TimeoutError("no node answered a stale read")
+
+    async def watch(self, from_index: int, kinds: list[str] | None = None, timeout: float = 10.0) -> dict[str, Any]:
+        """Changes after `from_index` from the leader's change feed (long poll)."""
+        url = await self._leader(timeout)
+        params = {"from_index": str(from_index), "timeout": str(timeout)}
+        if kinds is not None:
+            params["kinds"] = ",".join(kinds)
+        try:
+            _, answer = await self._call("GET", url, "watch", timeout + 2.0, params=params)
+        except RetryElsewhere as exc:
+            self._leader_lost()
+            raise TimeoutError(str(exc)) from None
+        return dict(answer)
+
+    async def checkpoint_digests(self, index: int) -> dict[str, dict[str, str] | None]:
+        """Each node's table digests at checkpoint `index` (None: not there yet, or down)."""
+        by_id = dict(self._addresses())
+        results = await asyncio.gather(
+            *(self._call("GET", u, "digests", self.ask_timeout, params={"index": str(index)}) for u in by_id.values()),
+            return_exceptions=True,
+        )
+        return {
+            str(nid): (r[1]["digests"] if not isinstance(r, BaseException) else None)
+            for nid, r in zip(by_id, results, strict=True)
+        }
+
+    async def submit_segment(self, segment: bytes, timeout: float = 15.0) -> Any:
+        """One encoded telemetry segment to the leader; the apply counts of its entry."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                url = await self._leader(max(0.1, deadline - loop.time()))
+                status, answer = await self._call(
+                    "POST", url, "segments", max(0.5, deadline - loop.time()), data=segment
+                )
+                if status == 200:
+                    return answer["applied"]
+                last = f"{url} answered {status}: {answer}"
+            except RetryElsewhere as exc:
+                last = str(exc)
+            self._leader_lost()
+            if loop.time() > deadline:
+                raise TimeoutError(f"telemetry segment not committed within {timeout}s: {last}")
+            await asyncio.sleep(0.05)
+
+    async def change_membership(self, op: str, node_id: int, timeout: float = 30.0) -> None:
+        """add_learner, add_voter or remove `node_id`, on the leader, retried until `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                url = await self._leader(max(0.1, deadline - loop.time()))
+                body = {"op": op, "node_id": node_id, "timeout": 10.0}
+                status, answer = await self._call("POST", url, "membership", 12.0, json=body)
+                if status == 200:
+                    return
+                last = f"{url} answered {status}: {answer}"
+            except RetryElsewhere as exc:
+                last = str(exc)
+            self._leader_lost()
+            if loop.time() > deadline:
+                raise TimeoutError(f"{op} {node_id} did not commit within {timeout}s: {last}")
+            await asyncio.sleep(0.2)

@@ -1,0 +1,164 @@
+"""Three `python -m controlplane node` processes, each on its own loopback address and
+configured only by environment variables, as the specification's integration section runs
+them: no Ray anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from controlplane.node_client import NodeGroup
+from tests.standalone_nodes import CLUSTER_TOKEN, NodeProcesses
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory):
+    group = NodeProcesses(tmp_path_factory.mktemp("standalone"), 3)
+    try:
+        for name in group.founders:
+            group.start(name)
+        group.wait_for("a leader", group.leader)
+        asyncio.run(_sdk(group, lambda g: g.command({"type": "register_station", "station": "s1"})))
+        yield group
+    finally:
+        group.stop_all()
+
+
+async def _sdk(group: NodeProcesses, call):
+    sdk = NodeGroup([group.peer_url(n) for n in group.nodes], token=CLUSTER_TOKEN)
+    try:
+        return await call(sdk)
+    finally:
+        await sdk.close()
+
+
+def _register(nodes: NodeProcesses, via: str, uav: str) -> tuple[int, object]:
+    return nodes.api(via, "POST", "/v1/uavs", {"uav": uav, "home_station": "s1"})
+
+
+def test_writes_through_any_node_are_read_back_from_every_other(nodes):
+    for name in nodes.founders:
+        status, answer = _register(nodes, name, f"uav-{name}")
+        assert status == 201, answer
+    for reader in nodes.founders:
+        for writer in nodes.founders:
+            status, uav = nodes.api(reader, "GET", f"/v1/uavs/uav-{writer}")  # linearizable by default
+            assert status == 200 and uav["home_station"] == "s1", (reader, writer, uav)
+    status, answer = nodes.api(nodes.founders[0], "GET", "/v1/status")
+    assert status == 200 and answer["leader"] in (1, 2, 3)
+    assert sorted(r["name"] for r in answer["replicas"]) == sorted(nodes.founders)
+
+
+def test_telemetry_through_a_follower_is_applied_everywhere(nodes):
+    leader = nodes.wait_for("a leader", nodes.leader)
+    follower = next(n for n in nodes.founders if n != leader)
+    assert _register(nodes, follower, "uav-t")[0] == 201
+    report = {"reports": [{"uav": "uav-t", "lat": 47.5, "lon": 8.5, "time": 10.0, "seq": 1}]}
+    status, answer = nodes.api(follower, "POST", "/v1/stations/s1/telemetry", report)
+    assert status == 200 and answer["applied"]["written"] == 1, answer
+    for name in nodes.founders:
+        assert nodes.api(name, "GET", "/v1/uavs/uav-t")[1]["lat"] == 47.5
+
+
+def test_peer_calls_without_the_cluster_token_are_refused(nodes):
+    name = nodes.founders[0]
+    before = nodes.status(name)
+    for path, body in (("/raft/v1/messages", b"\x00" * 16), ("/client/v1/propose", b'{"commands": []}')):
+        request = urllib.request.Request(nodes.peer_url(name) + path, data=body, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 401
+    after = nodes.status(name)
+    assert before is not None and after is not None and after["term"] == before["term"]
+
+
+def test_the_api_requires_its_token(nodes):
+    request = urllib.request.Request(nodes.api_url(nodes.founders[0]) + "/v1/uavs")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 401
+
+
+def test_a_killed_leader_is_replaced_and_restarts_from_its_data_dir(nodes):
+    leader = nodes.wait_for("a leader", nodes.leader)
+    survivors = [n for n in nodes.founders if n != leader]
+    assert nodes.kill(leader) == -signal.SIGKILL
+    killed_at = time.monotonic()
+    status, answer = _register(nodes, survivors[0], "uav-after-failover")  # waits out the election
+    gap = time.monotonic() - killed_at
+    assert status == 201, answer
+    print(f"write served {gap:.2f}s after the leader was killed")
+    assert gap < 5.0  # the election timeout is 0.5-1 s; the issue's target (2 s) is measured, not timed here
+    nodes.start(leader)
+    # Back from its disk: it has the writes from before, and catches up on the one it missed.
+    status, uav = nodes.wait_for(
+        "the restarted node to serve the write it missed",
+        lambda: (lambda r: r if r[0] == 200 else None)(nodes.api(leader, "GET", "/v1/uavs/uav-after-failover")),
+    )
+    assert uav["home_station"] == "s1"
+    recovered = nodes.status(leader)
+    assert recovered is not None and recovered["voters"] == [1, 2, 3]
+    assert "rpc-stats" in {p.name for p in nodes.data_dir(leader).iterdir()}
+
+
+def test_sigterm_hands_leadership_over_before_exiting(nodes):
+    leader = nodes.wait_for("a leader", nodes.leader)
+    others = [n for n in nodes.founders if n != leader]
+    nodes.wait_for("every node back", lambda: all(nodes.status(n) for n in nodes.founders))
+    term_before = nodes.status(leader)["term"]  # type: ignore[index]
+    assert nodes.kill(leader, signal.SIGTERM) == 0, nodes.log(leader)
+    new = nodes.wait_for("a new leader", lambda: nodes.leader(others), timeout=5.0)
+    # A handoff (TimeoutNow) is one term up; an election after a timeout could be more.
+    assert nodes.status(new)["term"] == term_before + 1  # type: ignore[index]
+    nodes.start(leader)
+    nodes.wait_for("the node back", lambda: nodes.status(leader))
+
+
+def test_a_founder_back_without_its_data_dir_refuses_to_rejoin(nodes):
+    name = next(n for n in nodes.founders if n != nodes.leader())
+    nodes.kill(name)
+    moved = nodes.data_dir(name).with_suffix(".lost")
+    nodes.data_dir(name).rename(moved)
+    try:
+        proc = nodes.start(name)
+        assert proc.wait(timeout=60) == 3
+        nodes.procs.pop(name)
+        assert "holds no Raft state" in nodes.log(name) and "NODE_JOIN" in nodes.log(name)
+    finally:
+        import shutil
+
+        shutil.rmtree(nodes.data_dir(name), ignore_errors=True)
+        moved.rename(nodes.data_dir(name))
+    nodes.start(name)
+    nodes.wait_for("the node back on its own data", lambda: nodes.status(name))
+
+
+def test_the_sdk_reaches_the_group_by_address(nodes):
+    async def use(sdk: NodeGroup):
+        answer = await sdk.command({"type": "register_uav", "uav": "uav-sdk", "home_station": "s1"})
+        assert answer["ok"], answer
+        again = await sdk.command({"type": "register_uav", "uav": "uav-sdk", "home_station": "s1"})
+        assert not again["ok"] and again.get("conflict"), again  # the second is refused: it exists
+        uav = await sdk.query("uav", {"id": "uav-sdk"})
+        statuses = await sdk.status()
+        return uav, statuses
+
+    uav, statuses = asyncio.run(_sdk(nodes, use))
+    assert uav["id"] == "uav-sdk"
+    assert {s.get("name") for s in statuses} >= set(nodes.founders) - {None}
+
+
+def test_cli_help_runs_without_ray():
+    result = subprocess.run(
+        ["python", "-c", "import sys, controlplane.node_client; print('ray' in sys.modules)"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.stdout.strip() == "False", result.stderr
+    json.dumps({})  # the SDK for standalone groups imports neither Ray nor the replica
