@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)  # fmt: skip
             return 2
         return node_main()
+    if argv and argv[0] == "members":  # a standalone group's membership
+        from controlplane.standalone.members_cli import main as members_main
+
+        return members_main(argv[1:])
     if argv and argv[0] in ("demo", "sim"):  # their own options
         if argv[0] == "demo":
             from controlplane.demo import main as demo_main

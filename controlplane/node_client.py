@@ -85,24 +85,31 @@ class NodeGroup(LeaderClient):
                 answers.append({"address": url, "error": f"{type(result).__name__}: {result}"})
             else:
                 answers.append(dict(result[1]))
-                self._learn_id(url, answers[-1].get("replica"))
+                self._learn(url, answers[-1])
         return answers
 
-    def _learn_id(self, url: str, replica: Any) -> None:
+    def _learn(self, url: str, status: dict[str, Any]) -> None:
+        """Given addresses only: learn each node's Raft id, and the members a node knows of
+        (so one address is enough to find the whole group)."""
         by_url = getattr(self, "_by_url", None)
-        if by_url is not None and isinstance(replica, int):
-            for key, known in list(by_url.items()):
-                if known == url and key != replica:
-                    del by_url[key]
-                    by_url[replica] = url
+        if by_url is None or not isinstance(status.get("replica"), int):
+            return
+        for key, known in list(by_url.items()):
+            if known == url and key != status["replica"]:
+                del by_url[key]
+        by_url[status["replica"]] = url
+        for raft_id, peer_url in dict(status.get("peers") or {}).items():
+            if str(raft_id).isdigit() and isinstance(peer_url, str) and peer_url not in by_url.values():
+                by_url[int(raft_id)] = peer_url
 
     async def find_leader(self, timeout: float = 15.0) -> str:
         """The peer URL of the node that says it leads; waits out elections."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
+            statuses = await self.status()
             by_id = self._addresses()
-            for status in await self.status():
+            for status in statuses:
                 if status.get("role") == "leader":
                     url = by_id.get(int(status["replica"])) or status.get("address")
                     if url:
@@ -227,3 +234,41 @@ class NodeGroup(LeaderClient):
             if loop.time() > deadline:
                 raise TimeoutError(f"{op} {node_id} did not commit within {timeout}s: {last}")
             await asyncio.sleep(0.2)
+
+    async def leader_status(self, timeout: float = 15.0) -> dict[str, Any]:
+        """The leader's own status (its voters, learners and followers' match indices)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for status in await self.status():
+                if status.get("role") == "leader":
+                    return status
+            if loop.time() > deadline:
+                raise TimeoutError(f"no leader within {timeout}s")
+            await asyncio.sleep(0.1)
+
+    async def add_member(self, raft_id: int, timeout: float = 60.0) -> None:
+        """Add a node (started with NODE_JOIN=1 and known to discovery) as a learner, then
+        promote it to voter once it has caught up, so the group's quorum never waits on a
+        node that is still copying the log. Safe to run again after an interruption."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        status = await self.leader_status(timeout)
+        if raft_id in status["voters"]:
+            return
+        if raft_id not in status["learners"]:
+            await self.change_membership("add_learner", raft_id, deadline - loop.time())
+        while True:  # promote only a learner that has caught up
+            status = await self.leader_status(max(0.1, deadline - loop.time()))
+            if int(status["match"].get(str(raft_id), 0)) >= status["commit"] - 1:
+                break
+            if loop.time() > deadline:
+                raise TimeoutError(f"node {raft_id} did not catch up within {timeout}s (leader: {status})")
+            await asyncio.sleep(0.1)
+        await self.change_membership("add_voter", raft_id, max(0.1, deadline - loop.time()))
+
+    async def remove_member(self, raft_id: int, timeout: float = 30.0) -> None:
+        """Remove a node from the group (voter or learner); nothing to do if it is not a member."""
+        status = await self.leader_status(timeout)
+        if raft_id in status["voters"] or raft_id in status["learners"]:
+            await self.change_membership("remove", raft_id, timeout)

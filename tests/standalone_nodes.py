@@ -52,9 +52,9 @@ class NodeProcesses:
             CONTROLPLANE_API_TOKEN=API_TOKEN,
             TICK_INTERVAL="0.05",
             LOG_LEVEL="WARNING",
-            **self.discovery,
-            **extra,
         )
+        env.update(self.discovery)
+        env.update(extra)
         return env
 
     def data_dir(self, name: str) -> Path:

@@ -75,6 +75,7 @@ class NodeConfig:
     peers: tuple[PeerNode, ...] = ()  # from PEER_NODES (static discovery, or the founders)
     discovery_type: str = "static"
     discovery_env: Mapping[str, str] = field(default_factory=dict)
+    service: str = RAFT_SERVICE  # the group's nodes' service name in discovery
     join: bool = False  # started empty, to be added to a running group
     cluster_token: str | None = field(default=None, repr=False)
     api_token: str | None = field(default=None, repr=False)
@@ -116,7 +117,7 @@ class NodeConfig:
         api_port = _port(env, "API_PORT", 8080)
         if api_port == port:
             raise ConfigError("API_PORT", f"must differ from NODE_PORT ({port})")
-        peers = _peers(env)
+        peers = parse_peer_nodes(env)
         kind = env.get("DISCOVERY_TYPE", "static").strip().lower()
         if kind not in ("static", "etcd", "consul"):
             raise ConfigError("DISCOVERY_TYPE", f"must be static, etcd or consul, got {kind!r}")
@@ -144,14 +145,14 @@ class NodeConfig:
         path = Path(data_dir)
         if path.exists() and not path.is_dir():
             raise ConfigError("DATA_DIR", f"{path} exists and is not a directory")
-        cluster_token = _token(env, "CLUSTER_TOKEN")
+        cluster_token = read_token(env, "CLUSTER_TOKEN")
         if cluster_token is None and not is_loopback(address):
             raise ConfigError(
                 "CLUSTER_TOKEN",
                 f"is required on a non-loopback address ({address}): without it anyone who reaches "
                 f"port {port} could send Raft messages (set CLUSTER_TOKEN or CLUSTER_TOKEN_FILE)",
             )
-        api_token = _token(env, "CONTROLPLANE_API_TOKEN")
+        api_token = read_token(env, "CONTROLPLANE_API_TOKEN")
         insecure = _flag(env, "API_INSECURE")
         if api_token is None and not insecure:
             raise ConfigError(
@@ -168,6 +169,7 @@ class NodeConfig:
             peers=peers,
             discovery_type=kind,
             discovery_env={k: v for k, v in env.items() if k.startswith(("CONSUL_", "ETCD_"))},
+            service=discovery_service(env),
             join=join,
             cluster_token=cluster_token,
             api_token=api_token,
@@ -178,6 +180,13 @@ class NodeConfig:
             rpc_max_retries=int(_number(env, "RPC_MAX_RETRIES", 2, 0, 20, integer=True)),
             registration_ttl=_number(env, "REGISTRATION_TTL", 10.0, 2.0, 3600.0),
         )
+
+
+def discovery_service(env: Mapping[str, str]) -> str:
+    service = env.get("DISCOVERY_SERVICE", "").strip() or RAFT_SERVICE
+    if not _NAME.fullmatch(service):
+        raise ConfigError("DISCOVERY_SERVICE", f"must be a name like raft-node, got {service!r}")
+    return service
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -233,7 +242,7 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(name, f"must be 1/true/yes or 0/false/no, got {raw!r}")
 
 
-def _token(env: Mapping[str, str], name: str) -> str | None:
+def read_token(env: Mapping[str, str], name: str) -> str | None:
     """A secret from NAME or from the file NAME_FILE (not both); never echoed in errors."""
     value, file = env.get(name, "").strip(), env.get(f"{name}_FILE", "").strip()
     if value and file:
@@ -254,7 +263,7 @@ def _token(env: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def _peers(env: Mapping[str, str]) -> tuple[PeerNode, ...]:
+def parse_peer_nodes(env: Mapping[str, str]) -> tuple[PeerNode, ...]:
     raw = env.get("PEER_NODES", "").strip()
     if not raw:
         return ()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from controlplane.placement.discovery import ServiceDiscovery, ServiceNode, Watch, WatchEvent
-from controlplane.standalone.config import RAFT_SERVICE, NodeConfig, raft_id_of
+from controlplane.standalone.config import NodeConfig, raft_id_of
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,14 @@ class PeerDirectory:
         address: a lapsed registration (a slow station) must not cut a member off."""
         if self.discovery is None:
             return
-        for node in await self.discovery.discover(RAFT_SERVICE):
+        for node in await self.discovery.discover(self.config.service):
             self._learn(node)
 
         def changed(event: WatchEvent, node: ServiceNode) -> None:
             if event is not WatchEvent.REMOVED:
                 self._learn(node)
 
-        self._watch = await self.discovery.watch(changed, service=RAFT_SERVICE)
+        self._watch = await self.discovery.watch(changed, service=self.config.service)
 
     async def register(self) -> None:
         """Announce this node under its own address, with a TTL health check kept alive."""
@@ -59,7 +59,7 @@ class PeerDirectory:
             return
         c = self.config
         meta = {"raft_id": str(c.raft_id), "api": f"http://{c.address}:{c.api_port}"}
-        await self.discovery.register(c.name, c.address, c.port, meta, service=RAFT_SERVICE, ttl=c.registration_ttl)
+        await self.discovery.register(c.name, c.address, c.port, meta, service=c.service, ttl=c.registration_ttl)
 
     async def close(self, *, deregister: bool) -> None:
         if self._watch is not None:
@@ -67,7 +67,7 @@ class PeerDirectory:
         if self.discovery is not None:
             if deregister:
                 try:
-                    await self.discovery.deregister(self.config.name, service=RAFT_SERVICE)
+                    await self.discovery.deregister(self.config.name, service=self.config.service)
                 except Exception as exc:  # leaving anyway: its TTL lapses on its own
                     log.warning("could not deregister %s: %s", self.config.name, exc)
             await self.discovery.close()

@@ -54,6 +54,7 @@ One replica of a group per process, configured by environment variables:
   CONTROLPLANE_API_TOKEN or CONTROLPLANE_API_TOKEN_FILE   the API's bearer token; required
                      unless API_INSECURE=1
   NODE_JOIN=1        start empty and wait to be added to a running group (controlplane members add)
+  DISCOVERY_SERVICE  the group's service name in discovery (default raft-node)
   CONTROLPLANE_GROUP the group's name (default fleet), recorded in DATA_DIR
   TICK_INTERVAL (0.05 s), ELECTION_TICKS (10), RPC_TIMEOUT (0.5 s), RPC_MAX_RETRIES (2),
   REGISTRATION_TTL (10 s), LOG_LEVEL (INFO)
@@ -130,11 +131,15 @@ class StandaloneNode:
 
     def _describe(self) -> dict[str, Any]:
         c = self.config
+        assert self.peers is not None and self.replica is not None
+        conf = self.replica.node.status().conf
+        members = sorted({*conf.voters, *conf.learners})
         return {
             "name": c.name,
             "address": c.url,
             "api": f"http://{c.address}:{c.api_port}",
             "started_at": self.started_at,
+            "peers": {str(m): self.peers.url_of(m) for m in members if m in self.peers.urls},
         }
 
     async def _established_peer(self) -> str | None:

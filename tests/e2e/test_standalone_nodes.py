@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 import pytest
 
 from controlplane.node_client import NodeGroup
-from tests.standalone_nodes import CLUSTER_TOKEN, NodeProcesses
+from tests.standalone_nodes import CLUSTER_TOKEN, ROOT, NodeProcesses
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +165,77 @@ def test_cli_help_runs_without_ray():
     )  # fmt: skip
     assert result.stdout.strip() == "False", result.stderr
     json.dumps({})  # the SDK for standalone groups imports neither Ray nor the replica
+
+
+def _etcd_env() -> dict[str, str]:
+    host, port = os.environ.get("ETCD_HOST", "127.0.0.1"), os.environ.get("ETCD_PORT", "23790")
+    try:
+        urllib.request.urlopen(f"http://{host}:{port}/health", timeout=1).close()
+    except OSError:
+        if os.environ.get("CI"):
+            pytest.fail(f"etcd is not running on {host}:{port}; scripts/test.sh starts it")
+        pytest.skip(f"SKIPPED LOUDLY: no etcd on {host}:{port} (run scripts/test.sh)")
+    return {
+        "DISCOVERY_TYPE": "etcd",
+        "ETCD_HOST": host,
+        "ETCD_PORT": port,
+        "DISCOVERY_SERVICE": f"raft-node-{uuid.uuid4().hex[:8]}",  # this test's group only
+        "REGISTRATION_TTL": "3",
+    }
+
+
+def _members(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "controlplane", "members", "--json", *args],
+        env={**os.environ, **env, "CLUSTER_TOKEN": CLUSTER_TOKEN}, cwd=ROOT, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.etcd
+def test_with_etcd_a_fourth_node_joins_through_discovery_and_a_node_is_removed(tmp_path):
+    discovery = _etcd_env()
+    group = NodeProcesses(tmp_path, 3, discovery=discovery)
+    try:
+        for name in group.founders:
+            group.start(name)
+        group.wait_for("a leader", group.leader)
+        listed = _members(discovery, "list")
+        assert listed.returncode == 0, listed.stderr
+        assert sorted(s["name"] for s in json.loads(listed.stdout)) == group.founders  # found through etcd
+
+        group.define("node_4")
+        group.start("node_4", NODE_JOIN="1", PEER_NODES="")  # knows only etcd
+        group.wait_for("node_4 to answer", lambda: group.status("node_4"))
+        assert _register_station(group, "node_1", "s1")
+        added = _members(discovery, "add", "node_4")
+        assert added.returncode == 0, added.stderr
+        assert json.loads(added.stdout)["voters"] == [1, 2, 3, 4]
+        status, answer = group.api("node_4", "POST", "/v1/uavs", {"uav": "uav-4", "home_station": "s1"})
+        assert status == 201, answer
+        for name in group.founders:
+            assert group.api(name, "GET", "/v1/uavs/uav-4")[0] == 200
+
+        removed = _members(discovery, "remove", "node_1")
+        assert removed.returncode == 0, removed.stderr
+        assert json.loads(removed.stdout)["voters"] == [2, 3, 4]
+        group.kill("node_1")
+        status, answer = group.api("node_2", "POST", "/v1/uavs", {"uav": "uav-5", "home_station": "s1"})
+        assert status == 201, answer  # the three remaining voters carry on without it
+    finally:
+        group.stop_all()
+
+
+def _register_station(group: NodeProcesses, via: str, station: str) -> bool:
+    async def register(sdk: NodeGroup) -> bool:
+        return bool((await sdk.command({"type": "register_station", "station": station}))["ok"])
+
+    sdk_group = NodeGroup([group.peer_url(via)], token=CLUSTER_TOKEN)
+
+    async def run() -> bool:
+        try:
+            return await register(sdk_group)
+        finally:
+            await sdk_group.close()
+
+    return asyncio.run(run())
