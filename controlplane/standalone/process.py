@@ -79,6 +79,7 @@ class StandaloneNode:
         self.peers: PeerDirectory | None = None
         self.peer_server: HTTPTransportServer | None = None
         self.api_runner: web.AppRunner | None = None
+        self.fleet_client: NodeFleetBackend | None = None  # DataSynchronizer(node, ...) uses it
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -120,7 +121,8 @@ class StandaloneNode:
             replica.deliver(body)
 
         await self.peer_server.start(deliver, client_routes(replica, self._describe))
-        api = FleetAPI(NodeFleetBackend(replica, self.peers, c.cluster_token), token=c.api_token)
+        self.fleet_client = NodeFleetBackend(replica, self.peers, c.cluster_token)
+        api = FleetAPI(self.fleet_client, token=c.api_token)
         self.api_runner = web.AppRunner(api.application(), access_log=None)
         await self.api_runner.setup()
         await web.TCPSite(self.api_runner, c.address, c.api_port).start()

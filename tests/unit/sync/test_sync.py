@@ -191,3 +191,51 @@ def test_data_synchronizer_pushes_pulls_follows_and_compares():
         assert bad.diverged == ["stations"]
 
     asyncio.run(go())
+
+
+def test_data_synchronizer_as_the_spec_builds_it_reads_and_repairs_the_local_managers():
+    async def go():
+        client = HarnessFleet()
+        resource_manager: dict = {}
+        mission_scheduler: dict = {}
+
+        class Node:  # a node that carries its client, as standalone nodes do
+            fleet_client = client
+
+        sync = DataSynchronizer(Node(), resource_manager, mission_scheduler)
+        assert sync.uavs is resource_manager and sync.missions is mission_scheduler
+        await client.command({"type": "register_station", "station": "a"})
+        resource_manager["uav_001"] = {"id": "uav_001", "home_station": "a", "battery": 80.0}
+        assert (await sync.sync_uav("uav_001", "create"))["ok"]  # the record comes from the manager
+        mission_scheduler["mission_001"] = {"id": "mission_001", "waypoints": [{"lat": 1.0, "lon": 2.0, "alt": 5.0}]}
+        assert (await sync.sync_mission("mission_001", "create"))["ok"]
+        await sync.sync_all_missions()
+        await sync.sync_all_uavs()
+        assert mission_scheduler["mission_001"]["status"] == "assigned"
+        mission_scheduler["mission_001"]["status"] = "active"  # the station moves it on locally
+        assert (await sync.sync_mission("mission_001", "update"))["ok"]  # as the spec writes it
+        assert (await client.query("mission", {"id": "mission_001"}))["status"] == "active"
+        with pytest.raises(KeyError, match="mission scheduler"):
+            await sync.sync_mission("mission_404", "update")
+
+        # Drift: a record lost locally, one changed behind the synchronizer's back, one made up.
+        await sync.sync_all_uavs()
+        del mission_scheduler["mission_001"]
+        resource_manager["uav_001"] = {**resource_manager["uav_001"], "battery": 1.0}
+        resource_manager["uav_ghost"] = {"id": "uav_ghost"}
+        report = await sync.reconcile()
+        assert report.added == {"mission": ["mission_001"]}
+        assert report.removed == {"uav": ["uav_ghost"]}
+        assert report.changed == {"uav": ["uav_001"]}
+        assert report.repaired == 3 and sync.reconciliations[-1] is report
+        assert resource_manager["uav_001"]["battery"] == 80.0 and "uav_ghost" not in resource_manager
+        assert (await sync.reconcile()).repaired == 0
+
+    asyncio.run(go())
+
+
+def test_data_synchronizer_names_what_it_cannot_use():
+    with pytest.raises(TypeError, match="SDK client"):
+        DataSynchronizer(object())
+    with pytest.raises(TypeError, match="resource_manager"):
+        DataSynchronizer(HarnessFleet(), resource_manager=[])  # type: ignore[arg-type]
