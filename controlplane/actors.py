@@ -165,7 +165,7 @@ class RaftReplica:
             async def deliver(body: bytes) -> None:
                 replica.deliver(body)
 
-            await self.server.start(deliver)
+            await self.server.start(deliver, answer=replica.call)
         self._stats_task = asyncio.get_running_loop().create_task(self._flush_stats_every(spec.stats_flush_interval))
         return replica
 

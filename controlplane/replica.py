@@ -15,7 +15,8 @@ from typing import Any
 
 from controlplane.node import BlockingRunner, NodeStorage, RaftNode, run_in_thread
 from controlplane.raft import ConfChange, ConfChangeOp, NotLeaderError, RaftConfig, RaftError
-from controlplane.raft.codec import decode_batch
+from controlplane.raft.codec import decode_batch, encode_batch
+from controlplane.raft.messages import AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse
 from controlplane.rpc.client import Peer, RaftRPCClient
 from controlplane.rpc.config import RPCConfig
 from controlplane.rpc.stats import StatsHook
@@ -31,6 +32,13 @@ from controlplane.sync.coalescer import Coalescer, CoalescerConfig
 # The leader's telemetry batching: entries of up to 16 MB of station segments, cut after
 # 2 ms or when a send slot frees up (batches grow under load; see sync/coalescer.py).
 LEADER_TELEMETRY = CoalescerConfig(max_size=16 << 20, max_delay=0.002, max_in_flight=2)
+# The requests a peer may send as a call (the specification's request/response RPC face),
+# and the answers Raft gives them.
+CALL_ANSWERS: dict[type, tuple[type, ...]] = {
+    RequestVote: (RequestVoteResponse,),
+    AppendEntries: (AppendEntriesResponse,),
+}
+CALL_TIMEOUT = 2.0
 MEMBERSHIP_OPS = {
     "add_learner": ConfChangeOp.ADD_LEARNER,
     "add_voter": ConfChangeOp.ADD_VOTER,
@@ -118,6 +126,7 @@ class Replica:
         self.telemetry: Coalescer[bytes] = Coalescer(self._propose_telemetry, len, settings.telemetry)
         self.client = RaftRPCClient(node_id, transport, settings.rpc, hooks=hooks, rng=rng)
         self._address_of = address_of
+        self._calls: list[tuple[int, tuple[type, ...], asyncio.Future[Message]]] = []
         self.node = RaftNode(
             settings.raft_config(node_id, seed),
             storage,
@@ -131,7 +140,13 @@ class Replica:
             on_failure=on_failure,
         )
 
-    def _send(self, message: Any) -> None:
+    def _send(self, message: Message) -> None:
+        for waiter in self._calls:
+            caller, answers, answered = waiter
+            if message.dst == caller and isinstance(message, answers) and not answered.done():
+                answered.set_result(message)  # the answer goes back in the call's response
+                self._calls.remove(waiter)
+                return
         self.client.post(Peer(message.dst, self._address_of(message.dst)), message)
 
     async def start(self) -> None:
@@ -147,6 +162,29 @@ class Replica:
         """A batch of encoded Raft messages from a peer."""
         for m in decode_batch(body):
             self.node.receive(m)
+
+    async def call(self, body: bytes, timeout: float = CALL_TIMEOUT) -> bytes:
+        """A peer's request answered in the same exchange: the message goes to Raft like any
+        other, and Raft's answer to its sender comes back here instead of over the network.
+        ValueError for anything but one RequestVote or AppendEntries addressed to us."""
+        messages = decode_batch(body)
+        if len(messages) != 1:
+            raise ValueError(f"a call carries exactly one message, got {len(messages)}")
+        message = messages[0]
+        answers = CALL_ANSWERS.get(type(message))
+        if answers is None:
+            raise ValueError(f"{type(message).__name__} is not answered by a call (only RequestVote, AppendEntries)")
+        if message.dst != self.id:
+            raise ValueError(f"the call is addressed to node {message.dst}; this is node {self.id}")
+        waiter = (message.src, answers, asyncio.get_running_loop().create_future())
+        self._calls.append(waiter)
+        try:
+            self.node.receive(message)
+            answer = await asyncio.wait_for(waiter[2], timeout)
+        finally:
+            if waiter in self._calls:
+                self._calls.remove(waiter)
+        return encode_batch((answer,))
 
     # --- clients ----------------------------------------------------------------------------
 

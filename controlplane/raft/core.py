@@ -283,7 +283,11 @@ class RaftCore:
                     and self.election_elapsed < self.cfg.election_ticks
                 )
                 if in_lease and not m.transfer:
-                    return  # we heard from a live leader recently: do not disrupt it
+                    # We heard from a live leader recently: do not disrupt it. Say no (at our
+                    # lower term, which the candidate ignores) rather than stay silent, so a
+                    # caller waiting for an answer gets one.
+                    self._send(RequestVoteResponse(self.id, m.src, self.term, False, m.pre_vote))
+                    return
             if isinstance(m, RequestVote) and m.pre_vote:
                 pass  # a pre-vote never changes our term
             elif isinstance(m, RequestVoteResponse) and m.pre_vote and m.granted:
@@ -296,8 +300,9 @@ class RaftCore:
             if isinstance(m, (AppendEntries, Heartbeat)):
                 # Tell the stale leader about our term so it steps down.
                 self._send(AppendEntriesResponse(self.id, m.src, self.term, False, 0))
-            elif isinstance(m, RequestVote) and m.pre_vote:
-                self._send(RequestVoteResponse(self.id, m.src, self.term, False, pre_vote=True))
+            elif isinstance(m, RequestVote):
+                # A stale candidate learns our term from the refusal (Raft §5.1) and steps down.
+                self._send(RequestVoteResponse(self.id, m.src, self.term, False, pre_vote=m.pre_vote))
             return
 
         if isinstance(m, RequestVote):

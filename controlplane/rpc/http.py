@@ -21,9 +21,10 @@ from controlplane.rpc.errors import (
     RPCServerError,
     RPCTimeoutError,
 )
-from controlplane.rpc.transport import Handler
+from controlplane.rpc.transport import Answerer, Handler
 
 PATH = "/raft/v1/messages"
+CALL_PATH = "/raft/v1/call"  # one message in, its answer back in the response
 RequestHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,11 @@ class HTTPTransportServer:
     def address(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    async def start(self, deliver: Handler, routes: Sequence[web.RouteDef] = ()) -> None:
-        """Serve Raft messages to `deliver`, and any further `routes` behind the same token."""
+    async def start(
+        self, deliver: Handler, routes: Sequence[web.RouteDef] = (), answer: Answerer | None = None
+    ) -> None:
+        """Serve Raft messages to `deliver`, calls to `answer` (if given), and any further
+        `routes`, all behind the same token."""
 
         @web.middleware
         async def authenticate(request: web.Request, handler: RequestHandler) -> web.StreamResponse:
@@ -66,8 +70,21 @@ class HTTPTransportServer:
                 return web.Response(status=400, text=f"undecodable request: {exc}")
             return web.Response(status=204)
 
+        async def answer_call(request: web.Request) -> web.Response:
+            assert answer is not None
+            try:
+                reply = await answer(await request.read())
+            except ValueError as exc:
+                self.bad_requests += 1
+                return web.Response(status=400, text=f"undecodable call: {exc}")
+            except TimeoutError:
+                return web.Response(status=504, text="Raft did not answer in time")
+            return web.Response(body=reply, content_type="application/octet-stream")
+
         app = web.Application(client_max_size=self.max_body, middlewares=[authenticate])
         app.router.add_post(PATH, receive)
+        if answer is not None:
+            app.router.add_post(CALL_PATH, answer_call)
         app.router.add_routes(routes)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -99,19 +116,27 @@ class HTTPTransport:
         return self._session
 
     async def send(self, address: str, body: bytes, timeout: float) -> int:
+        return len(await self._post(address + PATH, address, body, timeout))
+
+    async def call(self, address: str, body: bytes, timeout: float) -> bytes:
+        return await self._post(address + CALL_PATH, address, body, timeout)
+
+    async def _post(self, url: str, address: str, body: bytes, timeout: float) -> bytes:
         session = self._get_session()
         try:
             async with session.post(
-                address + PATH, data=body, headers=self._headers, timeout=aiohttp.ClientTimeout(total=timeout)
+                url, data=body, headers=self._headers, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as resp:
                 text = await resp.read()
                 if resp.status in (401, 403):
                     raise RPCAuthError(f"{address} rejected the cluster token")
                 if 400 <= resp.status < 500:
                     raise RPCRejectedError(f"{address} answered {resp.status}: {text[:200]!r}")
+                if resp.status == 504:
+                    raise RPCTimeoutError(f"{address}: Raft did not answer within the server's wait")
                 if resp.status >= 500:
                     raise RPCServerError(f"{address} answered {resp.status}")
-                return len(text)
+                return text
         except RPCError:
             raise
         except TimeoutError:

@@ -5,7 +5,6 @@ before anything is written: a bad value is one ConfigError naming its variable."
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import math
@@ -14,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controlplane.node_ids import raft_id_of
 from controlplane.rpc.config import RPCConfig
 
 RAFT_SERVICE = "raft-node"
-_SPEC_NAME = re.compile(r"node_([1-9][0-9]{0,8})")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 MIN_TOKEN = 16
 
@@ -28,17 +27,6 @@ class ConfigError(ValueError):
     def __init__(self, variable: str, reason: str) -> None:
         super().__init__(f"{variable}: {reason}")
         self.variable = variable
-
-
-def raft_id_of(name: str) -> int:
-    """The Raft id of a node named as the specification names them: `node_<n>` is n; any
-    other name gets a stable id above 2^32 from its hash, so every node computes the same
-    id for the same name without asking anyone (ids stay below 2^53: exact in JSON)."""
-    match = _SPEC_NAME.fullmatch(name)
-    if match:
-        return int(match.group(1))
-    digest = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big")
-    return (1 << 32) + digest % (1 << 48)
 
 
 def is_loopback(address: str) -> bool:

@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from controlplane.node_client import NodeGroup
+from controlplane.node_ids import raft_id_of
 from controlplane.placement.discovery import DiscoveryError, create_service_discovery
 from controlplane.standalone.config import (
     ConfigError,
     discovery_service,
     parse_peer_nodes,
-    raft_id_of,
     read_token,
 )
 

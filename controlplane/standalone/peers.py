@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 
+from controlplane.node_ids import raft_id_of
 from controlplane.placement.discovery import ServiceDiscovery, ServiceNode, Watch, WatchEvent
-from controlplane.standalone.config import NodeConfig, raft_id_of
+from controlplane.standalone.config import NodeConfig
 
 log = logging.getLogger(__name__)
 

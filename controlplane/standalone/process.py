@@ -120,7 +120,7 @@ class StandaloneNode:
         async def deliver(body: bytes) -> None:
             replica.deliver(body)
 
-        await self.peer_server.start(deliver, client_routes(replica, self._describe))
+        await self.peer_server.start(deliver, client_routes(replica, self._describe), answer=replica.call)
         self.fleet_client = NodeFleetBackend(replica, self.peers, c.cluster_token)
         api = FleetAPI(self.fleet_client, token=c.api_token)
         self.api_runner = web.AppRunner(api.application(), access_log=None)

@@ -6,8 +6,8 @@ import random
 import pandas as pd
 import pytest
 
-from controlplane.raft.codec import decode_batch
-from controlplane.raft.messages import Heartbeat, RequestVote
+from controlplane.raft.codec import decode_batch, encode_batch
+from controlplane.raft.messages import AppendEntriesResponse, Heartbeat, RequestVote, RequestVoteResponse
 from controlplane.rpc.client import Peer, RaftRPCClient
 from controlplane.rpc.config import RPCConfig
 from controlplane.rpc.errors import RPCAuthError, RPCConnectionError, RPCTimeoutError
@@ -26,12 +26,20 @@ class Inbox:
     async def __call__(self, body: bytes) -> None:
         self.messages.extend(decode_batch(body))
 
+    async def answer(self, body: bytes) -> bytes:
+        """As a peer's Raft would: a vote refused at term 5, an append accepted up to its end."""
+        (m,) = decode_batch(body)
+        self.messages.append(m)
+        if isinstance(m, RequestVote):
+            return encode_batch((RequestVoteResponse(m.dst, m.src, 5, False),))
+        return encode_batch((AppendEntriesResponse(m.dst, m.src, m.term, True, m.prev_log_index + len(m.entries)),))
+
 
 async def setup(config=FAST, token=None, **kw):
     net = InMemoryNetwork()
     inbox = Inbox()
     server = net.server("mem://2", token)
-    await server.start(inbox)
+    await server.start(inbox, answer=inbox.answer)
     client = RaftRPCClient(1, net.transport(token), config, rng=random.Random(7), **kw)
     return net, inbox, client, Peer(2, "mem://2")
 
@@ -54,8 +62,10 @@ def test_backoff_is_exponential_with_bounded_jitter():
 def test_seed_api_calls_deliver_messages():
     async def go():
         _, inbox, client, peer = await setup()
-        await client.request_vote(peer, candidate_id=1, term=3, last_log_index=7, last_log_term=2)
-        await client.append_entries(peer, 3, 7, 2, [], 7)
+        vote = await client.request_vote(peer, candidate_id=1, term=3, last_log_index=7, last_log_term=2)
+        assert vote == {"term": 5, "vote_granted": False, "node_id": 2}  # the peer's answer
+        appended = await client.append_entries(peer, 1, 3, 7, 2, [], 7)
+        assert appended["success"] and appended["match_index"] == 7 and appended["term"] == 3
         await client.timeout_now(peer, 3)
         assert inbox.messages[0] == RequestVote(1, 2, 3, 7, 2)
         assert [type(m).__name__ for m in inbox.messages] == ["RequestVote", "AppendEntries", "TimeoutNow"]

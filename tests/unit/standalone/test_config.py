@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.standalone.config import ConfigError, NodeConfig, raft_id_of
+from controlplane.node_ids import raft_id_of
+from controlplane.standalone.config import ConfigError, NodeConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 PEERS = json.dumps(
