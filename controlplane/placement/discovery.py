@@ -1,6 +1,6 @@
 """ServiceDiscovery: the interface every backend implements, and create_service_discovery()
-which picks one from the environment (DISCOVERY_TYPE: embedded (default), static, etcd,
-consul)."""
+which picks one from the environment (DISCOVERY_TYPE: static, etcd, consul, embedded; unset:
+static when PEER_NODES is set, else embedded)."""
 
 from __future__ import annotations
 
@@ -162,7 +162,10 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
 def create_service_discovery(env: Mapping[str, str] | None = None) -> ServiceDiscovery:
     """Pick a backend from DISCOVERY_TYPE and its settings; a wrong setting is a clear error."""
     env = os.environ if env is None else env
-    kind = env.get("DISCOVERY_TYPE", "embedded").strip().lower()
+    # As the specification: static when PEER_NODES names the nodes; else embedded (one
+    # process's registry, what a Ray deployment uses by default).
+    default = "static" if env.get("PEER_NODES", "").strip() else "embedded"
+    kind = (env.get("DISCOVERY_TYPE", "").strip() or default).lower()
     if kind == "embedded":
         from controlplane.placement.embedded import EmbeddedServiceDiscovery
 

@@ -15,6 +15,7 @@ from controlplane.placement.consul import ConsulServiceDiscovery
 from controlplane.placement.discovery import DiscoveryError, WatchEvent, create_service_discovery
 from controlplane.placement.embedded import EmbeddedRegistry, EmbeddedServiceDiscovery
 from controlplane.placement.etcd import EtcdServiceDiscovery
+from controlplane.placement.static import StaticServiceDiscovery
 from tests.consul_emulator import ConsulEmulator
 
 EMULATOR_TOKEN = "emulator-acl-token-0123456789"
@@ -231,6 +232,9 @@ def test_create_service_discovery_reads_the_environment():
     assert isinstance(consul, ConsulServiceDiscovery) and "t0ken" not in repr(consul)
     nodes = asyncio.run(static.discover())
     assert [(n.node_id, n.port) for n in nodes] == [("1", 7001)]
+    # As the specification: static is the default when PEER_NODES names the nodes.
+    implied = create_service_discovery({"PEER_NODES": '[{"node_id": "1", "address": "127.0.0.1", "port": 7001}]'})
+    assert isinstance(implied, StaticServiceDiscovery)
     for env, msg in (
         ({"DISCOVERY_TYPE": "zookeeper"}, "must be one of"),
         ({"DISCOVERY_TYPE": "static"}, "needs PEER_NODES"),
