@@ -198,42 +198,33 @@ class NodeGroup(LeaderClient):
 
     async def submit_segment(self, segment: bytes, timeout: float = 15.0) -> Any:
         """One encoded telemetry segment to the leader; the apply counts of its entry."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            try:
-                url = await self._leader(max(0.1, deadline - loop.time()))
-                status, answer = await self._call(
-                    "POST", url, "segments", max(0.5, deadline - loop.time()), data=segment
-                )
-                if status == 200:
-                    return answer["applied"]
-                last = f"{url} answered {status}: {answer}"
-            except RetryElsewhere as exc:
-                last = str(exc)
-            self._leader_lost()
-            if loop.time() > deadline:
-                raise TimeoutError(f"telemetry segment not committed within {timeout}s: {last}")
-            await asyncio.sleep(0.05)
+        answer = await self._on_leader("segments", timeout, 0.05, data=segment)
+        return answer["applied"]
 
     async def change_membership(self, op: str, node_id: int, timeout: float = 30.0) -> None:
         """add_learner, add_voter or remove `node_id`, on the leader, retried until `timeout`."""
+        body = {"op": op, "node_id": node_id, "timeout": 10.0}
+        await self._on_leader("membership", timeout, 0.2, json=body)
+
+    async def _on_leader(self, path: str, timeout: float, pause: float, **body: Any) -> Any:
+        """POST `body` (aiohttp's data= or json=) to the leader's `path` until it answers 200,
+        following the leader as it moves; TimeoutError saying what happened last."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             try:
                 url = await self._leader(max(0.1, deadline - loop.time()))
-                body = {"op": op, "node_id": node_id, "timeout": 10.0}
-                status, answer = await self._call("POST", url, "membership", 12.0, json=body)
+                left = max(0.5, deadline - loop.time())
+                status, answer = await self._call("POST", url, path, left, **body)
                 if status == 200:
-                    return
+                    return answer
                 last = f"{url} answered {status}: {answer}"
             except RetryElsewhere as exc:
                 last = str(exc)
             self._leader_lost()
             if loop.time() > deadline:
-                raise TimeoutError(f"{op} {node_id} did not commit within {timeout}s: {last}")
-            await asyncio.sleep(0.2)
+                raise TimeoutError(f"{path} not done within {timeout}s: {last}")
+            await asyncio.sleep(pause)
 
     async def leader_status(self, timeout: float = 15.0) -> dict[str, Any]:
         """The leader's own status (its voters, learners and followers' match indices)."""

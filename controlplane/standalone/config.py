@@ -75,12 +75,16 @@ class NodeConfig:
     registration_ttl: float = 10.0
 
     @property
+    def me(self) -> PeerNode:
+        return PeerNode(self.name, self.address, self.port)
+
+    @property
     def raft_id(self) -> int:
-        return raft_id_of(self.name)
+        return self.me.raft_id
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}:{self.port}"
+        return self.me.url
 
     def founders(self) -> tuple[int, ...]:
         """The founding members: every node PEER_NODES names, and this one."""
