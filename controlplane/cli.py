@@ -1,6 +1,6 @@
 """The `controlplane` command (also `python -m controlplane`).
 
-    controlplane [--group G] [--address A] [--json] [--stale] COMMAND ...
+    controlplane [--group G] [--address A | --nodes URL,...] [--json] [--stale] COMMAND ...
 
     status                                   replicas: role, term, commit, applied, members
     missions submit FILE | list [--status S] | get ID | abort ID
@@ -8,11 +8,14 @@
     groups list | get ID | create ID | add ID UAV | remove ID UAV | dissolve ID
     stats export --out DIR                   every replica's RPC-stats Parquet into DIR
     demo ... | sim ...                       the main job / the Raft simulator
+    node | members list|add|remove           a standalone node (no Ray) / its group's membership
 
 Tables for people, one JSON document on stdout with --json. Exit status: 0 done, 1 refused
 or not found (the output says why), 2 bad usage, 3 the cluster or the group is unreachable.
 The group defaults to $CONTROLPLANE_GROUP or "fleet"; the address to "auto" (the running
 Ray cluster; with token auth, RAY_AUTH_MODE=token and the cluster's token must be set).
+With --nodes (or $CONTROLPLANE_NODES) the commands go to standalone nodes' peer ports
+instead, without Ray, with the cluster token from $CLUSTER_TOKEN or $CLUSTER_TOKEN_FILE.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.console import emit_json, progress, table
+from controlplane.leader_client import ControlPlaneError
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
 
@@ -40,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--group", default=os.environ.get("CONTROLPLANE_GROUP", "fleet"))
     p.add_argument("--address", default="auto", help="Ray cluster address (default: the running cluster)")
+    p.add_argument(
+        "--nodes",
+        default=os.environ.get("CONTROLPLANE_NODES") or None,
+        help="standalone nodes' peer URLs, comma-separated (no Ray; one is enough)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--stale", action="store_true", help="read any replica, without a ReadIndex round")
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,16 +112,20 @@ def main(argv: list[str] | None = None) -> int:
         return sim_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
-        from controlplane.client import attach
+        if args.nodes is None:
+            from controlplane.client import attach
 
-        attach(args.address)
+            attach(args.address)
         return asyncio.run(_run(args))
     except Refused as exc:
         _fail(args, str(exc))
         return REFUSED
-    except ConnectionError as exc:
+    except (ConnectionError, TimeoutError, ControlPlaneError) as exc:
         _fail(args, str(exc))
         return UNREACHABLE
+    except ValueError as exc:  # a bad --nodes or token setting
+        _fail(args, str(exc))
+        return USAGE
 
 
 def _fail(args: argparse.Namespace, message: str) -> None:
@@ -122,14 +135,32 @@ def _fail(args: argparse.Namespace, message: str) -> None:
         print(f"controlplane: {message}", file=sys.stderr)
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _connect(args: argparse.Namespace) -> Any:
+    if args.nodes is not None:
+        from controlplane.node_client import NodeGroup
+        from controlplane.standalone.config import read_token
+        from controlplane.standalone.members_cli import node_urls
+
+        return NodeGroup(await node_urls(os.environ, args.nodes), token=read_token(os.environ, "CLUSTER_TOKEN"))
     from controlplane.actors import group_replicas
     from controlplane.client import ControlPlane
 
     replicas = group_replicas(args.group)
     if not replicas:
         raise ConnectionError(f"no replicas of group {args.group!r} in this cluster; deploy it (python -m jobs.deploy)")
-    cp = ControlPlane(args.group, replicas)
+    return ControlPlane(args.group, replicas)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    cp = await _connect(args)
+    try:
+        return await _dispatch(args, cp)
+    finally:
+        if hasattr(cp, "close"):
+            await cp.close()
+
+
+async def _dispatch(args: argparse.Namespace, cp: Any) -> int:
     handler = {
         "status": _status,
         "missions": _missions,
@@ -197,7 +228,6 @@ async def _missions(args: argparse.Namespace, cp: Any) -> int:
 
 
 async def _submit(args: argparse.Namespace, cp: Any) -> int:
-    from controlplane.client import ControlPlane
     from controlplane.missions_file import load_missions, submit_missions
 
     try:
@@ -205,11 +235,16 @@ async def _submit(args: argparse.Namespace, cp: Any) -> int:
     except ValueError as exc:
         raise Refused(str(exc)) from None
     started = time.monotonic()
-    clients = [cp] + [ControlPlane(cp.group, cp.replicas) for _ in range(max(1, args.clients) - 1)]
+    clients = [cp] + [cp.another() for _ in range(max(1, args.clients) - 1)]
     quiet = args.json or not sys.stderr.isatty()
-    refused = await submit_missions(
-        parsed, clients, None if quiet else (lambda done, n: progress(done, n, "missions", started))
-    )
+    try:
+        refused = await submit_missions(
+            parsed, clients, None if quiet else (lambda done, n: progress(done, n, "missions", started))
+        )
+    finally:
+        for extra in clients[1:]:
+            if hasattr(extra, "close"):
+                await extra.close()
     invalid = [b.to_dict() for b in parsed.bad]
     result = {"file": args.file, "created": len(parsed.commands) - len(refused), "invalid": invalid, "refused": refused}
     if args.json:
@@ -251,6 +286,11 @@ async def _groups(args: argparse.Namespace, cp: Any) -> int:
 async def _stats(args: argparse.Namespace, cp: Any) -> int:
     from controlplane.stats_export import gather_stats
 
+    if args.nodes is not None:
+        raise Refused(
+            "stats export gathers the replicas' files through Ray; a standalone node keeps its RPC statistics in "
+            "DATA_DIR/rpc-stats (Parquet): analysis.rpc_stats.load_rpc_stats reads that directory"
+        )
     result = await gather_stats(cp.group, cp.replicas, Path(args.out))
     _show(args, result)
     return OK if not result["failed"] else REFUSED

@@ -58,6 +58,10 @@ class ControlPlane(LeaderClient):
         self.replicas = replicas
         self._leader: int | None = None
 
+    def another(self) -> ControlPlane:
+        """A client of the same group with a session of its own."""
+        return ControlPlane(self.group, self.replicas)
+
     @classmethod
     def connect(cls, group: str, address: str = "auto") -> ControlPlane:
         """Attach to Ray (address "auto": the running cluster) and find the group's replicas."""

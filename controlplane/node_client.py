@@ -43,9 +43,14 @@ class NodeGroup(LeaderClient):
             self._by_url: dict[int, str] = {-i - 1: u for i, u in enumerate(urls)}
             self._addresses = lambda: self._by_url
         self.ask_timeout = ask_timeout
+        self._token = token
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._session: aiohttp.ClientSession | None = None
         self._leader_url: str | None = None
+
+    def another(self) -> NodeGroup:
+        """A client of the same nodes with a session of its own."""
+        return NodeGroup(self._addresses, token=self._token, ask_timeout=self.ask_timeout)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -74,19 +79,24 @@ class NodeGroup(LeaderClient):
             raise RetryElsewhere(f"{url}: {type(exc).__name__}: {exc}") from exc
 
     async def status(self) -> list[dict[str, Any]]:
-        """Every node's status (an "error" entry for a node that does not answer)."""
-        urls = list(dict.fromkeys(self._addresses().values()))
-        results = await asyncio.gather(
-            *(self._call("GET", u, "status", self.ask_timeout) for u in urls), return_exceptions=True
-        )
-        answers: list[dict[str, Any]] = []
-        for url, result in zip(urls, results, strict=True):
-            if isinstance(result, BaseException):
-                answers.append({"address": url, "error": f"{type(result).__name__}: {result}"})
-            else:
-                answers.append(dict(result[1]))
-                self._learn(url, answers[-1])
-        return answers
+        """Every node's status (an "error" entry for a node that does not answer), including
+        the nodes the ones asked first told of."""
+        answers: dict[str, dict[str, Any]] = {}
+        while True:
+            urls = [u for u in dict.fromkeys(self._addresses().values()) if u not in answers]
+            if not urls:
+                return list(answers.values())
+            results = await asyncio.gather(
+                *(self._call("GET", u, "status", self.ask_timeout) for u in urls), return_exceptions=True
+            )
+            for url, result in zip(urls, results, strict=True):
+                if isinstance(result, ControlPlaneError):
+                    raise result  # a wrong or missing cluster token: no node will answer
+                if isinstance(result, BaseException):
+                    answers[url] = {"address": url, "error": f"{type(result).__name__}: {result}"}
+                else:
+                    answers[url] = dict(result[1])
+                    self._learn(url, answers[url])
 
     def _learn(self, url: str, status: dict[str, Any]) -> None:
         """Given addresses only: learn each node's Raft id, and the members a node knows of

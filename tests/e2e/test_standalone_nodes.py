@@ -239,3 +239,32 @@ def _register_station(group: NodeProcesses, via: str, station: str) -> bool:
             await sdk_group.close()
 
     return asyncio.run(run())
+
+
+def test_the_controlplane_command_drives_standalone_nodes_without_ray(nodes, tmp_path):
+    env = {**os.environ, "CLUSTER_TOKEN": CLUSTER_TOKEN, "CONTROLPLANE_NODES": nodes.peer_url(nodes.founders[1])}
+    missions = tmp_path / "missions.json"
+    missions.write_text(json.dumps([{"id": "m-cli", "waypoints": [{"lat": 1.0, "lon": 2.0, "alt": 3.0}]}]))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "controlplane", "--json", *args],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    status = run("status")
+    assert status.returncode == 0, status.stderr
+    assert sorted(r["name"] for r in json.loads(status.stdout)) == sorted(nodes.founders)
+    submitted = run("missions", "submit", str(missions))
+    assert submitted.returncode == 0, submitted.stderr + submitted.stdout
+    assert json.loads(submitted.stdout)["created"] == 1
+    got = run("missions", "get", "m-cli")
+    assert got.returncode == 0 and json.loads(got.stdout)["id"] == "m-cli"
+    missing = run("uav", "get", "no-such-uav")
+    assert missing.returncode == 1 and "no-such-uav" in missing.stdout
+    no_token = subprocess.run(
+        [sys.executable, "-m", "controlplane", "--nodes", nodes.peer_url(nodes.founders[0]), "status"],
+        env={k: v for k, v in env.items() if k != "CLUSTER_TOKEN"}, cwd=ROOT, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert no_token.returncode != 0 and "cluster token" in no_token.stderr
