@@ -53,7 +53,9 @@ class ReplicaSpec:
     tick_interval: float = 0.05
     election_ticks: int = 10
     snapshot_every: int = 10_000
+    # Peer RPC (the operator's to set): short timeouts and few retries, since Raft resends.
     rpc_timeout: float = 0.5
+    rpc_max_retries: int = 2
     # A replica added after founding starts empty and learns the log (and the founding
     # configuration) from the leader, as a learner first.
     joining: bool = False
@@ -86,7 +88,12 @@ class ReplicaSpec:
             tick_interval=self.tick_interval,
             election_ticks=self.election_ticks,
             snapshot_every=self.snapshot_every,
-            rpc=RPCConfig(timeout=self.rpc_timeout, max_retries=2, retry_delay=0.02, cluster_token=self.cluster_token),
+            rpc=RPCConfig(
+                timeout=self.rpc_timeout,
+                max_retries=self.rpc_max_retries,
+                retry_delay=0.02,
+                cluster_token=self.cluster_token,
+            ),
             auto_register_uavs=self.auto_register_uavs,
             telemetry=self.telemetry,
         )
@@ -436,6 +443,8 @@ def deploy(
     http_host: str = "127.0.0.1",
     auto_register_uavs: bool = False,
     telemetry: CoalescerConfig = LEADER_TELEMETRY,
+    rpc_timeout: float = 0.5,
+    rpc_max_retries: int = 2,
 ) -> dict[int, Any]:
     """Create (or find) one detached replica per station, pinned by the station resource.
     Idempotent: replicas that already run are returned as they are."""
@@ -456,6 +465,8 @@ def deploy(
             http_host=http_host,
             auto_register_uavs=auto_register_uavs,
             telemetry=telemetry,
+            rpc_timeout=rpc_timeout,
+            rpc_max_retries=rpc_max_retries,
         )
         handles[replica] = start_replica(spec, station)
     return handles

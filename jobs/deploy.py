@@ -1,7 +1,7 @@
 """Create the Raft group on the stations (idempotent: replicas that run are kept).
 
     python -m jobs.deploy --group fleet [--stations a,b,c | --replicas 3] [--data-root DIR]
-                          [--auto-register-uavs] [--ingest]
+                          [--auto-register-uavs] [--ingest] [--rpc-timeout S] [--rpc-max-retries N]
 
 Stations default to the Ray nodes that carry a `station:<name>` resource (cluster.yaml
 starts every station that way). Waits for a leader and prints the group's status. A group
@@ -35,7 +35,14 @@ async def deploy_group(args: argparse.Namespace) -> int:
         handles = existing
         action = "kept"
     else:
-        handles = deploy(args.group, stations, args.data_root, auto_register_uavs=args.auto_register_uavs)
+        handles = deploy(
+            args.group,
+            stations,
+            args.data_root,
+            auto_register_uavs=args.auto_register_uavs,
+            rpc_timeout=args.rpc_timeout,
+            rpc_max_retries=args.rpc_max_retries,
+        )
         action = "created"
     leader = await find_leader(handles, args.timeout)
     client = ControlPlane(args.group, handles)
@@ -68,10 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--auto-register-uavs", action="store_true", help="telemetry from unknown UAVs registers them")
     p.add_argument("--ingest", action="store_true", help="also start each station's telemetry ingest actor")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a leader")
+    p.add_argument("--rpc-timeout", type=float, default=0.5, help="seconds per peer RPC attempt (Raft resends)")
+    p.add_argument("--rpc-max-retries", type=int, default=2, help="retries of a failed peer RPC batch")
     p.add_argument("--address", default="auto")
     args = p.parse_args(argv)
     if args.replicas < 1 or args.replicas % 2 == 0:
         p.error("--replicas must be odd and positive (3 or 5 tolerate 1 or 2 station losses)")
+    from controlplane.rpc.config import RPCConfig
+
+    try:
+        RPCConfig(timeout=args.rpc_timeout, max_retries=args.rpc_max_retries)
+    except ValueError as exc:
+        p.error(
+            str(exc).replace("RPCConfig.timeout", "--rpc-timeout").replace("RPCConfig.max_retries", "--rpc-max-retries")
+        )
     attach(args.address)
     return run(deploy_group(args))
 
