@@ -142,8 +142,8 @@ async def _connect(args: argparse.Namespace) -> Any:
         from controlplane.standalone.members_cli import node_urls
 
         return NodeGroup(await node_urls(os.environ, args.nodes), token=read_token(os.environ, "CLUSTER_TOKEN"))
-    from controlplane.actors import group_replicas
     from controlplane.client import ControlPlane
+    from controlplane.ray_group import group_replicas
 
     replicas = group_replicas(args.group)
     if not replicas:

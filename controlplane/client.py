@@ -15,9 +15,9 @@ from typing import Any
 import ray
 
 from controlplane import replica_calls
-from controlplane.actors import NAMESPACE, find_leader, group_replicas
 from controlplane.leader_client import ControlPlaneError, LeaderClient, OutcomeUnknown, RetryElsewhere
 from controlplane.raft import RaftError
+from controlplane.ray_group import NAMESPACE, find_leader, group_replicas
 
 __all__ = ["ControlPlane", "ControlPlaneError", "OutcomeUnknown", "attach", "propose_to_leader"]
 

@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from controlplane.session import ClientSession, keyed_command
-from controlplane.state.fleet import validate
+from controlplane.state.commands import validate
 
 RETRY_PAUSE = 0.05  # seconds between tries while the leader is found again
 

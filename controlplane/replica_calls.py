@@ -13,7 +13,7 @@ import asyncio
 import weakref
 from typing import Any
 
-from controlplane.actors import answer_while_leading
+from controlplane.ray_group import answer_while_leading
 from controlplane.sync.coalescer import Coalescer, CoalescerConfig
 
 CALLS = CoalescerConfig(max_size=512, max_delay=0.0, max_in_flight=4)

@@ -17,7 +17,7 @@ import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from controlplane.state.fleet import encode
+from controlplane.state.commands import encode
 from controlplane.state.model import CommandError
 from controlplane.state.sessions import KEYED
 

@@ -22,8 +22,8 @@ class RayFleetBackend:
     """The SDK for commands and queries; the station's ingest actor for telemetry."""
 
     def __init__(self, group: str) -> None:
-        from controlplane.actors import group_replicas
         from controlplane.client import ControlPlane
+        from controlplane.ray_group import group_replicas
 
         self.cp = ControlPlane(group, group_replicas(group))
         self.group = group

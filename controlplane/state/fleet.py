@@ -1,10 +1,9 @@
 """FleetState: the replicated, deterministic fleet state machine.
 
-Commands are JSON objects with a "type" and its fields (see COMMANDS), optionally
-"expected_version" (optimistic concurrency: a mismatch is a conflict) and "client"/"seq"
-(exactly-once: a retried command gets the first answer). `validate()` checks a command
-before it is proposed; `apply()` checks it again against the state and either applies it
-or records a deterministic rejection — never an exception, so every replica agrees.
+Commands (state/commands.py) are JSON objects with a "type" and its fields, checked by
+`validate()` before they are proposed; `apply()` checks each again against the state and
+either applies it or records a deterministic rejection — never an exception, so every
+replica agrees.
 After each applied command the scheduler assigns pending missions to idle UAVs by
 priority, then battery, then great-circle distance to the first waypoint.
 """
@@ -25,6 +24,11 @@ import pyarrow.compute as pc
 from controlplane import bugs
 from controlplane.raft.messages import Entry
 from controlplane.state.columns import KINEMATICS, UAVColumns
+from controlplane.state.commands import COMMANDS as COMMANDS  # re-exported: the commands' names
+from controlplane.state.commands import MAX_WAYPOINTS as MAX_WAYPOINTS
+from controlplane.state.commands import _session_fields, _validate
+from controlplane.state.commands import encode as encode
+from controlplane.state.commands import validate as validate
 from controlplane.state.model import (
     FINISHED,
     LEGAL_TRANSITIONS,
@@ -37,7 +41,6 @@ from controlplane.state.model import (
     NotFoundError,
     UAVStatus,
     Waypoint,
-    _number,
     great_circle_m,
     ident,
 )
@@ -52,96 +55,7 @@ from controlplane.state.telemetry import (
     report_time_histogram,
 )
 
-MAX_WAYPOINTS = 500
 CHECKPOINTS_KEPT = 16
-
-
-def _optional_number(cmd: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
-    return None if key not in cmd else _number(cmd[key], key, lo, hi)
-
-
-def _validate(cmd: Any) -> dict[str, Any]:
-    if not isinstance(cmd, dict):
-        raise CommandError("command", f"must be a JSON object, got {type(cmd).__name__}")
-    kind = cmd.get("type")
-    if not isinstance(kind, str) or kind not in COMMANDS:
-        raise CommandError("type", f"must be one of {sorted(COMMANDS)}, got {kind!r}")
-    if "expected_version" in cmd and (
-        isinstance(cmd["expected_version"], bool)
-        or not isinstance(cmd["expected_version"], int)
-        or cmd["expected_version"] < 1
-    ):
-        raise CommandError("expected_version", "must be a positive integer")
-    for key in REQUIRED[kind]:
-        if key not in cmd:
-            raise CommandError(key, "is required")
-    for key in ("uav", "mission", "group", "station", "home_station"):
-        if key in cmd:
-            ident(cmd[key], key)
-    for key, (lo, hi) in {
-        **KINEMATICS,
-        "min_battery": (0, 100),
-    }.items():
-        _optional_number(cmd, key, lo, hi)
-    if "status" in cmd:
-        allowed = UAVStatus if kind == "update_uav" else MissionStatus
-        if not isinstance(cmd["status"], str) or cmd["status"] not in {s.value for s in allowed}:
-            raise CommandError("status", f"must be one of {sorted(s.value for s in allowed)}, got {cmd['status']!r}")
-    if kind == "create_mission":
-        wps = cmd["waypoints"]
-        if not isinstance(wps, list) or not 1 <= len(wps) <= MAX_WAYPOINTS:
-            raise CommandError("waypoints", f"must be a list of 1 to {MAX_WAYPOINTS} waypoints")
-        for i, w in enumerate(wps):
-            Waypoint.parse(w, f"waypoints[{i}]")
-        if "priority" in cmd and (isinstance(cmd["priority"], bool) or not isinstance(cmd["priority"], int)):
-            raise CommandError("priority", "must be an integer")
-    return cmd
-
-
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "register_station": ("station",),
-    "register_uav": ("uav", "home_station"),
-    "update_uav": ("uav",),
-    "delete_uav": ("uav",),
-    "create_mission": ("mission", "waypoints"),
-    "set_mission_status": ("mission", "status"),
-    "delete_mission": ("mission",),
-    "create_group": ("group",),
-    "add_member": ("group", "uav"),
-    "remove_member": ("group", "uav"),
-    "dissolve_group": ("group",),
-    "checkpoint": (),
-    "open_session": (),
-}
-COMMANDS = frozenset(REQUIRED)
-
-
-def _session_fields(cmd: dict[str, Any]) -> tuple[str, int, int]:
-    client, seq, ack = cmd.get("client"), cmd.get("seq"), cmd.get("ack", 1)
-    if cmd.get("type") == "open_session":
-        raise CommandError("client", "open_session opens a session; it is not sent in one")
-    if not isinstance(client, str) or not client or len(client) > 256:
-        raise CommandError("client", "must be a non-empty string of at most 256 characters")
-    for name, value in (("seq", seq), ("ack", ack)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**63:
-            raise CommandError(name, "must be a positive integer below 2**63")
-    assert isinstance(seq, int) and isinstance(ack, int)
-    if ack > seq:
-        raise CommandError("ack", f"must not exceed seq ({ack} > {seq}): a client still waits for this command")
-    return client, seq, ack
-
-
-def validate(command: dict[str, Any]) -> dict[str, Any]:
-    """Check a command before proposing it, types included; raises CommandError naming the
-    field. apply() checks again, so a command that bypassed this is refused there."""
-    _validate(command)
-    if any(name in command for name in SESSION_FIELDS):
-        _session_fields(command)
-    return command
-
-
-def encode(command: dict[str, Any]) -> bytes:
-    return json.dumps(validate(command), sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 class FleetState:
