@@ -21,9 +21,11 @@ from controlplane.node_client import NodeGroup
 from tests.standalone_nodes import CLUSTER_TOKEN, ROOT, NodeProcesses
 
 
-@pytest.fixture(scope="module")
-def nodes(tmp_path_factory):
-    group = NodeProcesses(tmp_path_factory.mktemp("standalone"), 3)
+@pytest.fixture(scope="module", params=["static", "etcd"])
+def nodes(request, tmp_path_factory):
+    """The same group found through PEER_NODES alone, and again through a real etcd."""
+    discovery = _etcd_env() if request.param == "etcd" else None
+    group = NodeProcesses(tmp_path_factory.mktemp(f"standalone-{request.param}"), 3, discovery=discovery)
     try:
         for name in group.founders:
             group.start(name)
