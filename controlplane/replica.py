@@ -109,7 +109,7 @@ class Replica:
         node_id: int,
         storage: NodeStorage,
         transport: Transport,
-        address_of: Callable[[int], str],
+        address_of: Callable[[int], str | None],
         settings: ReplicaSettings | None = None,
         *,
         seed: int = 0,
@@ -147,7 +147,11 @@ class Replica:
                 answered.set_result(message)  # the answer goes back in the call's response
                 self._calls.remove(waiter)
                 return
-        self.client.post(Peer(message.dst, self._address_of(message.dst)), message)
+        address = self._address_of(message.dst)
+        if address is None:
+            self.client.dropped += 1  # a member no one has told us where to find: Raft resends
+            return
+        self.client.post(Peer(message.dst, address), message)
 
     async def start(self) -> None:
         await self.node.start()

@@ -17,7 +17,7 @@ from controlplane.sync.ingest import TelemetryIngest
 
 class NodeFleetBackend(NodeGroup):
     def __init__(self, replica: Replica, peers: PeerDirectory, token: str | None) -> None:
-        super().__init__(lambda: {r: peers.url_of(r) for r in self._members()}, token=token)
+        super().__init__(lambda: {r: peers.urls[r] for r in self._members() if r in peers.urls}, token=token)
         self.replica = replica
         self.peers = peers
         self._ingests: dict[str, TelemetryIngest] = {}
@@ -28,9 +28,10 @@ class NodeFleetBackend(NodeGroup):
 
     async def _leader(self, timeout: float) -> str:
         leader = self.replica.node.status().leader_id
-        if not leader:
-            raise RetryElsewhere("no leader known yet (an election is under way)")
-        return self.peers.url_of(leader)
+        url = self.peers.url_of(leader) if leader else None
+        if url is None:
+            raise RetryElsewhere(f"no leader known yet (leader id {leader}: an election, or an address not yet found)")
+        return url
 
     async def _propose_once(self, data: bytes, timeout: float) -> tuple[str, Any]:
         if self.replica.node.is_leader:

@@ -24,13 +24,10 @@ class PeerDirectory:
         self.names[config.raft_id] = config.name
         self._watch: Watch | None = None
 
-    def url_of(self, raft_id: int) -> str:
-        url = self.urls.get(raft_id)
-        if url is None:
-            # A member no one has told us about: its messages fail, and Raft resends them
-            # once discovery (or PEER_NODES) names it.
-            return f"http://unknown-node-{raft_id}.invalid:1"
-        return url
+    def url_of(self, raft_id: int) -> str | None:
+        """Where a member listens; None for one no one has told us of yet (its messages are
+        dropped, and Raft resends them once discovery names it)."""
+        return self.urls.get(raft_id)
 
     def _learn(self, node: ServiceNode) -> None:
         raft_id = raft_id_of(node.node_id)

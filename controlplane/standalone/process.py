@@ -141,7 +141,7 @@ class StandaloneNode:
             "address": c.url,
             "api": f"http://{c.address}:{c.api_port}",
             "started_at": self.started_at,
-            "peers": {str(m): self.peers.url_of(m) for m in members if m in self.peers.urls},
+            "peers": {str(m): self.peers.urls[m] for m in members if m in self.peers.urls},
         }
 
     async def _established_peer(self) -> str | None:
@@ -210,6 +210,8 @@ class StandaloneNode:
             await self.peers.close(deregister=True)
         if self.api_runner is not None:
             await self.api_runner.cleanup()
+        if self.fleet_client is not None:
+            await self.fleet_client.close()
         if self.replica is not None:
             await self.replica.stop()
         if self.peer_server is not None:
