@@ -1,10 +1,11 @@
 """Failover under load: kill the leader, time until the next write commits. Ours (3 replicas
 on Ray: the leader actor is killed and Ray restarts it; or the leader's station node is
-SIGKILLed and a new node for that station joins after the failover) against etcd 3.4 (3
-members on 127.0.0.1: the leader process is SIGKILLed, then restarted on its data). All
-with default timeouts.
+SIGKILLed and a new node for that station joins after the failover; or 3 standalone
+`controlplane node` processes on 127.0.0.1-3, the leader SIGKILLed and restarted on its data)
+against etcd 3.4 (3 members on 127.0.0.1: the leader process is SIGKILLed, then restarted on
+its data). All with default timeouts.
 
-    python -m bench.failover [--kills 20] [--quick] [--json] [--systems ours,ours-node,etcd]
+    python -m bench.failover [--kills 20] [--quick] [--json] [--systems ours,ours-node,standalone,etcd]
 
 A client writes one key after another the whole time; a failover's length is from the kill
 to the first write acknowledged after it. Between kills the killed member comes back and
@@ -131,6 +132,60 @@ async def ours(kills: int, data_dir: str, progress: bool, stations: StationNodes
     return times
 
 
+async def standalone(kills: int, root: str, progress: bool) -> list[float]:
+    """Three `python -m controlplane node` processes; the SDK writes through NodeGroup."""
+    from pathlib import Path
+
+    from bench.standalone_nodes import CLUSTER_TOKEN, NodeProcesses
+    from controlplane.leader_client import ControlPlaneError
+    from controlplane.node_client import NodeGroup
+
+    nodes = NodeProcesses(Path(root), 3)
+    group = NodeGroup([nodes.peer_url(n) for n in nodes.founders], token=CLUSTER_TOKEN)
+    for name in nodes.founders:
+        nodes.start(name)
+    times: list[float] = []
+    try:
+        await asyncio.to_thread(nodes.wait_for, "a leader", nodes.leader, 60.0)
+        await group.command({"type": "register_station", "station": "alpha"})
+
+        async def write(n: int) -> bool:
+            try:
+                answer = await group.command({"type": "register_uav", "uav": f"f{n}", "home_station": "alpha"}, 10)
+            except (ControlPlaneError, TimeoutError):
+                return False
+            return bool(answer["ok"])
+
+        writer = Writer(write)
+        task = asyncio.create_task(writer.run())
+        try:
+            for k in range(kills):
+                await asyncio.sleep(1.0)
+                leader = await asyncio.to_thread(nodes.wait_for, "a leader", nodes.leader, 30.0)
+                killed_at = time.monotonic()
+                nodes.kill(leader)
+                times.append(await writer.next_ack_after(killed_at))
+                if progress:
+                    print(f"  standalone  kill {k + 1}/{kills}: {times[-1]:.3f} s", file=sys.stderr, flush=True)
+                nodes.start(leader)
+                await asyncio.to_thread(nodes.wait_for, "the node back and caught up", lambda: _close(nodes), 60.0)
+        finally:
+            writer.stop.set()
+            await task
+    finally:
+        await group.close()
+        nodes.stop_all()
+    return times
+
+
+def _close(nodes: Any) -> bool:
+    statuses = [nodes.status(n) for n in nodes.founders]
+    if any(s is None for s in statuses):
+        return False
+    applied = [s["applied"] for s in statuses]
+    return max(applied) - min(applied) < 50
+
+
 async def _caught_up(handles: dict[int, Any], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -211,14 +266,14 @@ async def etcd(kills: int, root: str, progress: bool) -> list[float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, default=20)
-    p.add_argument("--systems", default="ours,ours-node,etcd")
+    p.add_argument("--systems", default="ours,ours-node,standalone,etcd")
     p.add_argument("--quick", action="store_true", help="5 kills each")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     kills = 5 if args.quick else args.kills
     systems = args.systems.split(",")
-    if kills < 1 or not set(systems) <= {"ours", "ours-node", "etcd"}:
-        p.error("--kills must be positive and --systems a subset of ours,ours-node,etcd")
+    if kills < 1 or not set(systems) <= {"ours", "ours-node", "standalone", "etcd"}:
+        p.error("--kills must be positive and --systems a subset of ours,ours-node,standalone,etcd")
     if "etcd" in systems and shutil.which("etcd") is None:
         p.error("etcd is not installed (Debian: apt-get install etcd-server; scripts/etcd.sh does it)")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -247,6 +302,10 @@ def main() -> None:
                 finally:
                     ray.shutdown()
                     nodes.shutdown()
+        if "standalone" in systems:
+            os.makedirs(root + "/standalone")
+            times = asyncio.run(standalone(kills, root + "/standalone", True))
+            results.append(summary("ours, standalone nodes (leader SIGKILLed)", times))
         if "etcd" in systems:
             results.append(summary("etcd 3.4 (leader SIGKILLed)", asyncio.run(etcd(kills, root + "/etcd", True))))
     for r in results:

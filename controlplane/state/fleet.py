@@ -297,7 +297,7 @@ class FleetState:
         if cmd["uav"] in self.uavs:
             raise ConflictError("uav", f"UAV {cmd['uav']!r} is already registered")
         if cmd["home_station"] not in self.stations:
-            raise CommandError("home_station", f"no station {cmd['home_station']!r}")
+            raise NotFoundError("home_station", f"no station {cmd['home_station']!r}")
         self._register(cmd["uav"], cmd["home_station"], {k: cmd[k] for k in KINEMATICS if k in cmd})
         return {"version": 1}
 
@@ -320,7 +320,7 @@ class FleetState:
         uav = self._uav(cmd["uav"])
         self._check_version(cmd, uav.version)
         if uav.mission is not None:
-            raise CommandError("uav", f"UAV {uav.id!r} is on mission {uav.mission!r}")
+            raise ConflictError("uav", f"UAV {uav.id!r} is on mission {uav.mission!r}")
         del self.uavs[uav.id]
         self._id_index = None
         self._idle.discard(uav.id)
@@ -351,7 +351,7 @@ class FleetState:
         self._check_version(cmd, mission.version)
         new = MissionStatus(cmd["status"])
         if new not in LEGAL_TRANSITIONS[mission.status]:
-            raise CommandError("status", f"a {mission.status.value} mission cannot become {new.value}")
+            raise ConflictError("status", f"a {mission.status.value} mission cannot become {new.value}")
         if new is MissionStatus.ASSIGNED:
             raise CommandError("status", "missions are assigned by the scheduler")
         uav = self.uavs.get(mission.uav) if mission.uav else None
@@ -367,7 +367,7 @@ class FleetState:
         mission = self._mission(cmd["mission"])
         self._check_version(cmd, mission.version)
         if mission.status not in FINISHED and mission.status is not MissionStatus.PENDING:
-            raise CommandError("mission", f"a {mission.status.value} mission cannot be deleted; abort it first")
+            raise ConflictError("mission", f"a {mission.status.value} mission cannot be deleted; abort it first")
         self._set_mission(mission, MissionStatus.ABORTED, mission.uav)  # leaves the pending queue
         del self.missions[mission.id]
         return {}
@@ -392,7 +392,7 @@ class FleetState:
         group = self._group(cmd["group"])
         self._check_version(cmd, group.version)
         if cmd["uav"] not in group.members:
-            raise CommandError("uav", f"{cmd['uav']!r} is not in group {group.id!r}")
+            raise ConflictError("uav", f"{cmd['uav']!r} is not in group {group.id!r}")
         group.members.discard(cmd["uav"])
         group.version += 1
         self._touch("group", group.id)
@@ -493,12 +493,10 @@ class FleetState:
         status: str | None = None,
         bbox: tuple[float, float, float, float] | None = None,
     ) -> list[dict[str, Any]]:
-        """UAVs filtered by home station, status and/or a (min_lat, min_lon, max_lat, max_lon) box."""
+        """UAVs filtered by home station, status and/or a (min_lat, min_lon, max_lat, max_lon) box.
+        A box whose min_lon is east of its max_lon crosses the antimeridian; one whose min_lat
+        is north of its max_lat holds nothing."""
         wanted = UAVStatus(status) if status is not None else None
-        if bbox is not None:
-            min_lat, min_lon, max_lat, max_lon = bbox
-            if min_lat > max_lat or min_lon > max_lon:
-                raise CommandError("bbox", "must be (min_lat, min_lon, max_lat, max_lon) with min <= max")
         lat, lon = self.columns.floats["lat"], self.columns.floats["lon"]
         out = []
         for uav_id, u in sorted(self.uavs.items()):
@@ -506,7 +504,7 @@ class FleetState:
                 continue
             if wanted is not None and u.status is not wanted:
                 continue
-            if bbox is not None and not (bbox[0] <= lat[u.row] <= bbox[2] and bbox[1] <= lon[u.row] <= bbox[3]):
+            if bbox is not None and not _in_box(bbox, lat[u.row], lon[u.row]):
                 continue
             out.append(self.uav(uav_id))
         return out
@@ -563,6 +561,15 @@ class FleetState:
 
     def digest(self) -> str:
         return _sha(self.digests())
+
+
+def _in_box(box: tuple[float, float, float, float], lat: float, lon: float) -> bool:
+    min_lat, min_lon, max_lat, max_lon = box
+    if not min_lat <= lat <= max_lat:
+        return False
+    if min_lon <= max_lon:
+        return min_lon <= lon <= max_lon
+    return lon >= min_lon or lon <= max_lon  # across the antimeridian
 
 
 def _sha(value: Any) -> str:

@@ -25,8 +25,9 @@ class CommandError(ValueError):
 
 
 class ConflictError(CommandError):
-    """The command conflicts with the record as it is: expected_version did not match
-    (optimistic concurrency), or the record already exists."""
+    """The command conflicts with the state as it is: expected_version did not match
+    (optimistic concurrency), the record already exists, or its state forbids the change
+    (a transition, deleting a UAV on a mission, removing a UAV that is not a member)."""
 
 
 class NotFoundError(CommandError):

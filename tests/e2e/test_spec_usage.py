@@ -8,13 +8,13 @@ import os
 
 import pytest
 
+from bench.standalone_nodes import CLUSTER_TOKEN, NodeProcesses
 from controlplane.node_client import NodeGroup
 from controlplane.placement.discovery import create_service_discovery
 from controlplane.rpc.client import RaftRPCClient
 from controlplane.rpc.config import RPCConfig
 from controlplane.sync.synchronizer import DataSynchronizer
 from tests.e2e.test_standalone_nodes import _etcd_env
-from tests.standalone_nodes import CLUSTER_TOKEN, NodeProcesses
 
 pytestmark = pytest.mark.etcd
 

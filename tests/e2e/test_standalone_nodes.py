@@ -17,8 +17,8 @@ import uuid
 
 import pytest
 
+from bench.standalone_nodes import CLUSTER_TOKEN, ROOT, NodeProcesses
 from controlplane.node_client import NodeGroup
-from tests.standalone_nodes import CLUSTER_TOKEN, ROOT, NodeProcesses
 
 
 @pytest.fixture(scope="module", params=["static", "etcd"])

@@ -85,7 +85,8 @@ def test_missions_lifecycle_and_errors_that_name_the_field():
         async with http.get("/v1/missions/nope", headers=AUTH) as r:
             assert r.status == 404 and (await r.json())["error"]["field"] == "mission"
         async with http.patch("/v1/missions/m1", json={"status": "completed"}, headers=AUTH) as r:
-            assert r.status == 422 and "cannot become completed" in (await r.json())["error"]["reason"]
+            # An illegal transition conflicts with the mission's state: 409, not "invalid".
+            assert r.status == 409 and "cannot become completed" in (await r.json())["error"]["reason"]
         stale = {"status": "aborted", "expected_version": 7}
         async with http.patch("/v1/missions/m1", json=stale, headers=AUTH) as r:
             assert r.status == 409 and (await r.json())["error"]["field"] == "expected_version"
@@ -108,7 +109,8 @@ def test_uavs_telemetry_groups_and_status():
         async with http.post("/v1/uavs", json={"uav": "u1", "home_station": "alpha"}, headers=AUTH) as r:
             assert r.status == 201
         async with http.post("/v1/uavs", json={"uav": "u2", "home_station": "nowhere"}, headers=AUTH) as r:
-            assert r.status == 422 and (await r.json())["error"]["field"] == "home_station"
+            # The referenced station does not exist: 404 naming it, not "invalid".
+            assert r.status == 404 and (await r.json())["error"]["field"] == "home_station"
         reports = [
             {"uav": "u1", "time": 5.0, "seq": 1, "lat": 47.4, "lon": 8.5},
             {"uav": "u1", "time": 1, "seq": 1, "lat": 99},

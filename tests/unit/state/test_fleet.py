@@ -285,8 +285,10 @@ def test_queries():
     assert [u["id"] for u in s.uavs_where(status="in_mission")] == [s.missions["m"].uav]
     assert [m["id"] for m in s.missions_by_status("assigned")] == ["m"]
     assert s.group_members("g") == ["u3"]
-    with pytest.raises(CommandError, match="bbox"):
-        s.uavs_where(bbox=(50, 0, 40, 1))
+    assert s.uavs_where(bbox=(50, 0, 40, 1)) == []  # north of south: holds nothing
+    # Across the antimeridian: from 170 E eastwards to 11 E holds lon 10; to 9 E does not.
+    assert [u["id"] for u in s.uavs_where(bbox=(0, 170, 20, 11))] == ["u3"]
+    assert s.uavs_where(bbox=(0, 170, 20, 9)) == []
     with pytest.raises(CommandError, match="group"):
         s.group_members("nope")
     with pytest.raises(ValueError):

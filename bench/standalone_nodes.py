@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.node_cluster import free_port
+from bench.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_TOKEN = "test-cluster-token-0123456789"
