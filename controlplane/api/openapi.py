@@ -9,8 +9,11 @@ from typing import Any
 from controlplane.state.columns import KINEMATICS
 from controlplane.state.model import MissionStatus, UAVStatus
 
-ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^\S+$"}
-VERSION = {"type": "integer", "minimum": 1}
+# Ids the API takes: letters, digits and _ . : @ ~ - (safe in paths and query strings alike).
+ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[A-Za-z0-9_.:@~-]+$"}
+COORDINATE = r"-?[0-9]{1,3}(\.[0-9]{1,12})?"
+BBOX = {"type": "string", "pattern": rf"^{COORDINATE},{COORDINATE},{COORDINATE},{COORDINATE}$"}
+VERSION = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 WAYPOINT = {
     "type": "object",
     "required": ["lat", "lon", "alt"],
@@ -72,7 +75,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "status": {"type": "string", "enum": [s.value for s in UAVStatus]},
+            # in_mission is the scheduler's to set, not a client's.
+            "status": {"type": "string", "enum": [s.value for s in UAVStatus if s is not UAVStatus.IN_MISSION]},
             "expected_version": VERSION,
             **KINEMATIC_PROPS,
         },
@@ -97,10 +101,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "reports": {
                 "type": "array",
                 "maxItems": 100_000,
+                # Rows are checked one by one: a bad row comes back with its reason and the
+                # good ones go on, so the schema does not refuse the batch for one row.
                 "items": {
-                    "type": "object",
-                    "required": ["uav", "time", "seq"],
-                    "properties": {"uav": ID, "time": {"type": "number"}, "seq": {"type": "integer", "minimum": 0}},
+                    "description": "a report: uav (id), time (seconds), seq (integer >= 0), and any of lat, lon, "
+                    "alt, battery, vx, vy, vz, status; a row breaking these is answered in `reasons`",
                 },
             }
         },
@@ -127,6 +132,7 @@ class Route:
     params: tuple[Param, ...] = ()
     responses: dict[int, str] = field(default_factory=dict)
     stream: bool = False
+    links: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (operationId, path param)
 
 
 MISSION_ID = Param("mission", "path", ID, required=True)
@@ -142,10 +148,31 @@ IDEMPOTENCY = Param(
     "header",
     {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x20-\\x7e]+$"},
     "makes the command its own session: retries with the same key, through any station, apply it once "
-    "(422 if the key was used for a different request)",
+    "(409 if the key was used for a different request)",
 )
-COMMAND = {200: "applied", 404: "no such record", 409: "version conflict", 422: "invalid: names the field"}
+COMMAND = {
+    200: "applied",
+    404: "no such record (or a record it names)",
+    409: "conflicts with the record's version or state, or the Idempotency-Key was used for a different request",
+    422: "invalid: names the field",
+}
+CREATE = {
+    201: "created",
+    404: "a record it names does not exist",
+    409: "exists, or the Idempotency-Key was used for a different request",
+    422: "invalid: names the field",
+}
 READ = {200: "the record(s)", 404: "no such record", 422: "bad argument: names it"}
+
+# From each create operation to the operations on the record it made (OpenAPI links), so a
+# client (and stateful testing) can follow the id it sent.
+LINKS: dict[str, dict[str, tuple[str, str]]] = {
+    "mission": {"GetMission": ("get_mission", "mission"), "UpdateMission": ("update_mission", "mission"),
+                "DeleteMission": ("delete_mission", "mission")},
+    "uav": {"GetUAV": ("get_uav", "uav"), "UpdateUAV": ("update_uav", "uav"), "DeleteUAV": ("delete_uav", "uav")},
+    "group": {"GetGroup": ("get_group", "group"), "AddMember": ("add_member", "group"),
+              "DissolveGroup": ("dissolve_group", "group")},
+}  # fmt: skip
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/status", "status", "Replicas, leader, terms, commit and applied indices",
@@ -154,7 +181,7 @@ ROUTES: tuple[Route, ...] = (
           params=(Param("status", "query", {"type": "string", "enum": [s.value for s in MissionStatus]}), CONSISTENCY),
           responses=READ),
     Route("POST", "/v1/missions", "create_mission", "Create a pending mission", body="MissionCreate",
-          responses={201: "created", 409: "exists", 422: "invalid: names the field"}, params=(IDEMPOTENCY,)),
+          responses=CREATE, params=(IDEMPOTENCY,), links=LINKS["mission"]),
     Route("GET", "/v1/missions/{mission}", "get_mission", "One mission", params=(MISSION_ID, CONSISTENCY),
           responses=READ),
     Route("PATCH", "/v1/missions/{mission}", "update_mission", "Move a mission to a new status (legal transitions)",
@@ -164,11 +191,11 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/uavs", "list_uavs", "UAVs by home station, status and/or bounding box",
           params=(Param("station", "query", ID), Param("status", "query", {"type": "string",
                   "enum": [s.value for s in UAVStatus]}),
-                  Param("bbox", "query", {"type": "string"}, "min_lat,min_lon,max_lat,max_lon"), CONSISTENCY),
+                  Param("bbox", "query", BBOX, "min_lat,min_lon,max_lat,max_lon (min_lon east of max_lon: "
+                        "across the antimeridian)"), CONSISTENCY),
           responses=READ),
     Route("POST", "/v1/uavs", "create_uav", "Register a UAV at its home station", body="UAVCreate",
-          responses={201: "registered", 409: "exists", 422: "invalid (or no such station): names the field"},
-          params=(IDEMPOTENCY,)),
+          responses=CREATE, params=(IDEMPOTENCY,), links=LINKS["uav"]),
     Route("GET", "/v1/uavs/{uav}", "get_uav", "One UAV with its last reported state", params=(UAV_ID, CONSISTENCY),
           responses=READ),
     Route("PATCH", "/v1/uavs/{uav}", "update_uav", "Change a UAV's status or state", body="UAVUpdate",
@@ -176,12 +203,19 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/v1/uavs/{uav}", "delete_uav", "Deregister a UAV not on a mission",
           params=(IDEMPOTENCY, UAV_ID, EXPECTED),
           responses=COMMAND),
+    Route("GET", "/v1/stations", "list_stations", "The fleet's stations (UAVs are homed at them)",
+          params=(CONSISTENCY,), responses=READ),
+    Route("PUT", "/v1/stations/{station}", "register_station", "Register a station (again: no change)",
+          params=(IDEMPOTENCY, STATION_ID),
+          responses={200: "registered", 409: "the Idempotency-Key was used for a different request",
+                     422: "invalid: names the field"}),
     Route("POST", "/v1/stations/{station}/telemetry", "report_telemetry",
           "A batch of UAV reports through the station's ingest (bad rows come back with reasons)",
-          body="Telemetry", params=(STATION_ID,), responses={200: "accepted and applied", 422: "unreadable batch"}),
+          body="Telemetry", params=(STATION_ID,),
+          responses={200: "accepted and applied", 404: "no such station", 422: "unreadable batch"}),
     Route("GET", "/v1/groups", "list_groups", "UAV groups", params=(CONSISTENCY,), responses=READ),
     Route("POST", "/v1/groups", "create_group", "Create a UAV group", body="GroupCreate",
-          responses={201: "created", 409: "exists", 422: "invalid: names the field"}, params=(IDEMPOTENCY,)),
+          responses=CREATE, params=(IDEMPOTENCY,), links=LINKS["group"]),
     Route("GET", "/v1/groups/{group}", "get_group", "One group", params=(GROUP_ID, CONSISTENCY), responses=READ),
     Route("DELETE", "/v1/groups/{group}", "dissolve_group", "Dissolve a group",
           params=(IDEMPOTENCY, GROUP_ID, EXPECTED),
@@ -224,6 +258,12 @@ def openapi_document(title: str = "UAV fleet control plane") -> dict[str, Any]:
                 for code, text in {**r.responses, 401: "no bearer token", 403: "wrong token"}.items()
             },
         }
+        for name, (operation, param) in r.links.items():
+            created = op["responses"]["201"]
+            created.setdefault("links", {})[name] = {
+                "operationId": operation,
+                "parameters": {param: f"$request.body#/{param}"},
+            }
         if r.body is not None:
             op["requestBody"] = {
                 "required": True,

@@ -20,7 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from controlplane.api.backend import FleetBackend
-from controlplane.api.openapi import ROUTES, SCHEMAS, openapi_document
+from controlplane.api.checks import check_body, check_params
+from controlplane.api.openapi import ROUTES, Route, openapi_document
 from controlplane.session import APPLIED, UNKNOWN, keyed_command, outcome
 from controlplane.state.fleet import validate
 from controlplane.state.model import CommandError, ConflictError, NotFoundError, ident
@@ -83,10 +84,20 @@ class FleetAPI:
             client_max_size=max(self.max_body, self.max_telemetry_body), middlewares=[self._errors, self._auth]
         )
         for route in ROUTES:
-            app.router.add_route(route.method, route.path, getattr(self, route.handler))
+            app.router.add_route(route.method, route.path, self._checked(route, getattr(self, route.handler)))
         app.router.add_get("/openapi.json", self.openapi)
         app.router.add_get("/healthz", self.healthz)
         return app
+
+    @staticmethod
+    def _checked(route: Route, handler: Handler) -> Handler:
+        """The route's parameters checked against the schemas the document publishes first."""
+
+        async def checked(request: web.Request) -> web.StreamResponse:
+            check_params(route, request)
+            return await handler(request)
+
+        return checked
 
     # --- middlewares ----------------------------------------------------------------------
 
@@ -113,7 +124,10 @@ class FleetAPI:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return error(exc.status, "request", exc.reason)
+            response = error(exc.status, "request", exc.reason)
+            if "Allow" in exc.headers:  # 405: say which methods the resource takes (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         except Exception as exc:
             original = _cause(exc)
             if isinstance(original, MalformedBody):
@@ -151,14 +165,7 @@ class FleetAPI:
             raise MalformedBody("body", "must be a JSON object") from None
         if not isinstance(body, dict):
             raise MalformedBody("body", f"must be a JSON object, got {type(body).__name__}")
-        allowed = set(SCHEMAS[schema]["properties"])
-        unknown = sorted(set(body) - allowed)
-        if unknown:
-            raise CommandError(unknown[0], f"is not a field here (allowed: {', '.join(sorted(allowed))})")
-        for name in SCHEMAS[schema].get("required", []):
-            if name not in body:
-                raise CommandError(name, "is required")
-        return body
+        return check_body(schema, body)
 
     @staticmethod
     def _path_id(request: web.Request, name: str) -> str:
@@ -197,7 +204,7 @@ class FleetAPI:
             status = 500 if answer.get("internal") else 503
             return unknown_outcome(status, answer.get("error", "the outcome is unknown"))
         if answer.get("reused"):
-            return error(422, "Idempotency-Key", "this key was used for a different request")
+            return error(409, "Idempotency-Key", "this key was used for a different request")
         status = 404 if answer.get("not_found") else 409 if answer.get("conflict") else 422
         return error(status, answer.get("field", "command"), answer.get("error", "refused"))
 
@@ -263,6 +270,13 @@ class FleetAPI:
     async def delete_uav(self, request: web.Request) -> web.Response:
         uav = self._path_id(request, "uav")
         return await self._command(request, {"type": "delete_uav", "uav": uav, **self._expected(request)})
+
+    async def list_stations(self, request: web.Request) -> web.Response:
+        return await self._read(request, "stations")
+
+    async def register_station(self, request: web.Request) -> web.Response:
+        station = self._path_id(request, "station")
+        return await self._command(request, {"type": "register_station", "station": station})
 
     async def report_telemetry(self, request: web.Request) -> web.Response:
         station = self._path_id(request, "station")

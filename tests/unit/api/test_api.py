@@ -197,7 +197,8 @@ def test_an_idempotency_key_applies_a_retried_command_once_and_refuses_reuse():
         async with http.get("/v1/uavs/u1", headers=AUTH) as r:
             assert (await r.json())["version"] == 2  # one update applied, not two
         async with http.post("/v1/uavs", json={"uav": "u2", "home_station": "alpha"}, headers=key) as r:
-            assert r.status == 422 and (await r.json())["error"]["field"] == "Idempotency-Key"
+            # The key is bound to another request: a conflict with the key's state, nothing applied.
+            assert r.status == 409 and (await r.json())["error"]["field"] == "Idempotency-Key"
         async with http.get("/v1/uavs/u2", headers=AUTH) as r:
             assert r.status == 404  # the reused key applied nothing
         async with http.post("/v1/uavs", json=body, headers={**AUTH, "Idempotency-Key": "k" * 201}) as r:
