@@ -231,7 +231,8 @@ ROUTES: tuple[Route, ...] = (
                   Param("kinds", "query", {"type": "string"}, "comma-separated: station,uav,mission,group,telemetry"),
                   Param("duration", "query", {"type": "number", "minimum": 0, "maximum": 300},
                         "seconds before the stream ends (reconnect with Last-Event-ID)")),
-          responses={200: "text/event-stream", 422: "bad argument"}, stream=True),
+          responses={200: "text/event-stream", 422: "bad argument",
+                     429: "this client has too many change streams open (Retry-After)"}, stream=True),
 )  # fmt: skip
 
 

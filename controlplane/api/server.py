@@ -68,13 +68,22 @@ class FleetAPI:
         token: str | None = None,
         max_body: int = 1 << 20,
         max_telemetry_body: int = 32 << 20,
+        max_streams: int = 256,
+        max_streams_per_client: int = 8,
+        stream_write_timeout: float = 10.0,
     ) -> None:
         if token is not None and not token:
             raise ValueError("token must be non-empty (or None for no auth)")
+        if min(max_body, max_telemetry_body, max_streams, max_streams_per_client) < 1 or stream_write_timeout <= 0:
+            raise ValueError("body limits, stream bounds and the stream write timeout must be positive")
         self.backend = backend
         self._token = token
         self.max_body = max_body
         self.max_telemetry_body = max_telemetry_body
+        self.max_streams = max_streams
+        self.max_streams_per_client = max_streams_per_client
+        self.stream_write_timeout = stream_write_timeout
+        self._streams: dict[str, int] = {}  # open change streams per client address
 
     def __repr__(self) -> str:  # never the token
         return f"FleetAPI(auth={'on' if self._token else 'off'}, max_body={self.max_body})"
@@ -153,12 +162,7 @@ class FleetAPI:
     # --- helpers ----------------------------------------------------------------------------
 
     async def _body(self, request: web.Request, schema: str, limit: int | None = None) -> dict[str, Any]:
-        limit = limit or self.max_body
-        if request.content_length is not None and request.content_length > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-        raw = await request.read()
-        if len(raw) > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
+        raw = await self._read_limited(request, limit or self.max_body)
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -166,6 +170,20 @@ class FleetAPI:
         if not isinstance(body, dict):
             raise MalformedBody("body", f"must be a JSON object, got {type(body).__name__}")
         return check_body(schema, body)
+
+    @staticmethod
+    async def _read_limited(request: web.Request, limit: int) -> bytes:
+        """The body, read no further than this route's limit (413 past it): a 1 MB route never
+        buffers the 32 MB the telemetry route may take."""
+        if request.content_length is not None and request.content_length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        chunks, size = [], 0
+        async for chunk in request.content.iter_chunked(64 << 10):
+            size += len(chunk)
+            if size > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     @staticmethod
     def _path_id(request: web.Request, name: str) -> str:
@@ -327,24 +345,54 @@ class FleetAPI:
             raise CommandError("kinds" if "kinds" in str(exc) else "duration", str(exc)) from None
         if not 0 <= duration <= 300:
             raise CommandError("duration", f"must be within [0, 300] seconds, got {duration}")
+        client = request.remote or "?"
+        if sum(self._streams.values()) >= self.max_streams:
+            return self._too_many(503, f"the server has {self.max_streams} change streams open")
+        if self._streams.get(client, 0) >= self.max_streams_per_client:
+            return self._too_many(429, f"this client has {self.max_streams_per_client} change streams open")
+        self._streams[client] = self._streams.get(client, 0) + 1
+        try:
+            return await self._stream_changes(request, index, kinds, duration)
+        finally:
+            self._streams[client] -= 1
+            if not self._streams[client]:
+                del self._streams[client]
+
+    @staticmethod
+    def _too_many(status: int, reason: str) -> web.Response:
+        response = error(status, "stream", f"{reason}: close one, or retry later")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    async def _stream_changes(
+        self, request: web.Request, index: int, kinds: list[str], duration: float
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + duration
-        while True:
-            remaining = deadline - loop.time()
-            answer = await self.backend.watch(index, kinds, max(0.0, min(10.0, remaining)))
-            if answer["reset"]:
-                await response.write(f"event: reset\ndata: {json.dumps({'index': answer['index']})}\n\n".encode())
-            for change in answer["changes"]:
-                line = f"id: {change['index']}\nevent: {change['kind']}\ndata: {json.dumps(change)}\n\n"
-                await response.write(line.encode())
-            if not answer["changes"] and not answer["reset"]:
-                await response.write(b": keep-alive\n\n")
-            index = max(index, int(answer["index"]))
-            if loop.time() >= deadline:
-                break
-        await response.write_eof()
+
+        async def send(text: str) -> None:
+            # A reader that does not keep up is cut off (it reconnects with Last-Event-ID)
+            # rather than let unsent changes pile up in this process.
+            await asyncio.wait_for(response.write(text.encode()), self.stream_write_timeout)
+
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                answer = await self.backend.watch(index, kinds, max(0.0, min(10.0, remaining)))
+                if answer["reset"]:
+                    await send(f"event: reset\ndata: {json.dumps({'index': answer['index']})}\n\n")
+                for change in answer["changes"]:
+                    await send(f"id: {change['index']}\nevent: {change['kind']}\ndata: {json.dumps(change)}\n\n")
+                if not answer["changes"] and not answer["reset"]:
+                    await send(": keep-alive\n\n")
+                index = max(index, int(answer["index"]))
+                if loop.time() >= deadline:
+                    break
+            await response.write_eof()
+        except (TimeoutError, ConnectionError):
+            log.info("change stream to %s closed: the reader stopped reading or went away", request.remote)
         return response
 
 

@@ -121,3 +121,43 @@ def test_check_body_names_the_deepest_field():
         check_body("MissionCreate", {"mission": "m", "waypoints": [{"lat": 0, "lon": 0}]})
     assert caught.value.field == "waypoints[0].alt" and caught.value.reason == "is required"
     assert set(SCHEMAS) >= {"MissionCreate", "UAVCreate", "Telemetry"}
+
+
+def test_a_body_is_read_no_further_than_its_route_allows():
+    async def scenario(http, backend):
+        async def endless():  # no Content-Length: the limit must hold while reading
+            for _ in range(64):
+                yield b" " * (64 << 10)
+
+        async with http.post("/v1/groups", data=endless(), headers=AUTH) as r:
+            assert r.status == 413 and (await r.json())["error"]["field"] == "body"
+        big = b'{"group": "g", "pad": "' + b"x" * (2 << 20) + b'"}'
+        async with http.post("/v1/groups", data=big, headers=AUTH) as r:
+            assert r.status == 413  # Content-Length alone says too much
+
+    run(scenario)
+
+
+def test_change_streams_are_bounded_per_client_and_in_total():
+    async def scenario(http, backend):
+        streams = [await http.get("/v1/changes?duration=30", headers=AUTH) for _ in range(2)]
+        try:
+            assert all(s.status == 200 for s in streams)
+            async with http.get("/v1/changes?duration=30", headers=AUTH) as r:
+                assert r.status == 429 and r.headers["Retry-After"]
+                assert (await r.json())["error"]["field"] == "stream"
+        finally:
+            for s in streams:
+                s.close()
+
+    run(scenario, max_streams_per_client=2)
+
+    async def total(http, backend):
+        first = await http.get("/v1/changes?duration=30", headers=AUTH)
+        try:
+            async with http.get("/v1/changes?duration=30", headers=AUTH) as r:
+                assert r.status == 503 and r.headers["Retry-After"]
+        finally:
+            first.close()
+
+    run(total, max_streams=1)
