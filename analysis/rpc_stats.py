@@ -3,6 +3,7 @@ the notebook (analysis/rpc_stats.ipynb) plots.
 
     from analysis.rpc_stats import load_rpc_stats, outcome_rates, latency_percentiles
     df = load_rpc_stats("/path/to/dataset")   # every rpc-stats-*.parquet below it
+    df = load_rpc_stats("/path/to/dataset", since="2026-12-01T22:00Z", until="2026-12-01T23:00Z")
     outcome_rates(df); latency_percentiles(df, "1s"); retry_distribution(df); leader_timeline(df)
 
 Columns follow controlplane.rpc.stats.SCHEMA: time, source, target, method, attempt,
@@ -12,20 +13,33 @@ outcome, error_type, latency_ms, request_bytes, response_bytes, entries, term.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from controlplane.rpc.stats import SCHEMA
+from controlplane.rpc.stats_files import parse_time, read_window
 
 
-def load_rpc_stats(root: str | Path) -> pd.DataFrame:
+def load_rpc_stats(root: str | Path, since: Any = None, until: Any = None) -> pd.DataFrame:
+    """Every RPC attempt recorded under `root` (a node's rpc-stats directory, or an exported
+    dataset), optionally only since <= time < until: epoch seconds, a datetime or pandas
+    Timestamp, or text (ISO 8601, or a duration back from now such as "2h")."""
     files = sorted(Path(root).rglob("rpc-stats-*.parquet"))
-    if not files:
+    table = read_window(files, _seconds(since), _seconds(until)) if files else None
+    if table is None:
         return SCHEMA.empty_table().to_pandas()
-    tables = [pq.read_table(f, schema=SCHEMA) for f in files]
-    return pa.concat_tables(tables).to_pandas()
+    return table.cast(SCHEMA).to_pandas()
+
+
+def _seconds(moment: Any) -> float | None:
+    if moment is None:
+        return None
+    if isinstance(moment, str):
+        return parse_time(moment)
+    if isinstance(moment, int | float):
+        return float(moment)
+    return float(pd.Timestamp(moment).timestamp())
 
 
 def outcome_rates(df: pd.DataFrame) -> pd.DataFrame:

@@ -34,6 +34,7 @@ from controlplane.rpc.faults import with_faults
 from controlplane.rpc.http import HTTPTransport, HTTPTransportServer
 from controlplane.rpc.ray import RayResolvedHTTPTransport, RayTransport
 from controlplane.rpc.stats import ArrowStatsWriter
+from controlplane.rpc.stats_files import StatsRetention, keep_flushing, window_files
 from controlplane.sync.coalescer import CoalescerConfig
 from controlplane.sync.ingest import TelemetryIngest
 
@@ -71,6 +72,7 @@ class ReplicaSpec:
     # The leader folds the telemetry tables of all stations into one log entry per batch.
     telemetry: CoalescerConfig = LEADER_TELEMETRY
     stats_flush_interval: float = 2.0  # seconds between RPC-stats Parquet flushes
+    stats_retention: StatsRetention = field(default_factory=StatsRetention)  # a day, 1 GiB per replica
 
     def __post_init__(self) -> None:
         if not self.group or "/" in self.group:
@@ -143,7 +145,10 @@ class RaftReplica:
             storage.bootstrap(list(spec.founders))
         self.recovered_entries = len(storage.wal.entries())
         self.stats = ArrowStatsWriter(
-            spec.directory / "rpc-stats", node=f"{spec.group}-{spec.replica}", flush_rows=20_000, keep_files=2000
+            spec.directory / "rpc-stats",
+            node=f"{spec.group}-{spec.replica}",
+            flush_rows=20_000,
+            retention=spec.stats_retention,
         )
         settings = spec.settings()
         transport: Any = (
@@ -173,7 +178,11 @@ class RaftReplica:
                 replica.deliver(body)
 
             await self.server.start(deliver, answer=replica.call)
-        self._stats_task = asyncio.get_running_loop().create_task(self._flush_stats_every(spec.stats_flush_interval))
+        # A killed replica loses only the rows of the last interval (they live in memory).
+        stats = self.stats
+        self._stats_task = asyncio.get_running_loop().create_task(
+            keep_flushing(stats.flush, stats.retain, spec.stats_flush_interval, f"replica {spec.replica}")
+        )
         return replica
 
     def _go_down(self, exc: BaseException) -> None:
@@ -186,16 +195,6 @@ class RaftReplica:
             if self.stats is not None:
                 self.stats.flush()
         os._exit(70)  # EX_SOFTWARE; an unexpected exit, so Ray restarts the actor
-
-    async def _flush_stats_every(self, interval: float) -> None:
-        """A killed replica loses only the rows of the last interval (they live in memory)."""
-        while True:
-            await asyncio.sleep(interval)
-            if self.stats is not None:
-                try:
-                    self.stats.flush()  # on the loop: rows are appended there, not thread-safe
-                except OSError as exc:  # a full disk must not stop the replica
-                    print(f"replica {self.spec.replica}: RPC stats flush failed: {exc}", flush=True)
 
     async def _established_peer(self) -> int | None:
         """A founder whose term shows the group has run (any election raises it past 1)."""
@@ -281,12 +280,13 @@ class RaftReplica:
             "statistics": replica.client.get_statistics(),
         }
 
-    async def stats_files(self) -> list[tuple[str, bytes]]:
-        """This replica's RPC-stats Parquet files (flushed first), for gathering elsewhere:
-        replicas run on other stations' disks."""
+    async def stats_files(self, since: float | None = None, until: float | None = None) -> list[tuple[str, bytes]]:
+        """This replica's RPC statistics (flushed first) as Parquet files, for gathering
+        elsewhere (replicas run on other stations' disks): every file, or one file with the
+        rows of since <= time < until (epoch seconds)."""
         await self.flush_stats()
         assert self.stats is not None
-        return [(p.name, p.read_bytes()) for p in sorted(self.stats.dir.glob("rpc-stats-*.parquet"))]
+        return await asyncio.to_thread(window_files, self.stats.files(), self.stats.node, since, until)
 
 
 RaftActor = ray.remote(RaftReplica)

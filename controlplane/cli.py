@@ -80,7 +80,10 @@ def _parser() -> argparse.ArgumentParser:
         member.add_argument("uav")
 
     stats = sub.add_parser("stats").add_subparsers(dest="action", required=True)
-    stats.add_parser("export").add_argument("--out", required=True)
+    export = stats.add_parser("export")
+    export.add_argument("--out", required=True)
+    export.add_argument("--since", help="only rows from then on: ISO 8601 or a duration back (2h)")
+    export.add_argument("--until", help="only rows before then (same forms)")
     return p
 
 
@@ -291,6 +294,13 @@ async def _stats(args: argparse.Namespace, cp: Any) -> int:
             "stats export gathers the replicas' files through Ray; a standalone node keeps its RPC statistics in "
             "DATA_DIR/rpc-stats (Parquet): analysis.rpc_stats.load_rpc_stats reads that directory"
         )
-    result = await gather_stats(cp.group, cp.replicas, Path(args.out))
+    from controlplane.rpc.stats_files import parse_time
+
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    result = await gather_stats(cp.group, cp.replicas, Path(args.out), since, until)
     _show(args, result)
     return OK if not result["failed"] else REFUSED

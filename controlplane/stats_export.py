@@ -8,10 +8,15 @@ from pathlib import Path
 from typing import Any
 
 
-async def gather_stats(group: str, replicas: dict[int, Any], out: Path) -> dict[str, Any]:
+async def gather_stats(
+    group: str, replicas: dict[int, Any], out: Path, since: float | None = None, until: float | None = None
+) -> dict[str, Any]:
+    """Every replica's files, or only the rows of since <= time < until (epoch seconds)."""
     from analysis.rpc_stats import load_rpc_stats
 
-    results = await asyncio.gather(*(h.stats_files.remote() for h in replicas.values()), return_exceptions=True)
+    results = await asyncio.gather(
+        *(h.stats_files.remote(since, until) for h in replicas.values()), return_exceptions=True
+    )
     written, failed = 0, {}
     for replica, files in zip(replicas, results, strict=True):
         if isinstance(files, BaseException):
@@ -28,5 +33,6 @@ async def gather_stats(group: str, replicas: dict[int, Any], out: Path) -> dict[
         "files": written,
         "rows": len(frame),
         "replicas": sorted(frame["source"].unique().tolist()) if len(frame) else [],
+        "window": {"since": since, "until": until},
         "failed": failed,
     }

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from controlplane.rpc.stats_files import StatsRetention, retain, stats_files
+
 SCHEMA = pa.schema(
     [
         pa.field("time", pa.timestamp("us", tz="UTC"), nullable=False),
@@ -112,27 +114,27 @@ def _percentile(sorted_values: list[float], q: int) -> float | None:
 
 
 class ArrowStatsWriter:
-    """Buffers attempts as columns; flush() writes them as one Parquet file. At most
-    `keep_files` files are kept per node (oldest deleted first)."""
+    """Buffers attempts as columns; flush() writes them as one Parquet file. retain() keeps the
+    node's files by age and total size and merges small ones as they age (stats_files.py);
+    it blocks, so shells run it in a worker thread (stats_files.keep_flushing)."""
 
-    def __init__(self, directory: Path | str, node: str, flush_rows: int = 50_000, keep_files: int = 100) -> None:
-        if flush_rows < 1 or keep_files < 1:
-            raise ValueError("flush_rows and keep_files must be positive")
+    def __init__(
+        self, directory: Path | str, node: str, flush_rows: int = 50_000, retention: StatsRetention | None = None
+    ) -> None:
+        if flush_rows < 1:
+            raise ValueError("flush_rows must be positive")
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.node = node
         self.flush_rows = flush_rows
-        self.keep_files = keep_files
+        self.retention = retention or StatsRetention()
         self._rows: list[AttemptRecord] = []  # columns are built at flush, off the hot path
-        self._seq = self._next_sequence()
+        files = stats_files(self.dir, node)
+        self._seq = max(f.last for f in files) + 1 if files else 0
         self.rows_written = 0
 
-    def _files(self) -> list[Path]:
-        return sorted(self.dir.glob(f"rpc-stats-{self.node}-*.parquet"))
-
-    def _next_sequence(self) -> int:
-        files = self._files()
-        return int(files[-1].stem.rsplit("-", 1)[1]) + 1 if files else 0
+    def files(self) -> list[Path]:
+        return [f.path for f in stats_files(self.dir, self.node)]
 
     def __call__(self, record: AttemptRecord) -> None:
         self._rows.append(record)
@@ -161,9 +163,10 @@ class ArrowStatsWriter:
         self._seq += 1
         self.rows_written += table.num_rows
         self._rows = []
-        for old in self._files()[: -self.keep_files]:
-            old.unlink()
         return path
+
+    def retain(self, now: float | None = None) -> dict[str, int]:
+        return retain(self.dir, self.node, self.retention, now)
 
     def close(self) -> None:
         self.flush()

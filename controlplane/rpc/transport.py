@@ -63,7 +63,7 @@ class InMemoryTransport:
 
     async def send(self, address: str, body: bytes, timeout: float) -> int:
         handler = self._reach(address)
-        await self._within(address, timeout, handler(body))
+        await self._within(address, timeout, lambda: handler(body))
         return 0
 
     async def call(self, address: str, body: bytes, timeout: float) -> bytes:
@@ -71,7 +71,7 @@ class InMemoryTransport:
         answerer = self.network.answerers.get(address)
         if answerer is None:
             raise RPCRejectedError(f"{address} does not answer calls")
-        answer: bytes = await self._within(address, timeout, answerer(body))
+        answer: bytes = await self._within(address, timeout, lambda: answerer(body))
         return answer
 
     def _reach(self, address: str) -> Handler:
@@ -83,13 +83,13 @@ class InMemoryTransport:
             raise RPCAuthError(f"{address} rejected the cluster token")
         return handler
 
-    async def _within(self, address: str, timeout: float, work: Awaitable[T]) -> T:
+    async def _within(self, address: str, timeout: float, work: Callable[[], Awaitable[T]]) -> T:
         delay = self.network.delay.get(address, 0.0)
         try:
             async with asyncio.timeout(timeout):
                 if delay:
                     await asyncio.sleep(delay)
-                return await work
+                return await work()  # created only once the delay is over: never left unawaited
         except TimeoutError:
             raise RPCTimeoutError(f"{address} did not answer within {timeout:.3f}s") from None
         except ValueError as exc:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from controlplane.node_ids import raft_id_of
 from controlplane.rpc.config import RPCConfig
+from controlplane.rpc.stats_files import StatsRetention
 
 RAFT_SERVICE = "raft-node"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -73,6 +74,7 @@ class NodeConfig:
     rpc_timeout: float = 0.5
     rpc_max_retries: int = 2
     registration_ttl: float = 10.0
+    stats_retention: StatsRetention = field(default_factory=StatsRetention)
 
     @property
     def me(self) -> PeerNode:
@@ -171,7 +173,14 @@ class NodeConfig:
             rpc_timeout=_number(env, "RPC_TIMEOUT", 0.5, 0.01, 60.0),
             rpc_max_retries=int(_number(env, "RPC_MAX_RETRIES", 2, 0, 20, integer=True)),
             registration_ttl=_number(env, "REGISTRATION_TTL", 10.0, 2.0, 3600.0),
+            stats_retention=_retention(env),
         )
+
+
+def _retention(env: Mapping[str, str]) -> StatsRetention:
+    hours = _number(env, "STATS_MAX_AGE_HOURS", 24.0, 0.1, 24.0 * 365)
+    mib = _number(env, "STATS_MAX_MB", 1024.0, 1.0, 1 << 20)
+    return StatsRetention(max_age=hours * 3600, max_bytes=int(mib * (1 << 20)), compact_after=min(600.0, hours * 1800))
 
 
 def discovery_service(env: Mapping[str, str]) -> str:

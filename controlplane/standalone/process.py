@@ -32,6 +32,7 @@ from controlplane.raft import Role
 from controlplane.replica import Replica, ReplicaSettings
 from controlplane.rpc.http import HTTPTransport, HTTPTransportServer
 from controlplane.rpc.stats import ArrowStatsWriter
+from controlplane.rpc.stats_files import keep_flushing
 from controlplane.standalone.backend import NodeFleetBackend
 from controlplane.standalone.config import ConfigError, NodeConfig
 from controlplane.standalone.peers import PeerDirectory
@@ -58,6 +59,8 @@ One replica of a group per process, configured by environment variables:
   CONTROLPLANE_GROUP the group's name (default fleet), recorded in DATA_DIR
   TICK_INTERVAL (0.05 s), ELECTION_TICKS (10), RPC_TIMEOUT (0.5 s), RPC_MAX_RETRIES (2),
   REGISTRATION_TTL (10 s), LOG_LEVEL (INFO)
+  STATS_MAX_AGE_HOURS (24), STATS_MAX_MB (1024): how long and how much RPC statistics
+                     DATA_DIR/rpc-stats keeps (small files are merged as they age)
 
 Exit status: 0 after SIGTERM (leadership handed off first), 2 bad configuration (nothing
 written), 3 the data directory or discovery cannot be used, 70 the Raft loop failed."""
@@ -102,7 +105,9 @@ class StandaloneNode:
                     "and start it as a new member (a new NODE_ID, NODE_JOIN=1), or restore its DATA_DIR"
                 )
             storage.bootstrap(list(c.founders()))
-        self.stats = ArrowStatsWriter(c.data_dir / "rpc-stats", node=c.name, flush_rows=20_000, keep_files=2000)
+        self.stats = ArrowStatsWriter(
+            c.data_dir / "rpc-stats", node=c.name, flush_rows=20_000, retention=c.stats_retention
+        )
         settings = ReplicaSettings(tick_interval=c.tick_interval, election_ticks=c.election_ticks, rpc=c.rpc())
         replica = self.replica = Replica(
             c.raft_id,
@@ -127,7 +132,10 @@ class StandaloneNode:
         await self.api_runner.setup()
         await web.TCPSite(self.api_runner, c.address, c.api_port).start()
         await self.peers.register()
-        self._tasks.append(asyncio.get_running_loop().create_task(self._flush_stats_every(2.0)))
+        stats = self.stats
+        self._tasks.append(
+            asyncio.get_running_loop().create_task(keep_flushing(stats.flush, stats.retain, 2.0, f"node {c.name}"))
+        )
         log.info("node %s (raft id %d) serving peers at %s and the API at http://%s:%d",
                  c.name, c.raft_id, c.url, c.address, c.api_port)  # fmt: skip
 
@@ -170,15 +178,6 @@ class StandaloneNode:
             if self.stats is not None:
                 self.stats.flush()
         os._exit(EXIT_RAFT_FAILED)
-
-    async def _flush_stats_every(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            if self.stats is not None:
-                try:
-                    self.stats.flush()
-                except OSError as exc:  # a full disk must not stop the node
-                    log.warning("RPC stats flush failed: %s", exc)
 
     async def hand_off_leadership(self, timeout: float = HANDOFF_TIMEOUT) -> bool:
         """If this node leads, hand leadership to the most caught-up voter and wait until it

@@ -170,15 +170,3 @@ def test_every_attempt_lands_in_parquet_with_the_schema(tmp_path):
     assert list(failed["attempt"]) == [1, 2, 3, 4] and set(failed["error_type"]) == {"RPCConnectionError"}
     assert (df["latency_ms"] >= 0).all() and (df["request_bytes"] > 0).all()
     assert str(df["time"].dtype).startswith("datetime64")
-
-
-def test_stats_files_rotate(tmp_path):
-    from controlplane.rpc.stats import AttemptRecord
-
-    writer = ArrowStatsWriter(tmp_path, node="n1", flush_rows=10, keep_files=3)
-    for i in range(55):
-        writer(AttemptRecord(1.7e9 + i, "1", "2", "heartbeat", 1, "ok", None, 0.5, 40, 0, 0, 1))
-    writer.close()
-    files = sorted(tmp_path.glob("rpc-stats-n1-*.parquet"))
-    assert len(files) == 3 and files[-1].name == "rpc-stats-n1-00000005.parquet"
-    assert ArrowStatsWriter(tmp_path, node="n1")._seq == 6  # a restart continues the sequence
