@@ -20,6 +20,8 @@ from typing import Any
 
 import ray
 
+from controlplane.metrics.ray_sink import RaySink
+from controlplane.metrics.replica import ReplicaMetrics
 from controlplane.persist import DiskStorage, StorageError, peek_hard_state
 from controlplane.persist.faults import with_disk_faults
 from controlplane.raft import NotLeaderError
@@ -118,6 +120,7 @@ class RaftReplica:
         self.recovered_entries = 0
         self._starting: asyncio.Lock | None = None
         self._stats_task: asyncio.Task[None] | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
 
     async def _ensure_started(self) -> Replica:
         if self.replica is not None:
@@ -157,14 +160,15 @@ class RaftReplica:
             else RayTransport(NAMESPACE)
         )
         transport = with_faults(transport, spec.replica)  # chaos runs only (UAV_FAULTS*); off by default
+        metrics = ReplicaMetrics(RaySink(), spec.group, str(spec.replica))  # on Ray's Prometheus endpoint
         replica = Replica(
             spec.replica,
-            with_disk_faults(storage, spec.replica),  # chaos runs only (UAV_FAULTS_FILE)
+            metrics.storage(with_disk_faults(storage, spec.replica)),  # faults: chaos runs only (UAV_FAULTS_FILE)
             transport,
             lambda peer: actor_name(spec.group, peer),
             settings,
             seed=int(time.time()),
-            hooks=[self.stats],
+            hooks=[self.stats, metrics.record_attempt],
             on_failure=self._go_down,
         )
         await replica.start()
@@ -183,6 +187,7 @@ class RaftReplica:
         self._stats_task = asyncio.get_running_loop().create_task(
             keep_flushing(stats.flush, stats.retain, spec.stats_flush_interval, f"replica {spec.replica}")
         )
+        self._metrics_task = asyncio.get_running_loop().create_task(metrics.sample_every(replica))
         return replica
 
     def _go_down(self, exc: BaseException) -> None:
@@ -376,6 +381,22 @@ class StationIngest(TelemetryIngest):
         self.group = group
         self.timeout = timeout
         self._leader: Any = None
+        self._reports = RaySink().counter(
+            "controlplane_ingest_reports_total",
+            "telemetry rows through a station's ingest",
+            ("group", "station", "outcome"),
+        )
+        self._counted = {"accepted": 0, "rejected": 0, "committed": 0, "failed": 0}
+
+    async def report(self, reports: Any, wait: bool = False) -> dict[str, Any]:
+        try:
+            return await super().report(reports, wait)
+        finally:
+            for outcome, seen in self._counted.items():  # counts of rows, as TelemetryIngest keeps them
+                total = getattr(self, outcome)
+                if total > seen:
+                    self._reports.inc(total - seen, {"group": self.group, "station": self.station, "outcome": outcome})
+                    self._counted[outcome] = total
 
     async def _forward(self, segment: bytes, rows: int) -> Any:
         ref = ray.put(segment)

@@ -17,6 +17,8 @@ from typing import Any
 import ray
 
 from controlplane.actors import LostDiskError, deploy, replace_replica
+from controlplane.metrics.ray_sink import RaySink
+from controlplane.metrics.sink import MetricsSink
 from controlplane.placement.discovery import ServiceDiscovery
 from controlplane.placement.planner import Move, Planner, Station, StationSource
 
@@ -51,8 +53,15 @@ class Controller:
         transport: str = "http",
         cluster_token: str | None = None,
         http_host: str = "127.0.0.1",
+        metrics: MetricsSink | None = None,
     ) -> None:
+        """metrics: where replacements are counted (controlplane_controller_replacements_total);
+        Ray's metrics (RaySink) by default."""
         self.group = group
+        sink = metrics if metrics is not None else RaySink()
+        self._replacements = sink.counter(
+            "controlplane_controller_replacements_total", "members replaced by the controller", ("group", "reason")
+        )
         self.data_root = data_root
         self.transport = transport
         self._token = cluster_token
@@ -105,6 +114,8 @@ class Controller:
                 self.data_root,
             )
             await self.planner.rename(move.replica, new_id)
+            reason = "lost_disk" if move.from_station == move.to_station else "station_lost"
+            self._replacements.inc(1, {"group": self.group, "reason": reason})
             log.info("replica %d on %s replaced by %d on %s", move.replica, move.from_station, new_id, move.to_station)
             done.append((move, new_id))
         return done

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +128,11 @@ class Replica:
         self.client = RaftRPCClient(node_id, transport, settings.rpc, hooks=hooks, rng=rng)
         self._address_of = address_of
         self._calls: list[tuple[int, tuple[type, ...], asyncio.Future[Message]]] = []
+        # What metrics sample (metrics/replica.py): commands proposed and reads served so far,
+        # and how long recent proposal rounds took from proposal to answer (seconds).
+        self.proposed = 0
+        self.reads_served = 0
+        self.round_seconds: deque[float] = deque(maxlen=4096)
         self.node = RaftNode(
             settings.raft_config(node_id, seed),
             storage,
@@ -204,9 +210,14 @@ class Replica:
         refusals = [refusal(c) for c in commands]
         outcomes: list[Any] = list(refusals)
         valid = [i for i, r in enumerate(refusals) if r is None]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         proposed = await asyncio.gather(
             *(self.node.propose(commands[i], timeout) for i in valid), return_exceptions=True
         )
+        self.proposed += len(valid)
+        if valid:
+            self.round_seconds.append(loop.time() - started)
         for i, outcome in zip(valid, proposed, strict=True):
             outcomes[i] = outcome
         answers: list[tuple[str, Any]] = []
@@ -228,6 +239,7 @@ class Replica:
     async def query(self, name: str, args: dict[str, Any] | None = None, consistency: str = "linearizable") -> Any:
         """A named fleet query (state/queries.py), after a ReadIndex barrier unless stale."""
         await self.consistent(consistency)
+        self.reads_served += 1
         return run_query(self.state, name, args)
 
     async def query_many(
@@ -236,6 +248,7 @@ class Replica:
         """Named queries from many clients after one ReadIndex barrier: per query (True,
         answer) or (False, its CommandError)."""
         await self.consistent(consistency)
+        self.reads_served += len(queries)
         answers: list[tuple[bool, Any]] = []
         for name, args in queries:
             try:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ from aiohttp import web
 from controlplane.api.backend import FleetBackend
 from controlplane.api.checks import check_body, check_params
 from controlplane.api.openapi import ROUTES, Route, openapi_document
+from controlplane.metrics.replica import LATENCY_BUCKETS
+from controlplane.metrics.sink import MetricsSink
 from controlplane.session import APPLIED, UNKNOWN, keyed_command, outcome
 from controlplane.state.fleet import validate
 from controlplane.state.model import CommandError, ConflictError, NotFoundError, ident
@@ -29,7 +32,7 @@ from controlplane.sync.changefeed import parse_kinds
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC = frozenset({"/openapi.json", "/healthz"})
+PUBLIC = frozenset({"/openapi.json", "/healthz", "/metrics"})
 
 
 class MalformedBody(CommandError):
@@ -71,7 +74,12 @@ class FleetAPI:
         max_streams: int = 256,
         max_streams_per_client: int = 8,
         stream_write_timeout: float = 10.0,
+        metrics: Callable[[], tuple[bytes, str]] | None = None,
+        sink: MetricsSink | None = None,
     ) -> None:
+        """metrics: a scrape's body and content type, served at /metrics (no token: it holds no
+        secrets, and scrapers often carry none). sink: where requests are counted and timed
+        (controlplane_api_requests_total{route,method,status}, controlplane_api_seconds{route})."""
         if token is not None and not token:
             raise ValueError("token must be non-empty (or None for no auth)")
         if min(max_body, max_telemetry_body, max_streams, max_streams_per_client) < 1 or stream_write_timeout <= 0:
@@ -84,18 +92,32 @@ class FleetAPI:
         self.max_streams_per_client = max_streams_per_client
         self.stream_write_timeout = stream_write_timeout
         self._streams: dict[str, int] = {}  # open change streams per client address
+        self._metrics = metrics
+        self._requests = (
+            sink.counter("controlplane_api_requests_total", "API requests answered", ("route", "method", "status"))
+            if sink is not None
+            else None
+        )
+        self._seconds = (
+            sink.histogram("controlplane_api_seconds", "API request duration", ("route",), LATENCY_BUCKETS)
+            if sink is not None
+            else None
+        )
 
     def __repr__(self) -> str:  # never the token
         return f"FleetAPI(auth={'on' if self._token else 'off'}, max_body={self.max_body})"
 
     def application(self) -> web.Application:
         app = web.Application(
-            client_max_size=max(self.max_body, self.max_telemetry_body), middlewares=[self._errors, self._auth]
+            client_max_size=max(self.max_body, self.max_telemetry_body),
+            middlewares=[self._measure, self._errors, self._auth],
         )
         for route in ROUTES:
             app.router.add_route(route.method, route.path, self._checked(route, getattr(self, route.handler)))
         app.router.add_get("/openapi.json", self.openapi)
         app.router.add_get("/healthz", self.healthz)
+        if self._metrics is not None:
+            app.router.add_get("/metrics", self.metrics)
         return app
 
     @staticmethod
@@ -109,6 +131,25 @@ class FleetAPI:
         return checked
 
     # --- middlewares ----------------------------------------------------------------------
+
+    @web.middleware
+    async def _measure(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._requests is None or self._seconds is None:
+            return await handler(request)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"  # templates: few label values
+            self._requests.inc(1, {"route": route, "method": request.method, "status": str(status)})
+            self._seconds.observe(time.perf_counter() - started, {"route": route})
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -233,6 +274,11 @@ class FleetAPI:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        assert self._metrics is not None
+        body, content_type = self._metrics()
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
@@ -416,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     from controlplane.client import attach
 
     attach(args.address)
-    api = FleetAPI(RayFleetBackend(args.group), token=token or None)
+    from controlplane.metrics.ray_sink import RaySink
+
+    api = FleetAPI(RayFleetBackend(args.group), token=token or None, sink=RaySink())
     web.run_app(api.application(), host=args.host, port=args.port, access_log=None)
     return 0

@@ -26,6 +26,8 @@ import aiohttp
 from aiohttp import web
 
 from controlplane.api.server import FleetAPI
+from controlplane.metrics.prometheus import PrometheusSink
+from controlplane.metrics.replica import ReplicaMetrics
 from controlplane.persist import DiskStorage, StorageError
 from controlplane.placement.discovery import DiscoveryError, ServiceDiscovery, create_service_discovery
 from controlplane.raft import Role
@@ -83,6 +85,7 @@ class StandaloneNode:
         self.peer_server: HTTPTransportServer | None = None
         self.api_runner: web.AppRunner | None = None
         self.fleet_client: NodeFleetBackend | None = None  # DataSynchronizer(node, ...) uses it
+        self.metrics = PrometheusSink()  # served at the API's /metrics
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -109,14 +112,15 @@ class StandaloneNode:
             c.data_dir / "rpc-stats", node=c.name, flush_rows=20_000, retention=c.stats_retention
         )
         settings = ReplicaSettings(tick_interval=c.tick_interval, election_ticks=c.election_ticks, rpc=c.rpc())
+        metrics = ReplicaMetrics(self.metrics, self.group, c.name)
         replica = self.replica = Replica(
             c.raft_id,
-            storage,
+            metrics.storage(storage),
             HTTPTransport(settings.rpc),
             self.peers.url_of,
             settings,
             seed=int.from_bytes(os.urandom(4), "big"),
-            hooks=[self.stats],
+            hooks=[self.stats, metrics.record_attempt],
             on_failure=self._go_down,
         )
         await replica.start()
@@ -127,7 +131,7 @@ class StandaloneNode:
 
         await self.peer_server.start(deliver, client_routes(replica, self._describe), answer=replica.call)
         self.fleet_client = NodeFleetBackend(replica, self.peers, c.cluster_token)
-        api = FleetAPI(self.fleet_client, token=c.api_token)
+        api = FleetAPI(self.fleet_client, token=c.api_token, metrics=self.metrics.exposition, sink=self.metrics)
         self.api_runner = web.AppRunner(api.application(), access_log=None)
         await self.api_runner.setup()
         await web.TCPSite(self.api_runner, c.address, c.api_port).start()
@@ -136,6 +140,7 @@ class StandaloneNode:
         self._tasks.append(
             asyncio.get_running_loop().create_task(keep_flushing(stats.flush, stats.retain, 2.0, f"node {c.name}"))
         )
+        self._tasks.append(asyncio.get_running_loop().create_task(metrics.sample_every(replica)))
         log.info("node %s (raft id %d) serving peers at %s and the API at http://%s:%d",
                  c.name, c.raft_id, c.url, c.address, c.api_port)  # fmt: skip
 

@@ -261,3 +261,40 @@ def test_the_controlplane_command_drives_standalone_nodes_without_ray(nodes, tmp
         timeout=120,
     )  # fmt: skip
     assert no_token.returncode != 0 and "cluster token" in no_token.stderr
+
+
+def _scrape(nodes: NodeProcesses, name: str) -> dict[str, float]:
+    """The node's /metrics (no token needed), summed over label sets per metric name."""
+    with urllib.request.urlopen(nodes.api_url(name) + "/metrics", timeout=5) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = resp.read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            metric, value = line.rsplit(" ", 1)
+            name_only = metric.split("{", 1)[0]
+            totals[name_only] = totals.get(name_only, 0.0) + float(value)
+    return totals
+
+
+def test_each_node_serves_prometheus_metrics_that_move_under_load(nodes):
+    leader = nodes.wait_for("a leader", nodes.leader)
+    before = nodes.wait_for("a first sample", lambda: (m := _scrape(nodes, leader)).get("controlplane_raft_term") and m)
+    assert before["controlplane_raft_is_leader"] == 1
+    for i in range(20):
+        assert _register(nodes, leader, f"uav-metrics-{i}")[0] == 201
+    after = nodes.wait_for(
+        "the proposals to be counted",
+        lambda: (
+            (m := _scrape(nodes, leader))["controlplane_proposals_total"]
+            >= before.get("controlplane_proposals_total", 0) + 20
+            and m
+        ),
+    )
+    assert after["controlplane_raft_commit_index"] > before["controlplane_raft_commit_index"]
+    assert after["controlplane_rpc_attempts_total"] > before.get("controlplane_rpc_attempts_total", 0)
+    assert after["controlplane_wal_fsync_seconds_count"] > before.get("controlplane_wal_fsync_seconds_count", 0)
+    assert after["controlplane_proposal_round_seconds_count"] >= 20
+    assert after["controlplane_api_requests_total"] >= before.get("controlplane_api_requests_total", 0) + 20
+    follower = next(n for n in nodes.founders if n != leader)
+    assert _scrape(nodes, follower)["controlplane_raft_is_leader"] == 0

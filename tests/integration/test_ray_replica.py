@@ -388,3 +388,60 @@ def test_http_api_on_ray_reaches_the_leader_whoever_leads(ray_session, tmp_path)
                 ray.kill(h, no_restart=True)
 
     asyncio.run(asyncio.wait_for(go(), 180))
+
+
+def _ray_metrics(group: str) -> dict[str, float]:
+    """This group's series on Ray's own Prometheus endpoint, summed per metric name."""
+    import urllib.request
+
+    node = ray._private.worker.global_worker.node
+    url = f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("ray_controlplane_") and f'group="{group}"' in line:
+            metric, value = line.rsplit(" ", 1)
+            name = metric.split("{", 1)[0]
+            totals[name] = totals.get(name, 0.0) + float(value)
+    return totals
+
+
+def test_replicas_report_on_rays_prometheus_endpoint_and_the_numbers_move(ray_session, tmp_path):
+    from controlplane.client import ControlPlane
+
+    async def until(what, condition, timeout=60.0):
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            value = await asyncio.to_thread(condition)
+            if value:
+                return value
+            await asyncio.sleep(1.0)
+        raise AssertionError(f"timed out waiting for {what}: {await asyncio.to_thread(_ray_metrics, 'met')}")
+
+    async def go():
+        handles = deploy("met", ["s1", "s2", "s3"], str(tmp_path))
+        cp = ControlPlane("met", handles)
+        try:
+            await find_leader(handles, 60)
+            await cp.command({"type": "register_station", "station": "s1"})
+
+            def exported(at_least: float):
+                def check():
+                    m = _ray_metrics("met")
+                    return m if m.get("ray_controlplane_proposals_total", 0) >= at_least else None
+
+                return check
+
+            before = await until("the first export", exported(1))
+            assert before["ray_controlplane_raft_is_leader"] == 1  # one leader among the three
+            for i in range(30):
+                await cp.command({"type": "register_uav", "uav": f"m{i}", "home_station": "s1"})
+            after = await until("30 more proposals", exported(before["ray_controlplane_proposals_total"] + 30))
+            assert after["ray_controlplane_raft_commit_index"] > before["ray_controlplane_raft_commit_index"]
+            assert after["ray_controlplane_rpc_attempts_total"] > before["ray_controlplane_rpc_attempts_total"]
+        finally:
+            for h in handles.values():
+                ray.kill(h, no_restart=True)
+
+    asyncio.run(asyncio.wait_for(go(), 240))
