@@ -5,6 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh || exit 1
 bash scripts/ssh_deps.sh || exit 1
+bash scripts/browser_deps.sh || exit 1
 source scripts/env.sh
 export ETCD_HOST=127.0.0.1 ETCD_PORT="${ETCD_PORT:-23790}"
 etcd_pid=$(bash scripts/etcd.sh) || exit 1

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -32,7 +33,9 @@ from controlplane.sync.changefeed import parse_kinds
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC = frozenset({"/openapi.json", "/healthz", "/metrics"})
+PUBLIC = frozenset({"/openapi.json", "/healthz", "/metrics", "/ui"})  # and the page's assets, /ui/...
+UI_DIR = Path(__file__).parent / "ui"
+UI_TYPES = {"index.html": "text/html", "ui.js": "text/javascript", "ui.css": "text/css", "favicon.svg": "image/svg+xml"}
 
 
 class MalformedBody(CommandError):
@@ -118,6 +121,8 @@ class FleetAPI:
         app.router.add_get("/healthz", self.healthz)
         if self._metrics is not None:
             app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/ui", self.ui)
+        app.router.add_get("/ui/{asset}", self.ui)
         return app
 
     @staticmethod
@@ -153,7 +158,7 @@ class FleetAPI:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self._token is None or request.path in PUBLIC:
+        if self._token is None or request.path in PUBLIC or request.path.startswith("/ui/"):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
@@ -279,6 +284,17 @@ class FleetAPI:
         assert self._metrics is not None
         body, content_type = self._metrics()
         return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def ui(self, request: web.Request) -> web.Response:
+        """The live fleet page and its assets, shipped in the package: nothing is loaded from
+        elsewhere (the Content-Security-Policy says so to the browser)."""
+        name = request.match_info.get("asset", "index.html")
+        if name not in UI_TYPES:
+            raise web.HTTPNotFound()
+        response = web.Response(body=(UI_DIR / name).read_bytes(), content_type=UI_TYPES[name], charset="utf-8")
+        response.headers["Content-Security-Policy"] = "default-src 'self'; style-src 'self' 'unsafe-inline'"
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
