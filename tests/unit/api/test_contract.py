@@ -161,3 +161,52 @@ def test_change_streams_are_bounded_per_client_and_in_total():
             first.close()
 
     run(total, max_streams=1)
+
+
+def test_a_reader_that_stops_reading_is_cut_off_and_the_server_goes_on():
+    import asyncio
+
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from controlplane.api.server import FleetAPI
+    from tests.unit.api.test_api import TOKEN
+
+    class Firehose:  # a change feed that always has 100 kB more to say
+        def __init__(self) -> None:
+            self.index = 0
+
+        async def watch(self, from_index, kinds=None, timeout=10.0):
+            await asyncio.sleep(0)
+            self.index += 1
+            change = {"index": self.index, "kind": "uav", "id": "u", "record": {"pad": "x" * 100_000}}
+            return {"reset": False, "index": self.index, "changes": [change]}
+
+        async def status(self):
+            return []
+
+    async def go():
+        api = FleetAPI(Firehose(), token=TOKEN, stream_write_timeout=0.3)  # type: ignore[arg-type]
+        server = TestServer(api.application(), host="127.0.0.1")
+        await server.start_server()
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(
+                f"GET /v1/changes?duration=60 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+            )
+            await writer.drain()  # ...and never read
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while not api._streams and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            assert api._streams, "the stream never opened"
+            async with aiohttp.ClientSession(str(server.make_url(""))) as http, http.get("/healthz") as r:
+                assert r.status == 200  # the server answers others meanwhile
+            while api._streams and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            assert not api._streams, "the stalled stream was never cut off"
+            writer.close()
+        finally:
+            await server.close()
+
+    asyncio.run(asyncio.wait_for(go(), 30))
