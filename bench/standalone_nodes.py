@@ -3,6 +3,7 @@ own loopback address (127.0.0.<n>), configured only by the specification's varia
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +140,16 @@ class NodeProcesses:
             if status is not None and status["role"] == "leader":
                 return name
         return None
+
+
+@contextlib.contextmanager
+def running_group(base: Path, count: int = 3, *, discovery: dict[str, str] | None = None) -> Iterator[NodeProcesses]:
+    """`count` founders started and a leader elected; every process stopped on the way out."""
+    nodes = NodeProcesses(base, count, discovery=discovery)
+    try:
+        for name in nodes.founders:
+            nodes.start(name)
+        nodes.wait_for("a leader", nodes.leader)
+        yield nodes
+    finally:
+        nodes.stop_all()

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from bench.standalone_nodes import CLUSTER_TOKEN, NodeProcesses
+from bench.standalone_nodes import CLUSTER_TOKEN, running_group
 from controlplane.node_client import NodeGroup
 from controlplane.placement.discovery import create_service_discovery
 from controlplane.rpc.client import RaftRPCClient
@@ -25,14 +25,10 @@ def group(tmp_path_factory):
     del env["DISCOVERY_SERVICE"]  # the specification's default service, raft-node: only this module uses it
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)  # create_service_discovery() reads the environment, as in the spec
-    nodes = NodeProcesses(tmp_path_factory.mktemp("spec"), 3, discovery=env)
     try:
-        for name in nodes.founders:
-            nodes.start(name)
-        nodes.wait_for("a leader", nodes.leader)
-        yield nodes
+        with running_group(tmp_path_factory.mktemp("spec"), discovery=env) as nodes:
+            yield nodes
     finally:
-        nodes.stop_all()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

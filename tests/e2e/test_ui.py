@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from bench.standalone_nodes import API_TOKEN, CLUSTER_TOKEN, NodeProcesses
+from bench.standalone_nodes import API_TOKEN, CLUSTER_TOKEN, running_group
 from controlplane.node_client import NodeGroup
 
 
@@ -51,14 +51,8 @@ def _until(what, condition, timeout=30.0):
 
 @pytest.fixture()
 def group(tmp_path):
-    nodes = NodeProcesses(tmp_path, 3)
-    try:
-        for name in nodes.founders:
-            nodes.start(name)
-        nodes.wait_for("a leader", nodes.leader)
+    with running_group(tmp_path) as nodes:
         yield nodes
-    finally:
-        nodes.stop_all()
 
 
 def test_the_live_page_follows_the_fleet_and_the_leader(group, tmp_path):
