@@ -90,6 +90,19 @@ def test_the_live_page_follows_the_fleet_and_the_leader(group, tmp_path):
             "the mission on the page", lambda: browser.find_elements("css selector", '[data-mission="m-ui"]')
         )
         assert shown[0].get_attribute("data-status") in ("pending", "assigned")
+        # A mission submitted and aborted from the page goes through the same API.
+        browser.find_element("id", "mission-id").send_keys("m-page")
+        browser.find_element("id", "mission-waypoints").send_keys("47.39,8.51,40")
+        browser.find_element("css selector", "#submit-mission button").click()
+        _until("the page's mission applied", lambda: group.api(viewer, "GET", "/v1/missions/m-page")[0] == 200)
+        abort_button = '[data-mission="m-page"] button.abort'
+        _until("its abort button", lambda: browser.find_elements("css selector", abort_button))[0].click()
+        _until("the abort applied", lambda: group.api(viewer, "GET", "/v1/missions/m-page")[1]["status"] == "aborted")
+        row = '[data-mission="m-page"]'
+        _until(
+            "the page to show it aborted",
+            lambda: _safe(lambda: browser.find_element("css selector", row).get_attribute("data-status") == "aborted"),
+        )
 
         def uav0_at():
             dot = browser.find_element("css selector", '#map circle[data-uav="uav-0"]')
