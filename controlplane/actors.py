@@ -20,6 +20,7 @@ from typing import Any
 
 import ray
 
+from controlplane.cluster_secret import group_secret
 from controlplane.metrics.ray_sink import RaySink
 from controlplane.metrics.replica import ReplicaMetrics
 from controlplane.persist import DiskStorage, StorageError, peek_hard_state
@@ -64,10 +65,12 @@ class ReplicaSpec:
     joining: bool = False
     # "http" (measured ~10x faster round trips than actor calls, bench/transport.py) or "ray".
     transport: str = "http"
+    # Peer authentication: None means the group's own secret (cluster_secret.py), made at the
+    # first deploy and found by every replica; a replica never serves peers off loopback without one.
     cluster_token: str | None = field(default=None, repr=False)
-    # The address a replica's HTTP endpoint binds and advertises: loopback for one machine
-    # (and tests); on real stations, the station's own address ("node-ip" asks Ray for it).
-    http_host: str = "127.0.0.1"
+    # The address a replica's HTTP endpoint binds and advertises: the station's own address by
+    # default ("node-ip" asks Ray; loopback when Ray runs on loopback), or one given.
+    http_host: str = "node-ip"
     # Telemetry naming a UAV the fleet does not know: rejected (False) or registered at the
     # station that received it (True).
     auto_register_uavs: bool = False
@@ -153,7 +156,9 @@ class RaftReplica:
             flush_rows=20_000,
             retention=spec.stats_retention,
         )
+        token = spec.cluster_token or group_secret(spec.group)
         settings = spec.settings()
+        settings = dataclasses.replace(settings, rpc=dataclasses.replace(settings.rpc, cluster_token=token))
         transport: Any = (
             RayResolvedHTTPTransport(NAMESPACE, HTTPTransport(settings.rpc))
             if spec.transport == "http"
@@ -176,7 +181,7 @@ class RaftReplica:
             host = spec.http_host
             if host == "node-ip":
                 host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
-            self.server = HTTPTransportServer(host, 0, token=spec.cluster_token)
+            self.server = HTTPTransportServer(host, 0, token=token)
 
             async def deliver(body: bytes) -> None:
                 replica.deliver(body)
@@ -444,7 +449,7 @@ def deploy(
     snapshot_every: int = 10_000,
     transport: str = "http",
     cluster_token: str | None = None,
-    http_host: str = "127.0.0.1",
+    http_host: str = "node-ip",
     auto_register_uavs: bool = False,
     telemetry: CoalescerConfig = LEADER_TELEMETRY,
     rpc_timeout: float = 0.5,
@@ -455,6 +460,8 @@ def deploy(
     if len(set(stations)) != len(stations) or not stations:
         raise ValueError(f"stations must be distinct and non-empty, got {stations}")
     founders = tuple(range(1, len(stations) + 1))
+    if transport == "http" and cluster_token is None:
+        group_secret(group)  # made once, before any replica asks for it
     handles: dict[int, Any] = {}
     for replica, station in enumerate(stations, start=1):
         spec = ReplicaSpec(

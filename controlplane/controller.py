@@ -52,7 +52,7 @@ class Controller:
         grace: float = 30.0,
         transport: str = "http",
         cluster_token: str | None = None,
-        http_host: str = "127.0.0.1",
+        http_host: str = "node-ip",
         metrics: MetricsSink | None = None,
     ) -> None:
         """metrics: where replacements are counted (controlplane_controller_replacements_total);

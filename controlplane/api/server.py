@@ -2,7 +2,7 @@
 both); errors are JSON that name the field; bearer-token auth compares in constant time
 (401 without a token, 403 with a wrong one); bodies are size-limited.
 
-    python -m controlplane.api --group fleet [--host 127.0.0.1] [--port 8080] [--token-file F]
+    python -m controlplane.api --group fleet [--host 127.0.0.1] [--port 8080] [--token-file F | --insecure]
 """
 
 from __future__ import annotations
@@ -465,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--token-file", help="file holding the API bearer token (default: $CONTROLPLANE_API_TOKEN)")
     p.add_argument("--address", default="auto", help="Ray cluster address")
+    p.add_argument("--insecure", action="store_true", help="serve without a token (anyone may command the fleet)")
     args = p.parse_args(argv)
     token = os.environ.get("CONTROLPLANE_API_TOKEN")
     if args.token_file:
@@ -472,8 +473,13 @@ def main(argv: list[str] | None = None) -> int:
             token = open(args.token_file).read().strip()  # noqa: SIM115
         except OSError as exc:
             p.error(f"--token-file: {exc}")
+    if not token and not args.insecure:
+        p.error(
+            "no API token: set CONTROLPLANE_API_TOKEN or --token-file, or pass --insecure to let anyone who "
+            "reaches the port command the fleet"
+        )
     if not token:
-        print("warning: no API token: anyone who reaches the port can command the fleet", file=sys.stderr)
+        print("warning: --insecure: anyone who reaches the port can command the fleet", file=sys.stderr)
     from controlplane.api.backend import RayFleetBackend
     from controlplane.client import attach
 

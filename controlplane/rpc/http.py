@@ -6,6 +6,7 @@ with the token."""
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -29,6 +30,15 @@ RequestHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger(__name__)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class HTTPTransportServer:
     def __init__(
         self, host: str = "127.0.0.1", port: int = 0, token: str | None = None, max_body: int = 64 << 20
@@ -49,7 +59,10 @@ class HTTPTransportServer:
         self, deliver: Handler, routes: Sequence[web.RouteDef] = (), answer: Answerer | None = None
     ) -> None:
         """Serve Raft messages to `deliver`, calls to `answer` (if given), and any further
-        `routes`, all behind the same token."""
+        `routes`, all behind the same token. Off loopback there must be a token: anyone who
+        reaches the port could otherwise inject Raft messages."""
+        if self._token is None and not is_loopback(self.host):
+            raise ValueError(f"refusing to serve Raft peers on {self.host} without a cluster token")
 
         @web.middleware
         async def authenticate(request: web.Request, handler: RequestHandler) -> web.StreamResponse:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from controlplane.node_ids import raft_id_of
 from controlplane.rpc.config import RPCConfig
+from controlplane.rpc.http import is_loopback
 from controlplane.rpc.stats_files import StatsRetention
 
 RAFT_SERVICE = "raft-node"
@@ -28,15 +29,6 @@ class ConfigError(ValueError):
     def __init__(self, variable: str, reason: str) -> None:
         super().__init__(f"{variable}: {reason}")
         self.variable = variable
-
-
-def is_loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -445,3 +445,29 @@ def test_replicas_report_on_rays_prometheus_endpoint_and_the_numbers_move(ray_se
                 ray.kill(h, no_restart=True)
 
     asyncio.run(asyncio.wait_for(go(), 240))
+
+
+def test_peer_rpc_is_authenticated_by_default_with_the_groups_own_secret(ray_session, tmp_path):
+    import aiohttp
+
+    from controlplane.cluster_secret import group_secret
+
+    async def go():
+        handles = deploy("sec", ["s1", "s2", "s3"], str(tmp_path))  # no token given
+        try:
+            await find_leader(handles, 60)  # the replicas authenticate each other with the group's secret
+            address = await handles[1].http_address.remote()
+            spec = await handles[1].get_spec.remote()
+            secret = group_secret("sec")
+            assert spec.cluster_token is None and secret not in repr(spec)  # the spec never carries it
+            async with aiohttp.ClientSession() as http:
+                async with http.post(address + "/raft/v1/messages", data=b"") as r:
+                    assert r.status == 401  # no token: refused
+                headers = {"Authorization": f"Bearer {secret}"}
+                async with http.post(address + "/raft/v1/messages", data=b"\x00", headers=headers) as r:
+                    assert r.status == 400  # the group's secret passes; the body is no Raft batch
+        finally:
+            for h in handles.values():
+                ray.kill(h, no_restart=True)
+
+    asyncio.run(asyncio.wait_for(go(), 120))

@@ -210,3 +210,18 @@ def test_a_reader_that_stops_reading_is_cut_off_and_the_server_goes_on():
             await server.close()
 
     asyncio.run(asyncio.wait_for(go(), 30))
+
+
+def test_the_api_refuses_to_start_without_a_token_unless_told_insecure():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    env = {k: v for k, v in os.environ.items() if k != "CONTROLPLANE_API_TOKEN"}
+    result = subprocess.run(
+        [sys.executable, "-m", "controlplane.api", "--group", "g", "--address", "127.0.0.1:1"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "--insecure" in result.stderr

@@ -170,3 +170,19 @@ def test_every_attempt_lands_in_parquet_with_the_schema(tmp_path):
     assert list(failed["attempt"]) == [1, 2, 3, 4] and set(failed["error_type"]) == {"RPCConnectionError"}
     assert (df["latency_ms"] >= 0).all() and (df["request_bytes"] > 0).all()
     assert str(df["time"].dtype).startswith("datetime64")
+
+
+def test_a_peer_server_off_loopback_needs_a_cluster_token():
+    from controlplane.rpc.http import HTTPTransportServer
+
+    async def nothing(body: bytes) -> None:
+        return None
+
+    async def go():
+        with pytest.raises(ValueError, match="without a cluster token"):
+            await HTTPTransportServer("10.1.2.3", 0).start(nothing)  # refused before anything binds
+        loopback = HTTPTransportServer("127.0.0.1", 0)
+        await loopback.start(nothing)  # one machine, no token: allowed
+        await loopback.close()
+
+    asyncio.run(go())
