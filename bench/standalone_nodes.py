@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.netns import StationHosts
 from bench.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,9 +25,14 @@ API_TOKEN = "test-api-token-0123456789"
 
 
 class NodeProcesses:
-    def __init__(self, base: Path, count: int, *, discovery: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, base: Path, count: int, *, discovery: dict[str, str] | None = None, hosts: StationHosts | None = None
+    ) -> None:
+        """Nodes on 127.0.0.<n>, or with `hosts` each in its own station namespace (node_i on
+        station i, at that station's address)."""
         self.base = base
         self.discovery = discovery or {}
+        self.hosts = hosts
         self.nodes: dict[str, dict[str, Any]] = {}
         for i in range(1, count + 1):
             self.define(f"node_{i}")
@@ -35,8 +41,11 @@ class NodeProcesses:
 
     def define(self, name: str) -> dict[str, Any]:
         n = len(self.nodes) + 1
-        address = f"127.0.0.{n}"
-        self.nodes[name] = {"node_id": name, "address": address, "port": free_port(), "api_port": free_port()}
+        if self.hosts is not None:  # a namespace of its own: any port is free there
+            address, port, api_port = self.hosts.address(n), 7000, 8080
+        else:
+            address, port, api_port = f"127.0.0.{n}", free_port(), free_port()
+        self.nodes[name] = {"node_id": name, "address": address, "port": port, "api_port": api_port, "station": n}
         return self.nodes[name]
 
     def env(self, name: str, **extra: str) -> dict[str, str]:
@@ -64,10 +73,10 @@ class NodeProcesses:
 
     def start(self, name: str, **extra: str) -> subprocess.Popen[bytes]:
         log = open(self.base / f"{name}.log", "ab")  # noqa: SIM115 (the process keeps it)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "controlplane", "node"], env=self.env(name, **extra), cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        argv = [sys.executable, "-m", "controlplane", "node"]
+        if self.hosts is not None:
+            argv = self.hosts.command(self.nodes[name]["station"], argv)
+        proc = subprocess.Popen(argv, env=self.env(name, **extra), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
         return proc
 
