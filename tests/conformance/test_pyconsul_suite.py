@@ -8,14 +8,32 @@ import pytest
 
 from tests.consul_api.run_pyconsul_tests import run
 
+# Every py-consul test of an endpoint the adapter uses (agent service register/deregister, TTL
+# check pass/warn/fail and expiry, health service/checks/state, KV with cas, flags, recurse,
+# keys, blocking queries) and of sessions. The rest of the suite tests what the emulator does
+# not emulate (script/HTTP checks, catalog, connect, filters, maintenance, ACL management).
 MUST_PASS = {
+    "test_agent.py::TestAgent::test_agent_checks_service_id",
+    "test_agent.py::TestAgent::test_agent_register_check_no_service_id",
+    "test_agent.py::TestAgent::test_agent_services",
+    "test_agent.py::TestAgent::test_agent_token_invalid_type",
+    "test_agent.py::TestAgent::test_service_dereg_issue_156",
+    "test_health.py::TestHealth::test_health_checks",
+    "test_health.py::TestHealth::test_health_service",
+    "test_health.py::TestHealth::test_health_service_merge_central_config",
+    "test_health.py::TestHealth::test_health_state",
     "test_kv.py::TestConsul::test_kv",
-    "test_kv.py::TestConsul::test_kv_wait",
-    "test_kv.py::TestConsul::test_kv_put_cas",
-    "test_kv.py::TestConsul::test_kv_put_flags",
+    "test_kv.py::TestConsul::test_kv_acquire_release",
     "test_kv.py::TestConsul::test_kv_delete",
     "test_kv.py::TestConsul::test_kv_delete_cas",
-    "test_agent.py::TestAgent::test_service_dereg_issue_156",
+    "test_kv.py::TestConsul::test_kv_encoding",
+    "test_kv.py::TestConsul::test_kv_keys_only",
+    "test_kv.py::TestConsul::test_kv_put_cas",
+    "test_kv.py::TestConsul::test_kv_put_flags",
+    "test_kv.py::TestConsul::test_kv_recurse",
+    "test_kv.py::TestConsul::test_kv_wait",
+    "test_session.py::TestSession::test_session",
+    "test_session.py::TestSession::test_session_delete_ttl_renew",
 }
 
 
