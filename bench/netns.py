@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import zlib
 from typing import Any
 
 PREFIX = "uav-"
+_instances = itertools.count(1)  # each StationHosts of a process gets names of its own
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -49,8 +51,8 @@ class StationHosts:
         if not 1 <= count <= 50:
             raise ValueError(f"count must be 1..50, got {count}")
         self.count = count
-        self.tag = tag or str(os.getpid())
-        if not self.tag.isalnum() or len(self.tag) > 8:
+        self.tag = tag or f"{os.getpid() % 100_000}x{next(_instances)}"[:8]
+        if not self.tag.isalnum() or len(self.tag) > 8:  # interface names have 15 characters
             raise ValueError(f"tag must be up to 8 letters or digits, got {self.tag!r}")
         # A /24 of its own per tag, so runs side by side never share addresses.
         self.subnet = f"10.231.{zlib.crc32(self.tag.encode()) % 250 + 1}"
@@ -75,7 +77,7 @@ class StationHosts:
             _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
             _ip("link", "set", self.bridge, "up")
             for i in range(1, self.count + 1):
-                ns, host_end, ns_end = self.namespace(i), f"uv{self.tag}h{i}"[:15], f"uv{self.tag}n{i}"[:15]
+                ns, (host_end, ns_end) = self.namespace(i), self._veth(i)
                 _ip("netns", "add", ns)
                 _ip("link", "add", host_end, "type", "veth", "peer", "name", ns_end)
                 _ip("link", "set", ns_end, "netns", ns)
@@ -89,9 +91,15 @@ class StationHosts:
             raise
         return self
 
+    def _veth(self, i: int) -> tuple[str, str]:
+        return f"uv{self.tag}h{i}"[:15], f"uv{self.tag}n{i}"[:15]
+
     def down(self) -> None:
         for i in range(1, self.count + 1):
-            _ip("netns", "del", self.namespace(i), check=False)  # takes its veth pair with it
+            # The host end first: a namespace's veth pairs go only when the kernel gets round to
+            # it after `netns del`, and the same names must be free again at once.
+            _ip("link", "del", self._veth(i)[0], check=False)
+            _ip("netns", "del", self.namespace(i), check=False)
         _ip("link", "del", self.bridge, check=False)
         self.cuts.clear()
 
