@@ -3,6 +3,7 @@ own loopback address (127.0.0.<n>), configured only by the specification's varia
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -12,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,19 @@ class NodeProcesses:
             return exc.code, json.loads(exc.read() or b"null")
         except (urllib.error.URLError, OSError) as exc:  # not listening (yet), or gone
             return 0, f"{type(exc).__name__}: {exc}"
+
+    def sdk(self, call: Callable[[Any], Awaitable[Any]], *, via: list[str] | None = None) -> Any:
+        """Run `call(NodeGroup)` to its end, reaching the group through `via` (default: every node)."""
+        from controlplane.node_client import NodeGroup
+
+        async def go() -> Any:
+            group = NodeGroup([self.peer_url(n) for n in (via or list(self.nodes))], token=CLUSTER_TOKEN)
+            try:
+                return await call(group)
+            finally:
+                await group.close()
+
+        return asyncio.run(go())
 
     def status(self, name: str) -> dict[str, Any] | None:
         """The node's own status from its peer port, None while it does not answer."""

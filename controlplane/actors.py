@@ -90,7 +90,8 @@ class ReplicaSpec:
             )
         self.settings()  # the replica's own checks, at deploy time rather than in the actor
 
-    def settings(self) -> ReplicaSettings:
+    def settings(self, cluster_token: str | None = None) -> ReplicaSettings:
+        """The replica's settings; `cluster_token` stands in for the spec's own when it has none."""
         return ReplicaSettings(
             tick_interval=self.tick_interval,
             election_ticks=self.election_ticks,
@@ -99,7 +100,7 @@ class ReplicaSpec:
                 timeout=self.rpc_timeout,
                 max_retries=self.rpc_max_retries,
                 retry_delay=0.02,
-                cluster_token=self.cluster_token,
+                cluster_token=self.cluster_token or cluster_token,
             ),
             auto_register_uavs=self.auto_register_uavs,
             telemetry=self.telemetry,
@@ -157,8 +158,7 @@ class RaftReplica:
             retention=spec.stats_retention,
         )
         token = spec.cluster_token or group_secret(spec.group)
-        settings = spec.settings()
-        settings = dataclasses.replace(settings, rpc=dataclasses.replace(settings.rpc, cluster_token=token))
+        settings = spec.settings(token)
         transport: Any = (
             RayResolvedHTTPTransport(NAMESPACE, HTTPTransport(settings.rpc))
             if spec.transport == "http"

@@ -33,6 +33,7 @@ class NodeGroup(LeaderClient):
         """addresses: the nodes' peer URLs (http://host:NODE_PORT), or a function giving them
         by Raft id (a node's own view of its peers, from discovery)."""
         super().__init__()
+        self._by_url: dict[int, str] | None = None  # given addresses only (not a node's own view)
         if callable(addresses):
             self._addresses: Addresses = addresses
         else:
@@ -40,8 +41,8 @@ class NodeGroup(LeaderClient):
             if not urls:
                 raise ControlPlaneError("no node addresses given")
             # Keyed by position until the nodes tell their Raft ids (status()).
-            self._by_url: dict[int, str] = {-i - 1: u for i, u in enumerate(urls)}
-            self._addresses = lambda: self._by_url
+            by_url = self._by_url = {-i - 1: u for i, u in enumerate(urls)}
+            self._addresses = lambda: by_url
         self.ask_timeout = ask_timeout
         self._token = token
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -62,21 +63,21 @@ class NodeGroup(LeaderClient):
             await self._session.close()
 
     async def _call(self, method: str, url: str, path: str, timeout: float, **kwargs: Any) -> tuple[int, Any]:
-        """(status, JSON body); RetryElsewhere when the node cannot be reached in time."""
+        """(status, JSON body); RetryElsewhere when the node cannot be reached in time or its
+        answer is not JSON; ControlPlaneError for a refused token; ValueError for a refused request."""
         try:
             async with self._http().request(
                 method, f"{url}{PREFIX}/{path}", timeout=aiohttp.ClientTimeout(total=timeout), **kwargs
             ) as resp:
-                if resp.status == 401:
-                    raise ControlPlaneError(f"{url} refused the cluster token")
-                text = await resp.text()
-                if resp.status == 400:
-                    raise ValueError(f"{url} refused the request: {text[:300]}")
-                return resp.status, json.loads(text) if text else None
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-            if isinstance(exc, ValueError) and not isinstance(exc, json.JSONDecodeError):
-                raise
+                status, text = resp.status, await resp.text()
+            body = json.loads(text) if text and status not in (400, 401) else None
+        except (TimeoutError, aiohttp.ClientError, OSError, json.JSONDecodeError) as exc:
             raise RetryElsewhere(f"{url}: {type(exc).__name__}: {exc}") from exc
+        if status == 401:
+            raise ControlPlaneError(f"{url} refused the cluster token")
+        if status == 400:
+            raise ValueError(f"{url} refused the request: {text[:300]}")
+        return status, body
 
     async def status(self) -> list[dict[str, Any]]:
         """Every node's status (an "error" entry for a node that does not answer), including
@@ -101,7 +102,7 @@ class NodeGroup(LeaderClient):
     def _learn(self, url: str, status: dict[str, Any]) -> None:
         """Given addresses only: learn each node's Raft id, and the members a node knows of
         (so one address is enough to find the whole group)."""
-        by_url = getattr(self, "_by_url", None)
+        by_url = self._by_url
         if by_url is None or not isinstance(status.get("replica"), int):
             return
         for key, known in list(by_url.items()):
@@ -114,19 +115,8 @@ class NodeGroup(LeaderClient):
 
     async def find_leader(self, timeout: float = 15.0) -> str:
         """The peer URL of the node that says it leads; waits out elections."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            statuses = await self.status()
-            by_id = self._addresses()
-            for status in statuses:
-                if status.get("role") == "leader":
-                    url = by_id.get(int(status["replica"])) or status.get("address")
-                    if url:
-                        return str(url)
-            if loop.time() > deadline:
-                raise TimeoutError(f"no leader among {sorted(set(by_id.values()))} within {timeout}s")
-            await asyncio.sleep(0.1)
+        status = await self.leader_status(timeout)
+        return str(self._addresses().get(int(status["replica"])) or status["address"])
 
     async def _leader(self, timeout: float) -> str:
         if self._leader_url is None:
@@ -245,7 +235,7 @@ class NodeGroup(LeaderClient):
                 if status.get("role") == "leader":
                     return status
             if loop.time() > deadline:
-                raise TimeoutError(f"no leader within {timeout}s")
+                raise TimeoutError(f"no leader among {sorted(set(self._addresses().values()))} within {timeout}s")
             await asyncio.sleep(0.1)
 
     async def add_member(self, raft_id: int, timeout: float = 60.0) -> None:

@@ -6,15 +6,13 @@ replica's tables hash the same. The availability gap per fault is printed."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 
 import pytest
 
 from bench.netns import StationHosts, available
-from bench.standalone_nodes import CLUSTER_TOKEN, NodeProcesses
-from controlplane.node_client import NodeGroup
+from bench.standalone_nodes import NodeProcesses
 from controlplane.sync.synchronizer import DataSynchronizer
 
 
@@ -27,17 +25,6 @@ def hosts():
         pytest.skip(f"SKIPPED LOUDLY: {why}")
     with StationHosts(3) as made:
         yield made
-
-
-def _sdk(nodes: NodeProcesses, call):
-    async def go():
-        sdk = NodeGroup([nodes.peer_url(n) for n in nodes.founders], token=CLUSTER_TOKEN)
-        try:
-            return await call(sdk)
-        finally:
-            await sdk.close()
-
-    return asyncio.run(go())
 
 
 def _write_until_acked(nodes: NodeProcesses, via: list[str], uav: str, timeout: float = 20.0) -> float:
@@ -60,7 +47,7 @@ def test_partitions_between_station_hosts(hosts, tmp_path):
             nodes.start(name)
         leader = nodes.wait_for("a leader", nodes.leader, timeout=60)
         assert all(nodes.nodes[n]["address"].startswith(hosts.subnet) for n in nodes.founders)
-        _sdk(nodes, lambda sdk: sdk.command({"type": "register_station", "station": "s1"}))
+        nodes.sdk(lambda sdk: sdk.command({"type": "register_station", "station": "s1"}))
         for i in range(5):
             _write_until_acked(nodes, [leader], f"before-{i}")
             acked.append(f"before-{i}")
@@ -90,7 +77,7 @@ def test_partitions_between_station_hosts(hosts, tmp_path):
         for uav in acked:  # nothing acknowledged is lost, read from every station
             for name in nodes.founders:
                 nodes.wait_for(f"{uav} on {name}", lambda n=name, u=uav: nodes.api(n, "GET", f"/v1/uavs/{u}")[0] == 200)
-        report = _sdk(nodes, lambda sdk: DataSynchronizer(sdk).compare_digests(timeout=30))
+        report = nodes.sdk(lambda sdk: DataSynchronizer(sdk).compare_digests(timeout=30))
         assert report.ok and not report.missing, report
         print("availability gap per fault:", {k: round(v, 2) for k, v in gaps.items()})
     finally:

@@ -4,7 +4,6 @@ them: no Ray anywhere."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -30,18 +29,10 @@ def nodes(request, tmp_path_factory):
         for name in group.founders:
             group.start(name)
         group.wait_for("a leader", group.leader)
-        asyncio.run(_sdk(group, lambda g: g.command({"type": "register_station", "station": "s1"})))
+        group.sdk(lambda g: g.command({"type": "register_station", "station": "s1"}))
         yield group
     finally:
         group.stop_all()
-
-
-async def _sdk(group: NodeProcesses, call):
-    sdk = NodeGroup([group.peer_url(n) for n in group.nodes], token=CLUSTER_TOKEN)
-    try:
-        return await call(sdk)
-    finally:
-        await sdk.close()
 
 
 def _register(nodes: NodeProcesses, via: str, uav: str) -> tuple[int, object]:
@@ -155,7 +146,7 @@ def test_the_sdk_reaches_the_group_by_address(nodes):
         statuses = await sdk.status()
         return uav, statuses
 
-    uav, statuses = asyncio.run(_sdk(nodes, use))
+    uav, statuses = nodes.sdk(use)
     assert uav["id"] == "uav-sdk"
     assert {s.get("name") for s in statuses} >= set(nodes.founders) - {None}
 
@@ -200,7 +191,8 @@ def test_with_etcd_a_fourth_node_joins_through_discovery_and_a_node_is_removed(t
         group.define("node_4")
         group.start("node_4", NODE_JOIN="1", PEER_NODES="")  # knows only etcd
         group.wait_for("node_4 to answer", lambda: group.status("node_4"))
-        assert _register_station(group, "node_1", "s1")
+        station = {"type": "register_station", "station": "s1"}
+        assert group.sdk(lambda sdk: sdk.command(station), via=["node_1"])["ok"]
         added = _members(discovery, "add", "node_4")
         assert added.returncode == 0, added.stderr
         assert json.loads(added.stdout)["voters"] == [1, 2, 3, 4]
@@ -217,21 +209,6 @@ def test_with_etcd_a_fourth_node_joins_through_discovery_and_a_node_is_removed(t
         assert status == 201, answer  # the three remaining voters carry on without it
     finally:
         group.stop_all()
-
-
-def _register_station(group: NodeProcesses, via: str, station: str) -> bool:
-    async def register(sdk: NodeGroup) -> bool:
-        return bool((await sdk.command({"type": "register_station", "station": station}))["ok"])
-
-    sdk_group = NodeGroup([group.peer_url(via)], token=CLUSTER_TOKEN)
-
-    async def run() -> bool:
-        try:
-            return await register(sdk_group)
-        finally:
-            await sdk_group.close()
-
-    return asyncio.run(run())
 
 
 def test_the_controlplane_command_drives_standalone_nodes_without_ray(nodes, tmp_path):

@@ -6,15 +6,13 @@ and when the leader is killed the replica panel shows the new one. Saves a scree
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import time
 
 import pytest
 
-from bench.standalone_nodes import API_TOKEN, CLUSTER_TOKEN, running_group
-from controlplane.node_client import NodeGroup
+from bench.standalone_nodes import API_TOKEN, running_group
 
 
 def _browser():
@@ -56,18 +54,12 @@ def group(tmp_path):
 
 
 def test_the_live_page_follows_the_fleet_and_the_leader(group, tmp_path):
-    async def seed():
-        sdk = NodeGroup([group.peer_url("node_1")], token=CLUSTER_TOKEN)
-        try:
-            await sdk.command({"type": "register_station", "station": "s1"})
-            for i, (lat, lon) in enumerate([(47.40, 8.50), (47.42, 8.55), (47.38, 8.58)]):
-                await sdk.command(
-                    {"type": "register_uav", "uav": f"uav-{i}", "home_station": "s1", "lat": lat, "lon": lon}
-                )
-        finally:
-            await sdk.close()
+    async def seed(sdk):
+        await sdk.command({"type": "register_station", "station": "s1"})
+        for i, (lat, lon) in enumerate([(47.40, 8.50), (47.42, 8.55), (47.38, 8.58)]):
+            await sdk.command({"type": "register_uav", "uav": f"uav-{i}", "home_station": "s1", "lat": lat, "lon": lon})
 
-    asyncio.run(seed())
+    group.sdk(seed, via=["node_1"])
     leader = group.wait_for("a leader", group.leader)
     viewer = next(n for n in group.founders if n != leader)  # the page's node outlives the leader
     browser = _browser()
