@@ -1,4 +1,5 @@
-"""The only module that touches @ray.remote: Raft replicas as named, detached Ray actors.
+"""Raft replicas (and the station agents and ingest actors beside them) as named, detached
+Ray actors; controller_actor.py is the one other module that decorates with Ray.
 
 RaftReplica is plain Python; `RaftActor` is its Ray decoration. A replica keeps its Raft
 state on its station's disk (data_root/<group>/<replica>), never in Ray's GCS, and rebuilds
@@ -14,6 +15,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from controlplane.metrics.ray_sink import RaySink
 from controlplane.metrics.replica import ReplicaMetrics
 from controlplane.persist import DiskStorage, StorageError, peek_hard_state
 from controlplane.persist.faults import with_disk_faults
+from controlplane.placement.discovery import create_service_discovery, is_shared
 from controlplane.raft import NotLeaderError
 from controlplane.ray_group import NAMESPACE as NAMESPACE  # the client-side helpers, re-exported
 from controlplane.ray_group import actor_name as actor_name
@@ -78,6 +81,9 @@ class ReplicaSpec:
     telemetry: CoalescerConfig = LEADER_TELEMETRY
     stats_flush_interval: float = 2.0  # seconds between RPC-stats Parquet flushes
     stats_retention: StatsRetention = field(default_factory=StatsRetention)  # a day, 1 GiB per replica
+    # DISCOVERY_TYPE and its settings: with etcd or Consul the replica registers there as
+    # `raft-node` under its own address, kept healthy by a TTL (lease or check).
+    discovery: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if not self.group or "/" in self.group:
@@ -125,6 +131,7 @@ class RaftReplica:
         self._starting: asyncio.Lock | None = None
         self._stats_task: asyncio.Task[None] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
+        self.discovery: Any = None  # where this replica registered, if anywhere
 
     async def _ensure_started(self) -> Replica:
         if self.replica is not None:
@@ -187,6 +194,7 @@ class RaftReplica:
                 replica.deliver(body)
 
             await self.server.start(deliver, answer=replica.call)
+            await self._register(self.server.address)
         # A killed replica loses only the rows of the last interval (they live in memory).
         stats = self.stats
         self._stats_task = asyncio.get_running_loop().create_task(
@@ -194,6 +202,26 @@ class RaftReplica:
         )
         self._metrics_task = asyncio.get_running_loop().create_task(metrics.sample_every(replica))
         return replica
+
+    @property
+    def station(self) -> str:
+        """The station this replica runs on (from the resource that pins it), or ""."""
+        resources = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call]
+        return next((r[len("station:") :] for r in resources if r.startswith("station:")), "")
+
+    async def _register(self, url: str) -> None:
+        env = dict(self.spec.discovery)
+        if not is_shared(env):
+            return
+        host, port = url.rsplit("//", 1)[-1].rsplit(":", 1)
+        meta = {"group": self.spec.group, "replica": str(self.spec.replica), "station": self.station}
+        try:
+            self.discovery = create_service_discovery(env)
+            await self.discovery.register(f"{self.spec.group}-{self.spec.replica}", host, int(port), meta, ttl=10.0)
+        except Exception as exc:  # Raft does not need it: serve on, unlisted
+            log.warning(
+                "replica %d could not register in %s discovery: %s", self.spec.replica, env["DISCOVERY_TYPE"], exc
+            )
 
     def _go_down(self, exc: BaseException) -> None:
         """The Raft loop failed (a storage error, a bug): a replica that cannot make progress
@@ -274,7 +302,12 @@ class RaftReplica:
 
     async def status(self) -> dict[str, Any]:
         replica = await self._ensure_started()
-        return {**replica.status(), "recovered_entries": self.recovered_entries, "started_at": self.started_at}
+        return {
+            **replica.status(),
+            "station": self.station,
+            "recovered_entries": self.recovered_entries,
+            "started_at": self.started_at,
+        }
 
     async def change_membership(self, op: str, node_id: int, timeout: float = 10.0) -> None:
         """Leader only: op is add_learner, add_voter (promote) or remove."""
@@ -454,9 +487,11 @@ def deploy(
     telemetry: CoalescerConfig = LEADER_TELEMETRY,
     rpc_timeout: float = 0.5,
     rpc_max_retries: int = 2,
+    discovery_env: Mapping[str, str] | None = None,
 ) -> dict[int, Any]:
     """Create (or find) one detached replica per station, pinned by the station resource.
-    Idempotent: replicas that already run are returned as they are."""
+    Idempotent: replicas that already run are returned as they are. discovery_env
+    (DISCOVERY_TYPE and its settings): where replicas register, with etcd or Consul."""
     if len(set(stations)) != len(stations) or not stations:
         raise ValueError(f"stations must be distinct and non-empty, got {stations}")
     founders = tuple(range(1, len(stations) + 1))
@@ -478,6 +513,7 @@ def deploy(
             telemetry=telemetry,
             rpc_timeout=rpc_timeout,
             rpc_max_retries=rpc_max_retries,
+            discovery=tuple(sorted((discovery_env or {}).items())),
         )
         handles[replica] = start_replica(spec, station)
     return handles

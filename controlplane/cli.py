@@ -2,7 +2,8 @@
 
     controlplane [--group G] [--address A | --nodes URL,...] [--json] [--stale] COMMAND ...
 
-    status                                   replicas: role, term, commit, applied, members
+    status                                   replicas (role, term, commit, members), the placement
+                                             map and each station's health
     missions submit FILE | list [--status S] | get ID | abort ID
     uav list [--station S] [--status S] [--bbox LAT,LON,LAT,LON] | get ID
     groups list | get ID | create ID | add ID UAV | remove ID UAV | dissolve ID
@@ -214,8 +215,53 @@ def _show(args: argparse.Namespace, value: Any, columns: list[str] | None = None
 
 async def _status(args: argparse.Namespace, cp: Any) -> int:
     rows = await cp.status()
-    columns = ["replica", "role", "term", "leader", "commit", "applied", "voters", "uavs", "missions", "error"]
-    return _show(args, rows, columns)
+    controller = await _controller_report(args) if args.nodes is None else None
+    if args.json:
+        emit_json({"replicas": rows, "controller": controller})
+        return OK
+    columns = ["replica", "station", "role", "term", "leader", "commit", "applied", "voters", "uavs", "error"]
+    print(table(rows, columns))
+    if controller is None:
+        if args.nodes is None:
+            print(f"\nno controller runs for group {args.group!r}: nothing replaces a lost station's member "
+                  "(python -m jobs.deploy starts one)")  # fmt: skip
+        return OK
+    if not controller.get("started"):
+        print(f"\ncontroller starting: {controller.get('error') or 'not ready yet'}")
+        return OK
+    print(
+        f"\nplacement map (version {controller['map_version']}, kept in {controller['discovery']}); "
+        f"a station down for {controller['grace']:g}s loses its member"
+    )
+    stations = [
+        {**s, "replicas": ",".join(map(str, s["replicas"])) or "-", "healthy": "yes" if s["healthy"] else "NO",
+         "down_for": "" if s["unhealthy_for"] is None else f"{s['unhealthy_for']:.0f}s"}
+        for s in controller["stations"]
+    ]  # fmt: skip
+    print(table(stations, ["station", "healthy", "down_for", "address", "replicas"]))
+    for done in controller.get("replaced", []):
+        print(f"replaced {done['old']} on {done['from']} by {done['new']} on {done['to']} ({done['reason']}; "
+              f"station seen down {done['down_for']:.1f}s, membership change {done['took']:.1f}s)")  # fmt: skip
+    last = controller.get("last_pass") or {}
+    if last and not last.get("ok"):
+        print(f"last reconcile pass failed: {last.get('error')}")
+    return OK
+
+
+async def _controller_report(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The group's controller's map and station health; None when no controller runs."""
+    import ray
+
+    from controlplane.controller_actor import find_controller
+
+    controller = find_controller(args.group)
+    if controller is None:
+        return None
+    try:
+        report: dict[str, Any] = await asyncio.wait_for(controller.status.remote(), 10)
+    except (ray.exceptions.RayError, TimeoutError) as exc:
+        return {"started": False, "error": f"the controller does not answer: {type(exc).__name__}: {exc}"}
+    return report
 
 
 async def _missions(args: argparse.Namespace, cp: Any) -> int:

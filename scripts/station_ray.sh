@@ -63,8 +63,11 @@ if [ "$cmd" = head ]; then
     echo "Ray already runs on this station; leaving it (ray down restarts it)"
     exit 0
   fi
+  # Health checks every second, three misses: a lost station is noticed in ~3 s, not ~15 s,
+  # so the controller's grace period starts soon after the loss.
   exec ray start --head --node-ip-address="$node_ip" --port=6379 --dashboard-host="$node_ip" \
-    --include-dashboard=true --resources="$resources" --disable-usage-stats
+    --include-dashboard=true --resources="$resources" --disable-usage-stats \
+    --system-config='{"health_check_period_ms": 1000, "health_check_failure_threshold": 3}'
 fi
 head_ip="${3:?HEAD_IP is required}"
 if ray status --address "$head_ip:6379" 2>/dev/null | grep -q "station:$station"; then

@@ -159,6 +159,15 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return port
 
 
+SHARED_BACKENDS = ("etcd", "consul")
+
+
+def is_shared(env: Mapping[str, str]) -> bool:
+    """Whether DISCOVERY_TYPE names a backend every station reaches (embedded lives in one
+    process, static is a fixed list): only then do replicas and stations register in it."""
+    return env.get("DISCOVERY_TYPE", "").strip().lower() in SHARED_BACKENDS
+
+
 def create_service_discovery(env: Mapping[str, str] | None = None) -> ServiceDiscovery:
     """Pick a backend from DISCOVERY_TYPE and its settings; a wrong setting is a clear error."""
     env = os.environ if env is None else env

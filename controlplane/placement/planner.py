@@ -1,9 +1,10 @@
 """The placement planner: which station hosts each replica of a Raft group.
 
 Stations register with discovery as service `uav-station` (meta: `ray_node_id`, optional
-`capacity`) under a TTL check. Each replica goes to a distinct healthy station. The map
-lives in the discovery KV at `placement/<group>` and is only ever written with
-compare-and-set, so two planners racing cannot both win. A station that stays unhealthy
+`capacity`) under a TTL check, or are Ray's station nodes (controller.RayNodeStations).
+Each replica goes to a distinct healthy station. The map lives at `placement/<group>` in a
+PlacementStore (the discovery KV, or the group's own replicated state) and is only ever
+written with compare-and-set, so two planners racing cannot both win. A station that stays unhealthy
 past the grace period loses its replica to another station; moving the Raft member itself
 (add the new one as a learner, promote, remove the old) is the runtime's job.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from controlplane.placement.discovery import ServiceDiscovery
+from controlplane.placement.store import PlacementStore
 
 STATION_SERVICE = "uav-station"
 
@@ -30,6 +32,7 @@ class Station:
     name: str
     ray_node_id: str = ""
     capacity: int = 1
+    address: str = ""  # where the station is reached (its Ray node's or its agent's address)
 
 
 class StationSource(Protocol):
@@ -49,7 +52,7 @@ class DiscoveryStations:
                 capacity = int(n.meta.get("capacity", "1"))
             except ValueError:
                 capacity = 0  # a station advertising nonsense gets no replica
-            stations.append(Station(n.node_id, n.meta.get("ray_node_id", ""), capacity))
+            stations.append(Station(n.node_id, n.meta.get("ray_node_id", ""), capacity, n.address))
         return stations
 
 
@@ -101,25 +104,41 @@ def plan(
 
 @dataclass
 class Planner:
-    discovery: ServiceDiscovery
+    store: PlacementStore
     group: str
     replicas: list[int]
     grace: float = 30.0
     clock: Callable[[], float] = time.monotonic
-    stations: StationSource | None = None  # default: the `uav-station` service in discovery
+    stations: StationSource | None = None  # default: the `uav-station` service when store is a discovery
     _unhealthy_since: dict[str, float] = field(default_factory=dict)
     _known: set[str] = field(default_factory=set)
+    last_healthy: list[Station] = field(default_factory=list)  # as of the last pass
+
+    def unhealthy_for(self) -> dict[str, float]:
+        """Seconds each known station has been unhealthy (as of now), by name."""
+        now = self.clock()
+        return {name: now - since for name, since in sorted(self._unhealthy_since.items())}
 
     @property
     def key(self) -> str:
         return f"placement/{self.group}"
 
     async def healthy_stations(self) -> list[Station]:
-        source = self.stations or DiscoveryStations(self.discovery)
-        return await source.healthy_stations()
+        if self.stations is not None:
+            return await self.stations.healthy_stations()
+        if not isinstance(self.store, ServiceDiscovery):
+            raise PlacementError("a planner whose map is not kept in discovery needs a station source")
+        return await DiscoveryStations(self.store).healthy_stations()
+
+    def seconds_to_next_move(self, placement: Mapping[int, str]) -> float | None:
+        """How long until a station of `placement` that is down reaches the grace period (its
+        member may move then); None when none is down."""
+        down = self.unhealthy_for()
+        waits = [self.grace - down[s] for s in set(placement.values()) if s in down]
+        return max(0.0, min(waits)) if waits else None
 
     async def current(self) -> tuple[dict[int, str], int]:
-        entry = await self.discovery.kv_get(self.key)
+        entry = await self.store.kv_get(self.key)
         if entry is None:
             return {}, 0
         try:
@@ -131,7 +150,7 @@ class Planner:
     async def reconcile(self, attempts: int = 5) -> tuple[dict[int, str], list[Move]]:
         """Bring the stored map in line with station health; returns (map, moves made)."""
         for _ in range(attempts):
-            healthy = await self.healthy_stations()
+            healthy = self.last_healthy = await self.healthy_stations()
             now = self.clock()
             healthy_names = {s.name for s in healthy}
             current, version = await self.current()
@@ -150,9 +169,21 @@ class Planner:
             # Another planner wrote first: re-read and decide again.
         raise PlacementError(f"placement map for {self.group!r} kept changing under us ({attempts} attempts)")
 
+    async def adopt(self, assignments: Mapping[int, str], attempts: int = 5) -> dict[int, str]:
+        """The stored map, or `assignments` (where a deployment put the replicas) stored as the
+        first one; from then on the planner places the replicas the map names."""
+        for _ in range(attempts):
+            current, version = await self.current()
+            if not current and await self._write(assignments, version):
+                current = dict(assignments)
+            if current:
+                self.replicas = sorted(current)
+                return current
+        raise PlacementError(f"could not store the first placement map of {self.group!r} ({attempts} attempts)")
+
     async def _write(self, assignments: Mapping[int, str], version: int) -> bool:
         body = json.dumps({"group": self.group, "assignments": {str(k): v for k, v in sorted(assignments.items())}})
-        return await self.discovery.kv_cas(self.key, body.encode(), version) is not None
+        return await self.store.kv_cas(self.key, body.encode(), version) is not None
 
     async def rename(self, old: int, new: int, attempts: int = 5) -> None:
         """Record that replica `new` replaced `old` on the same station."""

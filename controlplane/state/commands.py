@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from controlplane.state.columns import KINEMATICS
+from controlplane.state.control_kv import check_cas
 from controlplane.state.model import CommandError, MissionStatus, UAVStatus, Waypoint, _number, ident
 from controlplane.state.sessions import SESSION_FIELDS
 
@@ -48,6 +49,8 @@ def _validate(cmd: Any) -> dict[str, Any]:
         allowed = UAVStatus if kind == "update_uav" else MissionStatus
         if not isinstance(cmd["status"], str) or cmd["status"] not in {s.value for s in allowed}:
             raise CommandError("status", f"must be one of {sorted(s.value for s in allowed)}, got {cmd['status']!r}")
+    if kind == "control_cas":
+        check_cas(cmd)
     if kind == "create_mission":
         wps = cmd["waypoints"]
         if not isinstance(wps, list) or not 1 <= len(wps) <= MAX_WAYPOINTS:
@@ -73,6 +76,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "dissolve_group": ("group",),
     "checkpoint": (),
     "open_session": (),
+    "control_cas": ("key", "if_version"),  # the controller's own records (state/control_kv.py)
 }
 COMMANDS = frozenset(REQUIRED)
 

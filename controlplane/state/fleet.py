@@ -29,6 +29,7 @@ from controlplane.state.commands import MAX_WAYPOINTS as MAX_WAYPOINTS
 from controlplane.state.commands import _session_fields, _validate
 from controlplane.state.commands import encode as encode
 from controlplane.state.commands import validate as validate
+from controlplane.state.control_kv import ControlKV
 from controlplane.state.model import (
     FINISHED,
     LEGAL_TRANSITIONS,
@@ -69,6 +70,7 @@ class FleetState:
         self.missions: dict[str, Mission] = {}
         self.groups: dict[str, Group] = {}
         self.sessions = Sessions(ttl_entries=session_ttl_entries)
+        self.control = ControlKV()
         self.rejections = 0
         self.telemetry = TelemetryCounts()
         self.applied_index = 0
@@ -287,6 +289,10 @@ class FleetState:
         while len(self.checkpoints) > CHECKPOINTS_KEPT:
             self.checkpoints.popitem(last=False)
         return {"digests": digests}
+
+    def _cmd_control_cas(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
+        record = self.control.cas(cmd["key"], cmd.get("value"), cmd["if_version"], index)
+        return {"version": 0 if record is None else record.version}
 
     def _cmd_register_station(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
         self.stations.add(cmd["station"])
@@ -557,6 +563,7 @@ class FleetState:
             "uavs": uavs.hexdigest(),
             "missions": _sha([m.to_dict() for _, m in sorted(self.missions.items())]),
             "groups": _sha([[g.id, sorted(g.members), g.version] for _, g in sorted(self.groups.items())]),
+            "control": _sha([r.to_dict() for r in self.control.rows()]),
         }
 
     def digest(self) -> str:

@@ -49,6 +49,10 @@ QUERIES: dict[str, tuple[frozenset[str], Callable[[FleetState, dict[str, Any]], 
             "sessions": len(s.sessions),
         },
     ),
+    "control_kv": (
+        frozenset({"key"}),
+        lambda s, a: None if (r := s.control.get(a["key"])) is None else r.to_dict(),
+    ),
     "digests": (frozenset(), lambda s, a: {"index": s.applied_index, "digests": s.digests()}),
 }
 
@@ -62,8 +66,9 @@ def run_query(state: FleetState, name: str, args: dict[str, Any] | None = None) 
     unknown = set(args) - allowed
     if unknown:
         raise CommandError(sorted(unknown)[0], f"is not an argument of query {name!r} (allowed: {sorted(allowed)})")
-    if "id" in allowed and "id" not in args:
-        raise CommandError("id", f"query {name!r} needs an id")
+    for needed in ("id", "key"):
+        if needed in allowed and needed not in args:
+            raise CommandError(needed, f"query {name!r} needs {needed!r}")
     try:
         return run(state, args)
     except ValueError as exc:  # a status that is not one (enum), a bbox that is not numbers

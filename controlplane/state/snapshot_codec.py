@@ -1,5 +1,5 @@
 """FleetState snapshots as Arrow IPC: one columnar table per record kind (UAVs, missions,
-their waypoints flattened, group members, stations, sessions), zstd-compressed, in a small
+their waypoints flattened, group members, stations, control records, sessions), zstd-compressed, in a small
 container: b"FLT1", u32 table count, then per table u16 name length, name, u64 length, IPC
 stream. Columnar tables make 100,000-UAV snapshots fast to write and restore."""
 
@@ -32,6 +32,7 @@ def encode_state(state: FleetState) -> bytes:
     rows = np.fromiter((u.row for u in uavs), dtype=np.int64, count=len(uavs))
     missions = [state.missions[k] for k in sorted(state.missions)]
     groups = [state.groups[k] for k in sorted(state.groups)]
+    control = state.control.rows()
     tables = {
         "stations": pa.table({"name": pa.array(sorted(state.stations), pa.string())}),
         "uavs": pa.table(
@@ -73,6 +74,13 @@ def encode_state(state: FleetState) -> bytes:
             }
         ),
         "group_members": pa.table({"uav": pa.array([u for g in groups for u in sorted(g.members)], pa.string())}),
+        "control": pa.table(
+            {
+                "key": pa.array([r.key for r in control], pa.string()),
+                "value": pa.array([r.value for r in control], pa.string()),
+                "version": pa.array([r.version for r in control], pa.int64()),
+            }
+        ),
         "meta": pa.table(
             {
                 # in least-recently-used order: expiry depends on it
@@ -117,6 +125,7 @@ def _slices(table: pa.Table, rows: int = 8192) -> Iterator[dict[str, list[Any]]]
 
 def decode_state(data: bytes, state: FleetState) -> None:
     from controlplane.state.columns import UAVColumns
+    from controlplane.state.control_kv import ControlRecord
     from controlplane.state.model import UAV, Group, Mission, MissionStatus, UAVStatus, Waypoint
     from controlplane.state.telemetry import TelemetryCounts
 
@@ -165,6 +174,9 @@ def decode_state(data: bytes, state: FleetState) -> None:
     for gid, version, count in zip(g["id"], g["version"], g["members"], strict=True):
         state.groups[gid] = Group(gid, set(members[pos : pos + count]), version)
         pos += count
+    if "control" in t:  # snapshots written before the control records existed have none
+        c = t["control"].to_pydict()
+        state.control.load([ControlRecord(k, v, n) for k, v, n in zip(c["key"], c["value"], c["version"], strict=True)])
     meta = t["meta"].to_pydict()
     state.sessions.load_json(meta["sessions"][0])
     state.rejections = int(meta["rejections"][0])

@@ -36,8 +36,15 @@ def test_cli_status_missions_uavs_groups_stats(head, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     status = as_json(head, "status")
-    assert sorted(r["replica"] for r in status) == [1, 2, 3] and sum(r["role"] == "leader" for r in status) == 1
-    assert "REPLICA" in cli(head, "status").stdout  # a table for people
+    replicas = status["replicas"]
+    assert sorted(r["replica"] for r in replicas) == [1, 2, 3] and sum(r["role"] == "leader" for r in replicas) == 1
+    controller = status["controller"]  # jobs.deploy started it; it stored the map in the group
+    assert controller["placement"] == {"1": "alpha", "2": "bravo", "3": "charlie"}
+    assert [(s["station"], s["healthy"]) for s in controller["stations"]] == [
+        ("alpha", True), ("bravo", True), ("charlie", True)
+    ]  # fmt: skip
+    shown = cli(head, "status").stdout  # tables for people
+    assert "REPLICA" in shown and "placement map (version" in shown and "charlie" in shown
 
     missions = tmp_path / "missions.json"
     missions.write_text(json.dumps([{"mission": "m1", "waypoints": [[47, 8, 30]]}, {"mission": "m2", "waypoints": []}]))

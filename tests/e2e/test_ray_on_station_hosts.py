@@ -1,8 +1,10 @@
 """Ray across station hosts: the head in the first station's network namespace, a worker node
 in each of the others (`ray start --address ... --node-ip-address <station address>`), and a
-group deployed over them with the defaults: each replica binds and advertises its station's
-own address and peers authenticate with the group's secret. A peer request without it is
-refused (401) and changes nothing."""
+group deployed over three of the four with `python -m jobs.deploy` and its defaults: each
+replica binds and advertises its station's own address and peers authenticate with the
+group's secret (a peer request without it is refused, 401, and changes nothing). Then one
+station host is lost with everything on it: the controller jobs.deploy started replaces its
+member on the spare station within the grace period + 10 s, without an operator."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,10 @@ from bench.netns import StationHosts, available
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
 HEAD_PORT = 6390  # inside the first station's namespace: no other Ray shares its ports
+STATIONS = 4
+GRACE = 5.0
+# As scripts/station_ray.sh starts a head: a lost station is noticed in ~3 s, not ~15 s.
+HEALTH_CHECKS = '{"health_check_period_ms": 1000, "health_check_failure_threshold": 3}'
 
 
 @pytest.fixture()
@@ -32,12 +39,14 @@ def ray_on_hosts(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}  # it forbids joining
     env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
                PYTHONPATH=str(ROOT))  # fmt: skip
-    with StationHosts(3) as hosts:
+    with StationHosts(STATIONS) as hosts:
         head = f"{hosts.address(1)}:{HEAD_PORT}"
         try:
-            for i in (1, 2, 3):
+            for i in range(1, STATIONS + 1):
                 where = (
-                    ["--head", f"--port={HEAD_PORT}", "--include-dashboard=false"] if i == 1 else [f"--address={head}"]
+                    ["--head", f"--port={HEAD_PORT}", "--include-dashboard=false", f"--system-config={HEALTH_CHECKS}"]
+                    if i == 1
+                    else [f"--address={head}"]
                 )
                 started = subprocess.run(
                     hosts.command(i, [RAY, "start", *where, f"--node-ip-address={hosts.address(i)}", "--num-cpus=1",
@@ -48,22 +57,54 @@ def ray_on_hosts(tmp_path):
                 assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
             yield hosts, head, env
         finally:
-            for i in (1, 2, 3):  # the station hosts are lost with everything on them
+            for i in range(1, STATIONS + 1):  # the station hosts are lost with everything on them
                 hosts.kill_all(i)
 
 
-def test_a_group_deployed_over_station_hosts_uses_their_addresses_and_its_secret(ray_on_hosts, tmp_path):
-    hosts, head, env = ray_on_hosts
+def in_station(hosts, env, i: int, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     run = subprocess.run(
-        hosts.command(1, [sys.executable, str(ROOT / "tests" / "e2e" / "ray_station_driver.py"), head, str(tmp_path)]),
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        hosts.command(i, [sys.executable, *argv]), env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    assert run.returncode == 0, f"{argv}: exit {run.returncode}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    return run
+
+
+def last_json(run: subprocess.CompletedProcess[str]) -> dict:
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_a_group_deployed_over_station_hosts_survives_the_loss_of_one(ray_on_hosts, tmp_path):
+    hosts, head, env = ray_on_hosts
+    driver = str(ROOT / "tests" / "e2e" / "ray_station_driver.py")
+    deployed = last_json(
+        in_station(hosts, env, 1, "-m", "jobs.deploy", "--group", "hosts", "--replicas", "3", "--address", head,
+                   "--data-root", str(tmp_path), "--grace", str(GRACE))
     )  # fmt: skip
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
-    addresses = result["addresses"]
-    hosts_of = {r: a.split("//")[1].split(":")[0] for r, a in addresses.items()}
+    assert deployed["placement"] == {"1": "s1", "2": "s2", "3": "s3"} and deployed["controller"]["started"]
+    result = last_json(in_station(hosts, env, 1, driver, "check", head))
+    hosts_of = {r: a.split("//")[1].split(":")[0] for r, a in result["addresses"].items()}
     assert sorted(hosts_of.values()) == [hosts.address(1), hosts.address(2), hosts.address(3)]  # one per station
     assert sorted(result["roles"].values()) == ["follower", "follower", "leader"]
     assert set(result["counts"].values()) == {10}  # the writes replicated to every station
     assert result["unauthenticated"] == 401
     assert result["commit_after"] == result["commit_before"]  # the refused request changed nothing
+
+    lost_at = time.time()
+    hosts.kill_all(3)  # station s3's host is lost: Ray node, replica, everything
+    after = last_json(in_station(hosts, env, 1, driver, "replaced", head, str(lost_at)))
+    move = after["move"]
+    assert (move["old"], move["from"], move["to"], move["reason"]) == (3, "s3", "s4", "station_lost")
+    assert after["seconds"] <= GRACE + 10, f"replaced {after['seconds']:.1f}s after the loss (grace {GRACE}s)"
+    assert sorted(after["voters"]) == [1, 2, move["new"]] and after["write_after"]
+    assert after["newcomer_uavs"] == 11  # the new member has every write, the one after the loss too
+    assert after["newcomer_address"].split("//")[1].split(":")[0] == hosts.address(4)
+
+    status = last_json(in_station(hosts, env, 1, "-m", "controlplane", "--group", "hosts", "--address", head,
+                                  "--json", "status"))  # fmt: skip
+    health = {s["station"]: s["healthy"] for s in status["controller"]["stations"]}
+    assert health == {"s1": True, "s2": True, "s3": False, "s4": True}
+    assert status["controller"]["placement"] == {"1": "s1", "2": "s2", str(move["new"]): "s4"}
+    shown = in_station(hosts, env, 1, "-m", "controlplane", "--group", "hosts", "--address", head, "status").stdout
+    print(shown)  # the operator's view, in the test log
+    print(f"station s3 lost: member replaced on s4 after {after['seconds']:.1f}s (grace {GRACE}s; seen down "
+          f"{move['down_for']:.1f}s when the move began, which took {move['took']:.1f}s)")  # fmt: skip

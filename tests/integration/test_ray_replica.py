@@ -471,3 +471,77 @@ def test_peer_rpc_is_authenticated_by_default_with_the_groups_own_secret(ray_ses
                 ray.kill(h, no_restart=True)
 
     asyncio.run(asyncio.wait_for(go(), 120))
+
+
+def test_the_controller_actor_runs_unattended_and_keeps_its_map_in_the_group(ray_session, tmp_path):
+    """Started once (as jobs.deploy does), the controller stores the first map in the group's
+    own state, survives its own restart with that map, and on its own replaces a replica
+    that came back without its disk, recording the new member in the map."""
+    from controlplane.controller_actor import find_controller, start_controller
+
+    async def wait_for(condition, what, timeout=60):
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                value = await condition()
+            except ray.exceptions.RayActorError:  # restarting
+                value = None
+            if value:
+                return value
+            assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.2)
+
+    async def go():
+        handles = deploy("ctl", ["s1", "s2", "s3"], str(tmp_path))
+        controller = None
+        try:
+            leader = await find_leader(handles, 60)
+            await propose_to_leader(handles, STATION)
+            placement = {r: (await h.status.remote())["station"] for r, h in handles.items()}
+            assert placement == {1: "s1", 2: "s2", 3: "s3"}  # replicas know the station they run on
+            controller = start_controller("ctl", str(tmp_path), placement, {}, grace=2.0, interval=0.3)
+            assert find_controller("ctl") is not None and find_controller("nosuch") is None
+
+            async def stored():
+                report = await controller.status.remote()
+                return report if report.get("started") and report["map_version"] > 0 else None
+
+            first = await wait_for(stored, "the first map")
+            assert first["placement"] == {"1": "s1", "2": "s2", "3": "s3"} and first["discovery"] == "group state"
+            assert {s["station"]: s["healthy"] for s in first["stations"]} == {"s1": True, "s2": True, "s3": True}
+            record = await handles[leader].query.remote("control_kv", {"key": "placement/ctl"}, "linearizable")
+            assert record["version"] == first["map_version"]  # the map is in the replicated state
+
+            ray.kill(controller, no_restart=False)  # Ray restarts it; it reads the map back
+            again = await wait_for(stored, "the restarted controller")
+            assert again["placement"] == first["placement"] and again["map_version"] == first["map_version"]
+
+            victim = next(r for r in handles if r != leader)
+            shutil.rmtree(tmp_path / "ctl" / str(victim))
+            ray.kill(handles[victim], no_restart=False)
+
+            async def replaced():
+                report = await controller.status.remote()
+                return report if report["replaced"] else None
+
+            report = await wait_for(replaced, "the disk-less replica's replacement", 90)
+            [done] = report["replaced"]
+            assert (done["old"], done["from"], done["to"], done["reason"]) == (
+                victim, placement[victim], placement[victim], "lost_disk"
+            )  # fmt: skip
+            assert str(victim) not in report["placement"] and report["placement"][str(done["new"])] == placement[victim]
+            for r, h in group_members("ctl").items():
+                handles.setdefault(r, h)
+        finally:
+            if controller is not None:
+                ray.kill(controller, no_restart=True)
+            for h in group_members("ctl").values():
+                ray.kill(h, no_restart=True)
+
+    asyncio.run(asyncio.wait_for(go(), 240))
+
+
+def group_members(group):
+    from controlplane.ray_group import group_replicas
+
+    return group_replicas(group)

@@ -87,3 +87,80 @@ def test_a_corrupt_stored_map_is_reported():
         await d.close()
 
     asyncio.run(go())
+
+
+class FleetStateClient:
+    """The SDK's command/query over one FleetState, entries applied in order (what a group's
+    leader does, without Raft): enough to test the map kept in the group's state."""
+
+    def __init__(self):
+        import json
+
+        from controlplane.raft.messages import Entry
+        from controlplane.state.fleet import FleetState, encode
+        from controlplane.state.queries import run_query
+
+        self.state, self.index = FleetState(), 0
+        self._entry, self._encode, self._query, self._json = Entry, encode, run_query, json
+
+    async def command(self, command):
+        self.index += 1
+        return self.state.apply(self._entry(1, self.index, self._encode(command)))
+
+    async def query(self, name, args=None):
+        return self._query(self.state, name, args)
+
+
+class FixedStations:
+    def __init__(self, *names):
+        self.names = list(names)
+
+    async def healthy_stations(self):
+        return stations(*self.names)
+
+
+def test_the_map_in_the_group_state_is_adopted_once_and_written_with_cas():
+    from controlplane.placement.group_store import GroupStateStore
+
+    async def go():
+        store = GroupStateStore(FleetStateClient())
+        source = FixedStations("a", "b", "c", "d")
+        p1 = Planner(store, "g", [], grace=5, stations=source)
+        assert await p1.adopt({1: "a", 2: "b", 3: "c"}) == {1: "a", 2: "b", 3: "c"} and p1.replicas == [1, 2, 3]
+        p2 = Planner(store, "g", [], grace=5, stations=source)
+        assert await p2.adopt({1: "d"}) == {1: "a", 2: "b", 3: "c"}  # the stored map wins
+        _, version = await p1.current()
+        assert await store.kv_cas("placement/g", b"{}", version - 1) is None  # stale: refused
+        await p1.rename(3, 4)
+        assert (await p2.current())[0] == {1: "a", 2: "b", 4: "c"} and p1.replicas == [1, 2, 4]
+
+    asyncio.run(go())
+
+
+def test_a_planner_without_discovery_needs_a_station_source():
+    from controlplane.placement.group_store import GroupStateStore
+
+    async def go():
+        with pytest.raises(PlacementError, match="needs a station source"):
+            await Planner(GroupStateStore(FleetStateClient()), "g", [1]).reconcile()
+
+    asyncio.run(go())
+
+
+def test_the_next_move_is_due_when_a_placed_station_reaches_the_grace_period():
+    from controlplane.placement.group_store import GroupStateStore
+
+    async def go():
+        now = [0.0]
+        source = FixedStations("a", "b", "c")
+        p = Planner(GroupStateStore(FleetStateClient()), "g", [1, 2], grace=5, clock=lambda: now[0], stations=source)
+        placement, _ = await p.reconcile()
+        assert placement == {1: "a", 2: "b"} and p.seconds_to_next_move(placement) is None
+        source.names = ["a", "c"]  # b is lost
+        await p.reconcile()
+        now[0] = 2.0
+        assert p.seconds_to_next_move(placement) == 3.0 and p.unhealthy_for() == {"b": 2.0}
+        now[0] = 9.0
+        assert p.seconds_to_next_move(placement) == 0.0
+
+    asyncio.run(go())
