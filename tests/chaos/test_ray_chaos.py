@@ -29,16 +29,15 @@ import aiohttp
 import pytest
 import ray
 
+from bench.chaos_clients import KEYS, History, alt_of, first_value, register_keys, sdk_client, value_of
 from bench.station_nodes import StationNodes
 from controlplane.actors import deploy, find_leader
-from controlplane.client import ControlPlane, ControlPlaneError
-from controlplane.session import UNKNOWN, outcome
+from controlplane.client import ControlPlane
 from controlplane.sim.linearizability import Operation, check_history
 from controlplane.sync.synchronizer import DataSynchronizer
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = [f"c{i}" for i in range(4)]
 STATIONS = ["s1", "s2", "s3"]
 
 
@@ -98,37 +97,10 @@ def test_history_stays_linearizable_under_kills_partitions_drops_delays_and_node
         handles = deploy("chaos", STATIONS, str(tmp_path / "data"))
         setup = ControlPlane("chaos", handles)
         await find_leader(handles, 60)
-        await setup.command({"type": "register_station", "station": "s1"})
-        for key in KEYS:
-            await setup.command({"type": "register_uav", "uav": key, "home_station": "s1", "alt": 0})
-        history: list[Operation] = []
-        done_at: list[float] = []
+        await register_keys(setup, "s1")
+        recorded = History()
+        history, done_at = recorded.ops, recorded.done_at
         stop = asyncio.Event()
-
-        async def client(n: int) -> None:
-            cp = ControlPlane("chaos", handles)
-            rng = random.Random(n)
-            value = n * 1000
-            while not stop.is_set():
-                key = rng.choice(KEYS)
-                call = time.monotonic()
-                try:
-                    if rng.random() < 0.5:
-                        value += 1
-                        op = Operation(n, key, "write", value, call)
-                        history.append(op)
-                        answer = await cp.command({"type": "update_uav", "uav": key, "alt": value}, timeout=5)
-                        if outcome(answer) == UNKNOWN:
-                            continue  # an expired session: may or may not have applied
-                        assert answer["ok"], answer
-                    else:
-                        op = Operation(n, key, "read", None, call)
-                        history.append(op)
-                        op.value = int((await cp.query("uav", {"id": key}, timeout=5))["alt"])
-                except (ControlPlaneError, ray.exceptions.RayError, TimeoutError):
-                    continue  # outcome unknown: ret stays infinite
-                op.ret = time.monotonic()
-                done_at.append(op.ret)
 
         token = "chaos-api-token"
         apis = [ApiProcess(stations.cluster.address, token) for _ in range(2)]
@@ -138,7 +110,7 @@ def test_history_stays_linearizable_under_kills_partitions_drops_delays_and_node
 
         async def http_client(n: int) -> None:
             rng = random.Random(100 + n)
-            value = n * 1000
+            value = first_value(n)
             headers = {"Authorization": f"Bearer {token}"}
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
                 while not stop.is_set():
@@ -155,7 +127,9 @@ def test_history_stays_linearizable_under_kills_partitions_drops_delays_and_node
                             target = api if attempt == 0 else rng.choice(apis)
                             try:
                                 async with http.patch(
-                                    f"{target.url}/v1/uavs/{key}", json={"alt": value}, headers={**headers, **idem}
+                                    f"{target.url}/v1/uavs/{key}",
+                                    json={"alt": alt_of(value)},
+                                    headers={**headers, **idem},
                                 ) as r:
                                     status, body = r.status, await r.json(content_type=None)
                             except (aiohttp.ClientError, TimeoutError):
@@ -175,7 +149,7 @@ def test_history_stays_linearizable_under_kills_partitions_drops_delays_and_node
                             async with http.get(f"{api.url}/v1/uavs/{key}", headers=headers) as r:
                                 if r.status != 200:
                                     continue
-                                op.value = int((await r.json())["alt"])
+                                op.value = value_of((await r.json())["alt"])
                         except (aiohttp.ClientError, TimeoutError):
                             continue
                         op.ret = time.monotonic()
@@ -183,7 +157,10 @@ def test_history_stays_linearizable_under_kills_partitions_drops_delays_and_node
                         done_at.append(op.ret)
                     await asyncio.sleep(0.01)
 
-        clients = [asyncio.create_task(client(n)) for n in range(1, 4)]
+        clients = [
+            asyncio.create_task(sdk_client(n, lambda: ControlPlane("chaos", handles), recorded, stop))
+            for n in range(1, 4)
+        ]
         clients += [asyncio.create_task(http_client(n)) for n in range(4, 8)]
         started = time.monotonic()
         faults: list[tuple[float, str]] = []

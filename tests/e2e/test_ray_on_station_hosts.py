@@ -10,61 +10,36 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from bench.netns import StationHosts, available
+from bench.netns_ray import ROOT, RayOnHosts
 
-ROOT = Path(__file__).resolve().parents[2]
-RAY = str(Path(sys.executable).parent / "ray")
-HEAD_PORT = 6390  # inside the first station's namespace: no other Ray shares its ports
 STATIONS = 4
 GRACE = 5.0
-# As scripts/station_ray.sh starts a head: a lost station is noticed in ~3 s, not ~15 s.
-HEALTH_CHECKS = '{"health_check_period_ms": 1000, "health_check_failure_threshold": 3}'
 
 
 @pytest.fixture()
-def ray_on_hosts(tmp_path):
+def ray_on_hosts():
     why = available()
     if why is not None:
         if os.environ.get("CI"):
             pytest.fail(f"station namespaces are needed here (CI runs as root): {why}")
         pytest.skip(f"SKIPPED LOUDLY: {why}")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}  # it forbids joining
-    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
-               PYTHONPATH=str(ROOT))  # fmt: skip
     with StationHosts(STATIONS) as hosts:
-        head = f"{hosts.address(1)}:{HEAD_PORT}"
+        ray = RayOnHosts(hosts, {i: f"s{i}" for i in range(1, STATIONS + 1)}, head=1)
         try:
-            for i in range(1, STATIONS + 1):
-                where = (
-                    ["--head", f"--port={HEAD_PORT}", "--include-dashboard=false", f"--system-config={HEALTH_CHECKS}"]
-                    if i == 1
-                    else [f"--address={head}"]
-                )
-                started = subprocess.run(
-                    hosts.command(i, [RAY, "start", *where, f"--node-ip-address={hosts.address(i)}", "--num-cpus=1",
-                                      f'--resources={{"station:s{i}": 1}}', f"--temp-dir=/tmp/rayst{i}-{hosts.tag}",
-                                      "--disable-usage-stats"]),
-                    env=env, capture_output=True, text=True, timeout=180,
-                )  # fmt: skip
-                assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
-            yield hosts, head, env
+            yield hosts, ray.start()
         finally:
-            for i in range(1, STATIONS + 1):  # the station hosts are lost with everything on them
-                hosts.kill_all(i)
+            ray.stop()
 
 
-def in_station(hosts, env, i: int, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    run = subprocess.run(
-        hosts.command(i, [sys.executable, *argv]), env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
+def in_station(ray: RayOnHosts, i: int, *argv: str) -> subprocess.CompletedProcess[str]:
+    run = ray.run(i, [sys.executable, *argv])
     assert run.returncode == 0, f"{argv}: exit {run.returncode}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     return run
 
@@ -74,14 +49,15 @@ def last_json(run: subprocess.CompletedProcess[str]) -> dict:
 
 
 def test_a_group_deployed_over_station_hosts_survives_the_loss_of_one(ray_on_hosts, tmp_path):
-    hosts, head, env = ray_on_hosts
+    hosts, ray = ray_on_hosts
+    head = ray.address
     driver = str(ROOT / "tests" / "e2e" / "ray_station_driver.py")
     deployed = last_json(
-        in_station(hosts, env, 1, "-m", "jobs.deploy", "--group", "hosts", "--replicas", "3", "--address", head,
+        in_station(ray, 1, "-m", "jobs.deploy", "--group", "hosts", "--replicas", "3", "--address", head,
                    "--data-root", str(tmp_path), "--grace", str(GRACE))
     )  # fmt: skip
     assert deployed["placement"] == {"1": "s1", "2": "s2", "3": "s3"} and deployed["controller"]["started"]
-    result = last_json(in_station(hosts, env, 1, driver, "check", head))
+    result = last_json(in_station(ray, 1, driver, "check", head))
     hosts_of = {r: a.split("//")[1].split(":")[0] for r, a in result["addresses"].items()}
     assert sorted(hosts_of.values()) == [hosts.address(1), hosts.address(2), hosts.address(3)]  # one per station
     assert sorted(result["roles"].values()) == ["follower", "follower", "leader"]
@@ -91,7 +67,7 @@ def test_a_group_deployed_over_station_hosts_survives_the_loss_of_one(ray_on_hos
 
     lost_at = time.time()
     hosts.kill_all(3)  # station s3's host is lost: Ray node, replica, everything
-    after = last_json(in_station(hosts, env, 1, driver, "replaced", head, str(lost_at)))
+    after = last_json(in_station(ray, 1, driver, "replaced", head, str(lost_at)))
     move = after["move"]
     assert (move["old"], move["from"], move["to"], move["reason"]) == (3, "s3", "s4", "station_lost")
     assert after["seconds"] <= GRACE + 10, f"replaced {after['seconds']:.1f}s after the loss (grace {GRACE}s)"
@@ -99,12 +75,12 @@ def test_a_group_deployed_over_station_hosts_survives_the_loss_of_one(ray_on_hos
     assert after["newcomer_uavs"] == 11  # the new member has every write, the one after the loss too
     assert after["newcomer_address"].split("//")[1].split(":")[0] == hosts.address(4)
 
-    status = last_json(in_station(hosts, env, 1, "-m", "controlplane", "--group", "hosts", "--address", head,
+    status = last_json(in_station(ray, 1, "-m", "controlplane", "--group", "hosts", "--address", head,
                                   "--json", "status"))  # fmt: skip
     health = {s["station"]: s["healthy"] for s in status["controller"]["stations"]}
     assert health == {"s1": True, "s2": True, "s3": False, "s4": True}
     assert status["controller"]["placement"] == {"1": "s1", "2": "s2", str(move["new"]): "s4"}
-    shown = in_station(hosts, env, 1, "-m", "controlplane", "--group", "hosts", "--address", head, "status").stdout
+    shown = in_station(ray, 1, "-m", "controlplane", "--group", "hosts", "--address", head, "status").stdout
     print(shown)  # the operator's view, in the test log
     print(f"station s3 lost: member replaced on s4 after {after['seconds']:.1f}s (grace {GRACE}s; seen down "
           f"{move['down_for']:.1f}s when the move began, which took {move['took']:.1f}s)")  # fmt: skip

@@ -224,7 +224,9 @@ def test_the_controlplane_command_drives_standalone_nodes_without_ray(nodes, tmp
 
     status = run("status")
     assert status.returncode == 0, status.stderr
-    assert sorted(r["name"] for r in json.loads(status.stdout)) == sorted(nodes.founders)
+    shown = json.loads(status.stdout)
+    assert sorted(r["name"] for r in shown["replicas"]) == sorted(nodes.founders)
+    assert shown["controller"] is None  # standalone nodes have no Ray controller
     submitted = run("missions", "submit", str(missions))
     assert submitted.returncode == 0, submitted.stderr + submitted.stdout
     assert json.loads(submitted.stdout)["created"] == 1
@@ -258,20 +260,33 @@ def test_each_node_serves_prometheus_metrics_that_move_under_load(nodes):
     leader = nodes.wait_for("a leader", nodes.leader)
     before = nodes.wait_for("a first sample", lambda: (m := _scrape(nodes, leader)).get("controlplane_raft_term") and m)
     assert before["controlplane_raft_is_leader"] == 1
+
+    def totals() -> dict[str, float]:
+        """Summed over the nodes: a count lands where the work was done, the leader unless
+        leadership moved meanwhile (an earlier test kills and stops leaders)."""
+        summed: dict[str, float] = {}
+        for name in nodes.founders:
+            for metric, value in _scrape(nodes, name).items():
+                summed[metric] = summed.get(metric, 0.0) + value
+        return summed
+
+    was = totals()
     for i in range(20):
         assert _register(nodes, leader, f"uav-metrics-{i}")[0] == 201
-    after = nodes.wait_for(
+    now = nodes.wait_for(
         "the proposals to be counted",
         lambda: (
-            (m := _scrape(nodes, leader))["controlplane_proposals_total"]
-            >= before.get("controlplane_proposals_total", 0) + 20
-            and m
+            (t := totals()).get("controlplane_proposals_total", 0) >= was.get("controlplane_proposals_total", 0) + 20
+            and t
         ),
     )
-    assert after["controlplane_raft_commit_index"] > before["controlplane_raft_commit_index"]
-    assert after["controlplane_rpc_attempts_total"] > before.get("controlplane_rpc_attempts_total", 0)
-    assert after["controlplane_wal_fsync_seconds_count"] > before.get("controlplane_wal_fsync_seconds_count", 0)
-    assert after["controlplane_proposal_round_seconds_count"] >= 20
-    assert after["controlplane_api_requests_total"] >= before.get("controlplane_api_requests_total", 0) + 20
-    follower = next(n for n in nodes.founders if n != leader)
-    assert _scrape(nodes, follower)["controlplane_raft_is_leader"] == 0
+    for metric in ("controlplane_raft_commit_index", "controlplane_rpc_attempts_total",
+                   "controlplane_wal_fsync_seconds_count"):  # fmt: skip
+        assert now[metric] > was.get(metric, 0), metric
+    assert (
+        now["controlplane_proposal_round_seconds_count"] >= was.get("controlplane_proposal_round_seconds_count", 0) + 1
+    )
+    assert (
+        _scrape(nodes, leader)["controlplane_api_requests_total"]
+        >= before.get("controlplane_api_requests_total", 0) + 20
+    )
