@@ -98,15 +98,19 @@ async def _run(workloads: list[str], clients: int, seconds: float, data_dir: str
         for h in replicas.values():
             ray.kill(h, no_restart=True)
     if "W4" in workloads:
-        from bench.telemetry import bench
+        from bench.telemetry import GOAL_P99_MS, bench, best_within
 
         args = argparse.Namespace(uavs=w4["uavs"], rates=w4["rates"], step_seconds=w4["step_seconds"], entry_mb=16,
                                   segment_rows=100_000, ingest_delay=0.02, json=True)  # fmt: skip
         steps = (await bench(args, data_dir + "/telemetry"))["steps"]
-        best = max(steps, key=lambda s: s["updates_per_s"])
+        # The best step within W4's latency bound; when none held it, the peak, marked as such.
+        within = best_within(steps, GOAL_P99_MS)
+        best = within or max(steps, key=lambda s: s["updates_per_s"])
         results["W4"] = {
             "ops": best["applied"], "ops_per_s": best["updates_per_s"], "p50_ms": best["p50_ms"],
-            "p99_ms": best["p99_ms"], "errors": 0, "offered_per_s": best["offered_per_s"], "steps": steps,
+            "p99_ms": best["p99_ms"], "errors": 0, "offered_per_s": best["offered_per_s"],
+            "within_p99_bound": within is not None,
+            "peak_any_latency_per_s": max(s["updates_per_s"] for s in steps), "steps": steps,
         }  # fmt: skip
     return results
 

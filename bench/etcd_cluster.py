@@ -1,5 +1,6 @@
 """Three etcd members on 127.0.0.1 (random ports, data in one directory), default settings
-(fsync on every commit): the peer bench/failover.py and bench/compare.py measure against."""
+(fsync on every commit) unless timing is given: the peer bench/failover.py and
+bench/compare.py measure against."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from bench.ports import free_port
 
 
 class EtcdCluster:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, timing: tuple[int, int] | None = None) -> None:
+        """timing: (--heartbeat-interval, --election-timeout) in ms; None: etcd's defaults
+        (100, 1000)."""
         self.root = root
+        self.timing = timing
         self.members = {f"m{i}": (free_port(), free_port()) for i in range(1, 4)}  # client, peer
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.initial = ",".join(f"{n}=http://127.0.0.1:{peer}" for n, (_, peer) in self.members.items())
@@ -31,6 +35,8 @@ class EtcdCluster:
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
                 "--initial-cluster", self.initial, "--initial-cluster-state", state,
                 "--initial-cluster-token", "uav-bench",
+                *([] if self.timing is None else
+                  ["--heartbeat-interval", str(self.timing[0]), "--election-timeout", str(self.timing[1])]),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -3,9 +3,11 @@ on Ray: the leader actor is killed and Ray restarts it; or the leader's station 
 SIGKILLed and a new node for that station joins after the failover; or 3 standalone
 `controlplane node` processes on 127.0.0.1-3, the leader SIGKILLed and restarted on its data)
 against etcd 3.4 (3 members on 127.0.0.1: the leader process is SIGKILLed, then restarted on
-its data). All with default timeouts.
+its data), at etcd's default timing and again with its heartbeat and election timeout matched
+to ours (etcd-matched). Ours with default timeouts.
 
-    python -m bench.failover [--kills 20] [--quick] [--json] [--systems ours,ours-node,standalone,etcd]
+    python -m bench.failover [--kills 20] [--quick] [--json]
+                             [--systems ours,ours-node,standalone,etcd,etcd-matched]
 
 A client writes one key after another the whole time; a failover's length is from the kill
 to the first write acknowledged after it. Between kills the killed member comes back and
@@ -200,10 +202,15 @@ async def _caught_up(handles: dict[int, Any], timeout: float = 60.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def etcd(kills: int, root: str, progress: bool) -> list[float]:
+# Ours: a 50 ms tick, elections after 10-20 ticks; etcd takes (heartbeat, election timeout)
+# and randomizes elections in [timeout, 2 x timeout): (50, 500) is the same timing.
+MATCHED_TIMING = (50, 500)
+
+
+async def etcd(kills: int, root: str, progress: bool, timing: tuple[int, int] | None = None) -> list[float]:
     import aiohttp
 
-    cluster = EtcdCluster(root)
+    cluster = EtcdCluster(root, timing)
     cluster.start_all()
     # Short per-request timeouts, like a client holding every endpoint and moving on.
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.5))
@@ -263,18 +270,21 @@ async def etcd(kills: int, root: str, progress: bool) -> list[float]:
         cluster.stop_all()
 
 
+SYSTEMS = ("ours", "ours-node", "standalone", "etcd", "etcd-matched")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, default=20)
-    p.add_argument("--systems", default="ours,ours-node,standalone,etcd")
+    p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--quick", action="store_true", help="5 kills each")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     kills = 5 if args.quick else args.kills
     systems = args.systems.split(",")
-    if kills < 1 or not set(systems) <= {"ours", "ours-node", "standalone", "etcd"}:
-        p.error("--kills must be positive and --systems a subset of ours,ours-node,standalone,etcd")
-    if "etcd" in systems and shutil.which("etcd") is None:
+    if kills < 1 or not set(systems) <= set(SYSTEMS):
+        p.error(f"--kills must be positive and --systems a subset of {','.join(SYSTEMS)}")
+    if {"etcd", "etcd-matched"} & set(systems) and shutil.which("etcd") is None:
         p.error("etcd is not installed (Debian: apt-get install etcd-server; scripts/etcd.sh does it)")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -308,6 +318,10 @@ def main() -> None:
             results.append(summary("ours, standalone nodes (leader SIGKILLed)", times))
         if "etcd" in systems:
             results.append(summary("etcd 3.4 (leader SIGKILLed)", asyncio.run(etcd(kills, root + "/etcd", True))))
+        if "etcd-matched" in systems:
+            heartbeat, election = MATCHED_TIMING
+            times = asyncio.run(etcd(kills, root + "/etcd-matched", True, MATCHED_TIMING))
+            results.append(summary(f"etcd 3.4, heartbeat {heartbeat} ms / election {election} ms (as ours)", times))
     for r in results:
         print(f"{r['system']:<30} kills {r['kills']:>3}  p50 {r['p50_s']:.3f} s  p99 {r['p99_s']:.3f} s  "
               f"max {r['max_s']:.3f} s")  # fmt: skip

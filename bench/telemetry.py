@@ -36,6 +36,12 @@ MAX_IN_FLIGHT = 4  # report calls per ingest actor: beyond that the system is no
 GOAL_P99_MS = 250.0
 
 
+def best_within(steps: list[dict[str, Any]], p99_ms: float) -> dict[str, Any] | None:
+    """The step with the highest applied rate whose p99 held the bound; None when none did."""
+    within = [s for s in steps if s["p99_ms"] <= p99_ms]
+    return max(within, key=lambda s: s["updates_per_s"]) if within else None
+
+
 def make_batch(uav_ids: pa.Array, reports: int, now: float, position: int, rng: np.random.Generator) -> pa.Table:
     """`reports` rows going round the station's UAVs from `position` (the count of reports
     this station sent before), all made at `now`; a UAV's seq counts its own reports."""
@@ -250,15 +256,15 @@ def main() -> None:
         ray.shutdown()
         shutil.rmtree(data_dir, ignore_errors=True)
     steps = result["steps"]
-    within = [s for s in steps if s["p99_ms"] <= GOAL_P99_MS] or steps
-    best = max(within, key=lambda s: s["updates_per_s"])
+    best = best_within(steps, GOAL_P99_MS)
     summary = {
         "bench": "telemetry",
         "uavs": args.uavs,
         "replicas": 3,
-        "updates_per_s": best["updates_per_s"],
-        "p50_ms": best["p50_ms"],
-        "p99_ms": best["p99_ms"],
+        # the best step that held p99 <= 250 ms (None: no step did)
+        "updates_per_s": None if best is None else best["updates_per_s"],
+        "p50_ms": None if best is None else best["p50_ms"],
+        "p99_ms": None if best is None else best["p99_ms"],
         "peak_updates_per_s": max(s["updates_per_s"] for s in steps),
         "goal": {"updates_per_s": 1_000_000, "p99_ms": GOAL_P99_MS},
         "steps": steps,
@@ -267,10 +273,13 @@ def main() -> None:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(
-            f"best with p99 <= {GOAL_P99_MS:.0f} ms: {best['updates_per_s']:,} updates/s (p99 {best['p99_ms']} ms); "
-            f"peak {summary['peak_updates_per_s']:,} updates/s at any latency (goal 1,000,000/s, p99 <= 250 ms)"
+        held = (
+            f"best with p99 <= {GOAL_P99_MS:.0f} ms: {best['updates_per_s']:,} updates/s (p99 {best['p99_ms']} ms)"
+            if best is not None
+            else f"no step held p99 <= {GOAL_P99_MS:.0f} ms"
         )
+        print(f"{held}; peak {summary['peak_updates_per_s']:,} updates/s at any latency "
+              "(goal 1,000,000/s, p99 <= 250 ms)")  # fmt: skip
     sys.stdout.flush()
 
 

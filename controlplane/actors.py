@@ -305,6 +305,7 @@ class RaftReplica:
         return {
             **replica.status(),
             "station": self.station,
+            "address": self.server.address if self.server is not None else "",  # where peers reach it
             "recovered_entries": self.recovered_entries,
             "started_at": self.started_at,
         }
@@ -339,7 +340,7 @@ class StationAgent:
     """Runs on one station (pinned by its `station:<name>` resource) and keeps the station
     registered as `uav-station` in discovery under a TTL check, with a small HTTP health
     endpoint as its address. When the station (or the agent) dies, the TTL lapses and the
-    planner sees the station as unhealthy."""
+    planner sees the station as unhealthy. Registers again by itself after Ray restarts it."""
 
     def __init__(self, station: str, discovery_env: dict[str, str], ttl: float = 10.0) -> None:
         self.station = station
@@ -347,10 +348,23 @@ class StationAgent:
         self.ttl = ttl
         self.discovery: Any = None
         self._runner: Any = None
+        self.address, self.port = "", 0
+        self._registering: asyncio.Task[None] | None = None
+        ray.get_runtime_context().current_actor.start.remote()  # runs once the constructor returns
 
     async def start(self) -> dict[str, Any]:
-        if self.discovery is not None:
-            return await self.info()
+        """Idempotent, also when called twice at once (the agent's own call and the deployer's);
+        a failed registration (discovery unreachable) is tried again by the next call."""
+        failed = self._registering is not None and self._registering.done() and self._registering.exception()
+        if self._registering is None or failed:
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
+            self._registering = asyncio.get_running_loop().create_task(self._register())
+        await asyncio.shield(self._registering)
+        return await self.info()
+
+    async def _register(self) -> None:
         from aiohttp import web
 
         from controlplane.placement.discovery import create_service_discovery
@@ -363,24 +377,25 @@ class StationAgent:
         app.router.add_get("/health", health)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        # The station's own address (what other stations reach), as replicas bind theirs.
+        host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        site = web.TCPSite(self._runner, host, 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.discovery = create_service_discovery(self.discovery_env)
         node_id = ray.get_runtime_context().get_node_id()
         await self.discovery.register(
             self.station,
-            "127.0.0.1",
+            host,
             port,
             {"ray_node_id": node_id, "capacity": "1"},
             service=STATION_SERVICE,
             ttl=self.ttl,
         )
-        self.port = port
-        return await self.info()
+        self.address, self.port = host, port
 
     async def info(self) -> dict[str, Any]:
-        return {"station": self.station, "port": self.port}
+        return {"station": self.station, "address": self.address, "port": self.port}
 
 
 StationAgentActor = ray.remote(StationAgent)
@@ -537,52 +552,63 @@ async def replace_replica(
     new_station: str,
     data_root: str | None = None,
     *,
+    new_id: int | None = None,
     timeout: float = 60.0,
 ) -> int:
-    """Replace member `old` (its station is gone) by a fresh replica on `new_station`: the
-    newcomer joins as a learner, is promoted once caught up, then `old` is removed. It runs
-    with every setting of the group's other replicas (asked from a live one); `data_root`
-    overrides where its directory goes. Returns the new replica id; `handles` is updated in
-    place."""
+    """Replace member `old` (its station is gone, or its disk) by a fresh replica on
+    `new_station`: the newcomer joins as a learner, is promoted once caught up, then `old` is
+    removed. It runs with every setting of the group's other replicas (asked from a live one);
+    `data_root` overrides where its directory goes. Resumable: given the `new_id` of a move
+    begun before, each step already done (the replica started, added, promoted; the old one
+    removed) is skipped. Returns the new replica id; `handles` is updated in place."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    live = {r: h for r, h in handles.items() if r != old}
+    new_id = new_id if new_id is not None else max(handles) + 1
+    live = {r: h for r, h in handles.items() if r not in (old, new_id)}
     template = await _spec_of_a_live_replica(live, deadline - loop.time())
     if template.group != group:
         raise ValueError(f"the replicas given belong to group {template.group!r}, not {group!r}")
-    new_id = max(handles) + 1
     spec = dataclasses.replace(
         template,
         replica=new_id,
-        founders=tuple(sorted(handles)),
+        founders=tuple(sorted(r for r in {*handles, old} if r != new_id)),
         joining=True,
         data_root=data_root if data_root is not None else template.data_root,
     )
-    handles[new_id] = start_replica(spec, new_station)
-    live[new_id] = handles[new_id]
+    handles[new_id] = start_replica(spec, new_station)  # the running one, if a move began it
+
+    async def leader_status() -> tuple[int, dict[str, Any]]:
+        leader = await find_leader(live, deadline - loop.time())
+        return leader, await live[leader].status.remote()
 
     async def on_leader(op: str, node_id: int) -> None:
         while True:
-            leader = await find_leader({r: h for r, h in live.items() if r != new_id}, deadline - loop.time())
+            leader, _ = await leader_status()
             try:
-                await handles[leader].change_membership.remote(op, node_id)
+                await live[leader].change_membership.remote(op, node_id)
                 return
             except ray.exceptions.RayTaskError as exc:
                 if loop.time() > deadline:
                     raise TimeoutError(f"{op} {node_id} did not commit: {exc}") from None
                 await asyncio.sleep(0.1)
 
-    await on_leader("add_learner", new_id)
-    while True:  # promote only a learner that has caught up
-        leader = await find_leader({r: h for r, h in live.items() if r != new_id}, deadline - loop.time())
-        st = await handles[leader].status.remote()
-        if st["match"].get(new_id, 0) >= st["commit"] - 1:
-            break
-        if loop.time() > deadline:
-            raise TimeoutError(f"replica {new_id} did not catch up: {st}")
-        await asyncio.sleep(0.1)
-    await on_leader("add_voter", new_id)
-    await on_leader("remove", old)
-    gone = handles.pop(old)
-    ray.kill(gone, no_restart=True)
+    _, st = await leader_status()
+    if new_id not in st["voters"] and new_id not in st["learners"]:
+        await on_leader("add_learner", new_id)
+    live[new_id] = handles[new_id]  # a member now: it may lead once promoted
+    if new_id not in (await leader_status())[1]["voters"]:
+        while True:  # promote only a learner that has caught up
+            _, st = await leader_status()
+            if st["match"].get(new_id, 0) >= st["commit"] - 1:
+                break
+            if loop.time() > deadline:
+                raise TimeoutError(f"replica {new_id} did not catch up: {st}")
+            await asyncio.sleep(0.1)
+        await on_leader("add_voter", new_id)
+    _, st = await leader_status()
+    if old in st["voters"] or old in st["learners"]:
+        await on_leader("remove", old)
+    gone = handles.pop(old, None)
+    if gone is not None:
+        ray.kill(gone, no_restart=True)
     return new_id

@@ -219,8 +219,8 @@ async def _status(args: argparse.Namespace, cp: Any) -> int:
     if args.json:
         emit_json({"replicas": rows, "controller": controller})
         return OK
-    columns = ["replica", "station", "role", "term", "leader", "commit", "applied", "voters", "uavs", "error"]
-    print(table(rows, columns))
+    columns = ["replica", "station", "address", "role", "term", "leader", "commit", "applied", "voters", "uavs"]
+    print(table(rows, [*columns, "error"]))
     if controller is None:
         if args.nodes is None:
             print(f"\nno controller runs for group {args.group!r}: nothing replaces a lost station's member "

@@ -118,37 +118,33 @@ class Controller:
         return [r for r, lost in zip(asked, answers, strict=True) if lost]
 
     async def reconcile_once(self) -> list[tuple[Move, int]]:
-        """One pass: returns (move, new replica id) for each replaced member."""
-        placement, moves = await self.planner.reconcile()
+        """One pass: returns (move, new replica id) for each replaced member. Every move is
+        recorded in the map before it starts (planner.PendingMove) and resumed from there
+        by the next pass, also a restarted controller's."""
+        self.planner.id_floor = max(self.handles, default=0) + 1  # never reuse a running actor's id
+        placement, _ = await self.planner.reconcile()
         self.placement = placement
-        for replica in await self.lost_disks(placement, {m.replica for m in moves}):
+        pending = await self.planner.pending()
+        for replica in await self.lost_disks(placement, set(pending)):
             # Same station, new member: the old identity may not vote with a blank state.
-            moves.append(Move(replica, placement[replica], placement[replica]))
+            await self.planner.begin_move(replica, placement[replica])
         done = []
-        for move in moves:
-            if move.from_station is None or move.replica not in self.handles:
-                continue
+        for old, move in sorted((await self.planner.pending()).items()):
             down_for = self.planner.unhealthy_for().get(move.from_station, 0.0)
             started = time.monotonic()
-            new_id = await replace_replica(
-                self.handles,
-                self.group,
-                move.replica,
-                move.to_station,
-                self.data_root,
-            )
-            await self.planner.rename(move.replica, new_id)
-            reason = "lost_disk" if move.from_station == move.to_station else "station_lost"
+            new_id = await replace_replica(self.handles, self.group, old, move.to, self.data_root, new_id=move.new)
+            await self.planner.rename(old, new_id)
+            reason = "lost_disk" if move.from_station == move.to else "station_lost"
             self._replacements.inc(1, {"group": self.group, "reason": reason})
-            log.info("replica %d on %s replaced by %d on %s", move.replica, move.from_station, new_id, move.to_station)
+            log.info("replica %d on %s replaced by %d on %s", old, move.from_station, new_id, move.to)
             self.replaced.append(
-                {"at": time.time(), "old": move.replica, "new": new_id, "from": move.from_station,
-                 "to": move.to_station, "reason": reason,
+                {"at": time.time(), "old": old, "new": new_id, "from": move.from_station, "to": move.to,
+                 "reason": reason,
                  # seen down this long when the move began (the grace period, plus up to a pass),
                  # and how long the membership change took
                  "down_for": round(down_for, 2), "took": round(time.monotonic() - started, 2)}
             )  # fmt: skip
-            done.append((move, new_id))
+            done.append((Move(old, move.from_station, move.to), new_id))
         return done
 
     async def run(self, interval: float = 1.0, stop: asyncio.Event | None = None) -> None:

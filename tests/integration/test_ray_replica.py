@@ -1,6 +1,7 @@
 """Replicas as Ray actors: restart recovery from disk, and refusal to rejoin without a disk."""
 
 import asyncio
+import json
 import os
 import shutil
 
@@ -266,13 +267,8 @@ def test_a_replacement_runs_with_every_setting_of_the_group(ray_session, tmp_pat
     asyncio.run(asyncio.wait_for(go(), 180))
 
 
-def test_station_agents_register_with_ttl_in_etcd(ray_session):
-    import os
+def etcd_env() -> dict[str, str]:
     import urllib.request
-
-    from controlplane.actors import start_station_agents
-    from controlplane.placement.etcd import EtcdServiceDiscovery
-    from controlplane.placement.planner import DiscoveryStations
 
     host, port = os.environ.get("ETCD_HOST", "127.0.0.1"), os.environ.get("ETCD_PORT", "23790")
     try:
@@ -281,8 +277,61 @@ def test_station_agents_register_with_ttl_in_etcd(ray_session):
         if os.environ.get("CI"):
             pytest.fail("etcd is not running; scripts/test.sh starts it")
         pytest.skip("SKIPPED LOUDLY: no etcd (run scripts/test.sh)")
+    return {"DISCOVERY_TYPE": "etcd", "ETCD_HOST": host, "ETCD_PORT": port}
 
-    env = {"DISCOVERY_TYPE": "etcd", "ETCD_HOST": host, "ETCD_PORT": port}
+
+def test_with_etcd_replicas_register_there_and_the_controller_keeps_its_map_in_its_kv(ray_session, tmp_path):
+    from controlplane.controller_actor import start_controller
+    from controlplane.placement.etcd import EtcdServiceDiscovery
+
+    env = etcd_env()
+
+    async def go():
+        group = f"etcdg{os.getpid()}"
+        handles = deploy(group, ["s1", "s2", "s3"], str(tmp_path), discovery_env=env)
+        controller = None
+        d = EtcdServiceDiscovery(env["ETCD_HOST"], int(env["ETCD_PORT"]))
+        try:
+            await find_leader(handles, 60)
+            addresses = {f"{group}-{r}": await h.http_address.remote() for r, h in handles.items()}
+            deadline = asyncio.get_running_loop().time() + 20
+            while True:
+                found = {n.node_id: n for n in await d.discover("raft-node") if n.meta.get("group") == group}
+                if len(found) == 3:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, f"replicas never registered: {found}"
+                await asyncio.sleep(0.2)
+            for node_id, url in addresses.items():  # each under the address peers reach it on
+                assert f"http://{found[node_id].address}:{found[node_id].port}" == url
+            assert {n.meta["station"] for n in found.values()} == {"s1", "s2", "s3"}
+            controller = start_controller(group, str(tmp_path), {1: "s1", 2: "s2", 3: "s3"}, env, grace=30)
+            while True:
+                report = await controller.status.remote()
+                if report.get("started") and report["map_version"]:
+                    break
+                assert asyncio.get_running_loop().time() < deadline + 20, report
+                await asyncio.sleep(0.2)
+            assert report["discovery"] == "etcd"
+            entry = await d.kv_get(f"placement/{group}")  # the map is in etcd's KV
+            assert entry is not None and json.loads(entry.value)["assignments"] == {"1": "s1", "2": "s2", "3": "s3"}
+        finally:
+            if controller is not None:
+                ray.kill(controller, no_restart=True)
+            for h in handles.values():
+                ray.kill(h, no_restart=True)
+            await d.kv_delete(f"placement/{group}")
+            await d.close()
+
+    asyncio.run(asyncio.wait_for(go(), 180))
+
+
+def test_station_agents_register_with_ttl_in_etcd(ray_session):
+    from controlplane.actors import start_station_agents
+    from controlplane.placement.etcd import EtcdServiceDiscovery
+    from controlplane.placement.planner import DiscoveryStations
+
+    env = etcd_env()
+    host, port = env["ETCD_HOST"], env["ETCD_PORT"]
     agents = start_station_agents(["s1", "s2", "s3"], env, ttl=2)
 
     async def go():
@@ -291,6 +340,8 @@ def test_station_agents_register_with_ttl_in_etcd(ray_session):
             stations = await DiscoveryStations(d).healthy_stations()
             assert {"s1", "s2", "s3"} <= {s.name for s in stations}
             assert all(s.ray_node_id for s in stations)
+            info = await agents["s1"].info.remote()  # registered under the address it serves on
+            assert [s.address for s in stations if s.name == "s1"] == [info["address"]] and info["port"] > 0
             ray.kill(agents["s2"], no_restart=True)  # the station's agent dies with it
             deadline = asyncio.get_running_loop().time() + 15
             while "s2" in {s.name for s in await DiscoveryStations(d).healthy_stations()}:
@@ -545,3 +596,62 @@ def group_members(group):
     from controlplane.ray_group import group_replicas
 
     return group_replicas(group)
+
+
+def test_a_controller_restarted_half_way_through_a_replacement_finishes_it(ray_session, tmp_path):
+    """The move is in the map before anything starts; a controller that dies after the new
+    member was started and added as a learner leaves it for the next controller, which
+    promotes that same member and removes the old one: no second newcomer, no orphan."""
+    import dataclasses
+
+    from controlplane.actors import group_replicas, start_replica
+    from controlplane.client import ControlPlane
+    from controlplane.controller import Controller, RayNodeStations
+    from controlplane.placement.group_store import GroupStateStore
+
+    def controller(handles):
+        store = GroupStateStore(ControlPlane("mid", handles))
+        return Controller("mid", 3, str(tmp_path), store, stations=RayNodeStations(), grace=2.0)
+
+    async def go():
+        handles = deploy("mid", ["s1", "s2", "s3"], str(tmp_path))
+        try:
+            leader = await find_leader(handles, 60)
+            await propose_to_leader(handles, STATION)
+            for i in range(10):
+                await propose_to_leader(handles, register(i))
+            first = controller(handles)
+            placement = await first.adopt(handles, {1: "s1", 2: "s2", 3: "s3"})
+            victim = next(r for r in handles if r != leader)
+            shutil.rmtree(tmp_path / "mid" / str(victim))
+            ray.kill(handles[victim], no_restart=False)  # back without its disk: it refuses
+            first.planner.id_floor = 4
+            move = await first.planner.begin_move(victim, placement[victim])
+            template = await handles[leader].get_spec.remote()
+            spec = dataclasses.replace(template, replica=move.new, founders=(1, 2, 3), joining=True)
+            start_replica(spec, move.to)
+            await handles[leader].change_membership.remote("add_learner", move.new)
+            # ... and the first controller is gone. The next one finds the move in the map:
+            found = group_replicas("mid")
+            second = controller(found)
+            await second.adopt(found, {})  # the stored map wins over the (empty) one offered
+            deadline = asyncio.get_running_loop().time() + 90
+            replaced = []
+            while not replaced:
+                assert asyncio.get_running_loop().time() < deadline, "the move was never finished"
+                replaced = await second.reconcile_once()
+                await asyncio.sleep(0.2)
+            [(done, new_id)] = replaced
+            assert (done.replica, new_id, done.to_station) == (victim, move.new, placement[victim])
+            members = group_replicas("mid")
+            leader = await find_leader(members, 30)
+            st = await members[leader].status.remote()
+            assert sorted(st["voters"]) == sorted(members) and len(members) == 3 and victim not in members
+            stored, _ = await second.planner.read()
+            assert stored.assignments[move.new] == placement[victim] and not stored.moving
+            assert await second.reconcile_once() == []  # settled
+        finally:
+            for h in group_replicas("mid").values():
+                ray.kill(h, no_restart=True)
+
+    asyncio.run(asyncio.wait_for(go(), 240))

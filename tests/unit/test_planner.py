@@ -164,3 +164,41 @@ def test_the_next_move_is_due_when_a_placed_station_reaches_the_grace_period():
         assert p.seconds_to_next_move(placement) == 0.0
 
     asyncio.run(go())
+
+
+def test_a_move_is_recorded_before_it_starts_and_cleared_when_done():
+    from controlplane.placement.group_store import GroupStateStore
+    from controlplane.placement.planner import PendingMove
+
+    async def go():
+        now = [0.0]
+        source = FixedStations("a", "b", "c", "d")
+        store = GroupStateStore(FleetStateClient())
+        p = Planner(store, "g", [], grace=5, clock=lambda: now[0], stations=source)
+        await p.adopt({1: "a", 2: "b", 3: "c"})
+        p.id_floor = 7  # ids up to 6 are taken by running actors
+        source.names = ["a", "b", "d"]
+        await p.reconcile()
+        now[0] = 6.0
+        placement, moves = await p.reconcile()
+        assert moves == [Move(3, "c", "d")] and placement[3] == "d"
+        assert await p.pending() == {3: PendingMove(7, "d", "c")}  # written with the map, in one CAS
+        again = Planner(store, "g", [1, 2, 3], grace=5, stations=source)  # a restarted controller's
+        assert await again.pending() == {3: PendingMove(7, "d", "c")}
+        assert await again.begin_move(3, "b") == PendingMove(7, "d", "c")  # kept: one move per replica
+        assert await again.begin_move(2, "b") == PendingMove(8, "b", "b")  # a lost disk: same station
+        await again.rename(3, 7)
+        stored, _ = await again.read()
+        assert stored.assignments == {1: "a", 2: "b", 7: "d"} and set(stored.moving) == {2}
+        await again.rename(2, 8)
+        stored, _ = await again.read()
+        assert stored.assignments == {1: "a", 7: "d", 8: "b"} and not stored.moving and stored.next_id == 9
+
+    asyncio.run(go())
+
+
+def test_a_map_stored_before_moves_were_recorded_still_reads():
+    from controlplane.placement.planner import PlacementMap
+
+    old = PlacementMap.from_json(b'{"group": "g", "assignments": {"1": "a", "4": "b"}}')
+    assert old.assignments == {1: "a", 4: "b"} and not old.moving and old.free_id(1) == 5 and old.free_id(9) == 9
