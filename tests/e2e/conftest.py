@@ -20,6 +20,18 @@ ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
 
 
+def need_station_namespaces(missing: str | None = None) -> None:
+    """Station namespaces (bench/netns.py) need root: skip loudly without them, and fail in CI
+    (which runs as root, so there they must work). `missing`: what else this test lacks."""
+    from bench.netns import available
+
+    why = available() or missing
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"station namespaces are needed here (CI runs as root): {why}")
+        pytest.skip(f"SKIPPED LOUDLY: {why}")
+
+
 def processes_using(marker: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():

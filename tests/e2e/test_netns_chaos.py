@@ -6,21 +6,16 @@ replicas, 2|3 split, stations returning with and without their disks) with `-m c
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from bench.netns import available
 from bench.netns_chaos import run_campaign
+from tests.e2e.conftest import need_station_namespaces
 
 
 @pytest.fixture(autouse=True)
 def namespaces():
-    why = available()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"station namespaces are needed here (CI runs as root): {why}")
-        pytest.skip(f"SKIPPED LOUDLY: {why}")
+    need_station_namespaces()
 
 
 def check(report: dict, faults: list[str]) -> None:

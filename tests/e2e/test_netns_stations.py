@@ -6,23 +6,19 @@ replica's tables hash the same. The availability gap per fault is printed."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
-from bench.netns import StationHosts, available
+from bench.netns import StationHosts
 from bench.standalone_nodes import NodeProcesses
 from controlplane.sync.synchronizer import DataSynchronizer
+from tests.e2e.conftest import need_station_namespaces
 
 
 @pytest.fixture(scope="module")
 def hosts():
-    why = available()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"station namespaces are needed here (CI runs as root): {why}")
-        pytest.skip(f"SKIPPED LOUDLY: {why}")
+    need_station_namespaces()
     with StationHosts(3) as made:
         yield made
 

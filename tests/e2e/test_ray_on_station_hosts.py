@@ -9,15 +9,15 @@ member on the spare station within the grace period + 10 s, without an operator.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 
 import pytest
 
-from bench.netns import StationHosts, available
+from bench.netns import StationHosts
 from bench.netns_ray import ROOT, RayOnHosts
+from tests.e2e.conftest import need_station_namespaces
 
 STATIONS = 4
 GRACE = 5.0
@@ -25,11 +25,7 @@ GRACE = 5.0
 
 @pytest.fixture()
 def ray_on_hosts():
-    why = available()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"station namespaces are needed here (CI runs as root): {why}")
-        pytest.skip(f"SKIPPED LOUDLY: {why}")
+    need_station_namespaces()
     with StationHosts(STATIONS) as hosts:
         ray = RayOnHosts(hosts, {i: f"s{i}" for i in range(1, STATIONS + 1)}, head=1)
         try:

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.netns import StationHosts, available
-from tests.e2e.conftest import RAY, ROOT
+from bench.netns import StationHosts
+from tests.e2e.conftest import RAY, ROOT, need_station_namespaces
 
 SSHD = "/usr/sbin/sshd"
 MARKER = "uav-control-plane e2e test"
@@ -89,11 +89,8 @@ STATIONS = 3
 @pytest.fixture
 def station_sshds(tmp_path):
     """An sshd in each station namespace, listening on the station's own address only."""
-    why = available()
-    if why is not None or not Path(SSHD).exists() or not shutil.which("rsync"):
-        if os.environ.get("CI"):
-            pytest.fail(f"ray up e2e needs namespaces, openssh-server and rsync here: {why}")
-        pytest.skip("SKIPPED LOUDLY: ray up e2e needs root, namespaces, openssh-server and rsync (scripts/ssh_deps.sh)")
+    tools = Path(SSHD).exists() and shutil.which("rsync")
+    need_station_namespaces(None if tools else "ray up needs openssh-server and rsync (scripts/ssh_deps.sh)")
     keys = tmp_path / "keys"
     keys.mkdir()
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", keys / "host"], check=True)
