@@ -14,6 +14,10 @@ Discovery comes from the environment (DISCOVERY_TYPE and its ETCD_*/CONSUL_* set
 default none is needed): with etcd or Consul, replicas and a station agent per station
 register there under their own addresses and the placement map is kept in its KV; without,
 the map is kept in the group's own replicated state.
+
+Exit status: 0 deployed (or kept) with its controller holding the map; 1 the group runs but
+the controller had not stored the map within --timeout (the JSON says what it reported);
+2 bad usage or too few stations.
 """
 
 from __future__ import annotations
