@@ -127,9 +127,9 @@ class Controller:
         pending = await self.planner.pending()
         for replica in await self.lost_disks(placement, set(pending)):
             # Same station, new member: the old identity may not vote with a blank state.
-            await self.planner.begin_move(replica, placement[replica])
+            pending[replica] = await self.planner.begin_move(replica, placement[replica])
         done = []
-        for old, move in sorted((await self.planner.pending()).items()):
+        for old, move in sorted(pending.items()):
             down_for = self.planner.unhealthy_for().get(move.from_station, 0.0)
             started = time.monotonic()
             new_id = await replace_replica(self.handles, self.group, old, move.to, self.data_root, new_id=move.new)

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import ray
 
-from controlplane.actors import deploy, find_leader
+from controlplane.actors import deploy, find_leader, group_replicas
 from controlplane.client import propose_to_leader
 from tests.integration.fleet_commands import STATION, register
 
@@ -581,21 +581,15 @@ def test_the_controller_actor_runs_unattended_and_keeps_its_map_in_the_group(ray
                 victim, placement[victim], placement[victim], "lost_disk"
             )  # fmt: skip
             assert str(victim) not in report["placement"] and report["placement"][str(done["new"])] == placement[victim]
-            for r, h in group_members("ctl").items():
+            for r, h in group_replicas("ctl").items():
                 handles.setdefault(r, h)
         finally:
             if controller is not None:
                 ray.kill(controller, no_restart=True)
-            for h in group_members("ctl").values():
+            for h in group_replicas("ctl").values():
                 ray.kill(h, no_restart=True)
 
     asyncio.run(asyncio.wait_for(go(), 240))
-
-
-def group_members(group):
-    from controlplane.ray_group import group_replicas
-
-    return group_replicas(group)
 
 
 def test_a_controller_restarted_half_way_through_a_replacement_finishes_it(ray_session, tmp_path):
@@ -604,7 +598,7 @@ def test_a_controller_restarted_half_way_through_a_replacement_finishes_it(ray_s
     promotes that same member and removes the old one: no second newcomer, no orphan."""
     import dataclasses
 
-    from controlplane.actors import group_replicas, start_replica
+    from controlplane.actors import start_replica
     from controlplane.client import ControlPlane
     from controlplane.controller import Controller, RayNodeStations
     from controlplane.placement.group_store import GroupStateStore
