@@ -37,10 +37,11 @@ from controlplane.ray_group import group_replicas as group_replicas
 from controlplane.replica import LEADER_TELEMETRY, Replica, ReplicaSettings
 from controlplane.rpc.config import RPCConfig
 from controlplane.rpc.faults import with_faults
-from controlplane.rpc.http import HTTPTransport, HTTPTransportServer
+from controlplane.rpc.http import HTTPTransportServer
 from controlplane.rpc.ray import RayResolvedHTTPTransport, RayTransport
 from controlplane.rpc.stats import ArrowStatsWriter
 from controlplane.rpc.stats_files import StatsRetention, keep_flushing, window_files
+from controlplane.rpc.stream import StreamTransport
 from controlplane.sync.coalescer import CoalescerConfig
 from controlplane.sync.ingest import TelemetryIngest
 
@@ -167,7 +168,7 @@ class RaftReplica:
         token = spec.cluster_token or group_secret(spec.group)
         settings = spec.settings(token)
         transport: Any = (
-            RayResolvedHTTPTransport(NAMESPACE, HTTPTransport(settings.rpc))
+            RayResolvedHTTPTransport(NAMESPACE, StreamTransport(settings.rpc))
             if spec.transport == "http"
             else RayTransport(NAMESPACE)
         )

@@ -23,6 +23,8 @@ KNOWN: dict[str, str] = {
     "as older although they were applied",
     "wal_length_unchecked": "a WAL record's length is outside its checksum: a corrupt length mid-segment is taken "
     "for a torn tail and the acknowledged entries after it are dropped",
+    "early_ack": "every replica's messages leave before its write, not only a leader's appends: a follower's "
+    "acknowledgement or vote can be counted and then lost with the power",
     "telemetry_poison": "a telemetry segment whose uav column is not dictionary-encoded raises in apply and stops "
     "every replica at the same index",
 }

@@ -352,13 +352,18 @@ class RaftNode:
             self._waiting[p.index] = (p.term, f)
 
     async def _handle_ready(self, core: RaftCore, rd: Ready) -> None:
+        early = rd.send_before_persist or bugs.enabled("early_ack")
+        if early:
+            for m in rd.messages:
+                self._send(m)
         if rd.has_state():
             if rd.must_sync():
                 await self._run_blocking(lambda: self.storage.persist(rd))
             else:
                 self.storage.persist(rd)  # the commit index only: a write, no fsync
-        for m in rd.messages:
-            self._send(m)
+        if not early:
+            for m in rd.messages:
+                self._send(m)
         if rd.role is not Role.LEADER and self._waiting:
             self._abandon_proposals(rd.leader_id)
         if rd.snapshot is not None:

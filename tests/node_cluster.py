@@ -13,7 +13,8 @@ from controlplane.raft.messages import Entry
 from controlplane.raft.storage import MemoryStorage
 from controlplane.rpc.client import Peer, RaftRPCClient
 from controlplane.rpc.config import RPCConfig
-from controlplane.rpc.http import HTTPTransport, HTTPTransportServer
+from controlplane.rpc.http import HTTPTransportServer
+from controlplane.rpc.stream import StreamTransport
 from controlplane.rpc.transport import InMemoryNetwork
 
 RPC = RPCConfig(timeout=0.1, max_retries=1, retry_delay=0.01)
@@ -64,7 +65,7 @@ class Cluster:
         self.snapshot_bytes = snapshot_bytes
 
     async def start(self, nid: int, storage=None) -> RaftNode:
-        transport = HTTPTransport(RPC) if self.http else self.net.transport()
+        transport = StreamTransport(RPC) if self.http else self.net.transport()
         client = RaftRPCClient(nid, transport, RPC)
         kv = KV()
         node = RaftNode(

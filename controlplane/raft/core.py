@@ -341,9 +341,11 @@ class RaftCore:
         committed = tuple(self.log.next_committed())
         if committed:
             self.log.applying = committed[-1].index
+        unstable = tuple(self.log.unstable_entries())
+        vote_changed = (hs.term, hs.vote) != (self._prev_hard_state.term, self._prev_hard_state.vote)
         rd = Ready(
             hard_state=hs if hs != self._prev_hard_state else None,
-            entries=tuple(self.log.unstable_entries()),
+            entries=unstable,
             snapshot=self.log.pending_snapshot,
             messages=tuple(self._msgs),
             committed_entries=committed,
@@ -351,7 +353,13 @@ class RaftCore:
             leader_id=self.leader_id,
             role=self.role,
             term=self.term,
-            vote_changed=(hs.term, hs.vote) != (self._prev_hard_state.term, self._prev_hard_state.vote),
+            vote_changed=vote_changed,
+            # A vote must be durable before it is told, and so must an entry before a
+            # commit index covering it is (a lone voter commits its entries at once).
+            send_before_persist=self.role is Role.LEADER
+            and not vote_changed
+            and self.log.pending_snapshot is None
+            and (not unstable or hs.commit < unstable[0].index),
         )
         self._msgs = []
         self._read_states = []

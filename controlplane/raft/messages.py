@@ -254,7 +254,11 @@ class Ready:
     must_sync(); then send `messages`, then apply `snapshot` and `committed_entries`, then
     `advance(ready)`. A hard state that only moves the commit index need not be fsynced on
     its own (etcd-raft's MustSync): it must reach the disk no later than the entries written
-    after it, which a log that keeps it in order with the entries gives for free."""
+    after it, which a log that keeps it in order with the entries gives for free.
+
+    When `send_before_persist`, the messages may go out before the entries are written
+    (Raft thesis 10.2.1): a leader's own write is one vote of the quorum like a follower's,
+    and none of these messages says an entry of this Ready is committed."""
 
     hard_state: HardState | None
     entries: tuple[Entry, ...]
@@ -267,6 +271,7 @@ class Ready:
     term: int
 
     vote_changed: bool = False  # term or vote differ from the previous Ready's
+    send_before_persist: bool = False
 
     def must_sync(self) -> bool:
         return bool(self.entries) or self.vote_changed or self.snapshot is not None

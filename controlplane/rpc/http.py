@@ -26,6 +26,7 @@ from controlplane.rpc.transport import Answerer, Handler
 
 PATH = "/raft/v1/messages"
 CALL_PATH = "/raft/v1/call"  # one message in, its answer back in the response
+STREAM_PATH = "/raft/v1/stream"  # a WebSocket of batches, one after another (rpc/stream.py)
 RequestHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class HTTPTransportServer:
         self.auth_rejections = 0
         self.bad_requests = 0
         self._runner: web.AppRunner | None = None
+        self._streams: set[web.WebSocketResponse] = set()
 
     @property
     def address(self) -> str:
@@ -83,6 +85,18 @@ class HTTPTransportServer:
                 return web.Response(status=400, text=f"undecodable request: {exc}")
             return web.Response(status=204)
 
+        async def stream(request: web.Request) -> web.WebSocketResponse:
+            """Batches in the order sent; the next is read once the last is delivered, so a
+            slow replica slows its senders (their socket buffers fill) rather than growing here."""
+            ws = web.WebSocketResponse(max_msg_size=self.max_body, autoping=True)
+            await ws.prepare(request)
+            self._streams.add(ws)
+            try:
+                await self._read_stream(ws, request, deliver)
+            finally:
+                self._streams.discard(ws)
+            return ws
+
         async def answer_call(request: web.Request) -> web.Response:
             assert answer is not None
             try:
@@ -96,6 +110,7 @@ class HTTPTransportServer:
 
         app = web.Application(client_max_size=self.max_body, middlewares=[authenticate])
         app.router.add_post(PATH, receive)
+        app.router.add_get(STREAM_PATH, stream)
         if answer is not None:
             app.router.add_post(CALL_PATH, answer_call)
         app.router.add_routes(routes)
@@ -108,7 +123,21 @@ class HTTPTransportServer:
             assert server is not None
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
+    async def _read_stream(self, ws: web.WebSocketResponse, request: web.Request, deliver: Handler) -> None:
+        async for message in ws:
+            if message.type is not aiohttp.WSMsgType.BINARY:
+                continue
+            try:
+                await deliver(message.data)
+            except ValueError as exc:
+                self.bad_requests += 1
+                log.warning("closing the Raft stream from %s: undecodable batch: %s", request.remote, exc)
+                await ws.close(code=aiohttp.WSCloseCode.INVALID_TEXT, message=b"undecodable batch")
+                return
+
     async def close(self) -> None:
+        for ws in list(self._streams):  # else the runner waits out its shutdown timeout on them
+            await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

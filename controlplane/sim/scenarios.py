@@ -118,6 +118,24 @@ async def crash_between_saving_a_snapshot_and_resetting_the_log(sim: Simulation)
     sim.boot(follower)  # at once, while the leader still has the entries after its snapshot
 
 
+async def an_acknowledgement_lost_with_power(sim: Simulation) -> None:
+    """One follower's disk slows down and the other is cut off, so the leader's quorum is
+    the slow follower alone; then the leader and that follower lose power together while
+    the follower is still writing, and the cut-off one comes back. A follower may
+    acknowledge an entry only once it is durable (only a leader's appends may leave before
+    its own write): else the two survivors elect a leader without entries the old one
+    already answered as committed."""
+    await asyncio.sleep(20 * sim.tick)
+    leader = await _a_leader(sim)
+    slow, away = sim.rng.sample([n for n in sim.founders if n != leader], 2)
+    sim.nodes[slow].slow_disk_until = sim.loop.time() + 10**6  # until its power goes
+    sim.faults.cut_off({away}, [n.id for n in sim.members()], (40, 45))
+    await asyncio.sleep(sim.rng.uniform(15, 30) * sim.tick)
+    sim.stop_node(sim.nodes[leader], True, restart_in=60 * sim.tick)  # back once the others elected
+    sim.stop_node(sim.nodes[slow], True, restart_in=sim.rng.uniform(1, 5) * sim.tick)
+    sim.nodes[slow].slow_disk_until = 0.0
+
+
 Scenario = Callable[["Simulation"], Coroutine[Any, Any, None]]
 # Replica settings a scenario needs (ReplicaSettings fields).
 SCENARIO_SETTINGS: dict[str, dict[str, int]] = {
@@ -132,6 +150,7 @@ SCENARIO_SETTINGS: dict[str, dict[str, int]] = {
     "membership_then_restart_in_a_minority": {"snapshot_every": 10**6},
 }
 SCENARIOS: dict[str, Scenario] = {
+    "an_acknowledgement_lost_with_power": an_acknowledgement_lost_with_power,
     "membership_then_restart_in_a_minority": membership_then_restart_in_a_minority,
     "conflict_right_after_a_snapshot_install": conflict_right_after_a_snapshot_install,
     "crash_between_saving_a_snapshot_and_resetting_the_log": crash_between_saving_a_snapshot_and_resetting_the_log,

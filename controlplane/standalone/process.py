@@ -32,9 +32,10 @@ from controlplane.persist import DiskStorage, StorageError
 from controlplane.placement.discovery import DiscoveryError, ServiceDiscovery, create_service_discovery
 from controlplane.raft import Role
 from controlplane.replica import Replica, ReplicaSettings
-from controlplane.rpc.http import HTTPTransport, HTTPTransportServer
+from controlplane.rpc.http import HTTPTransportServer
 from controlplane.rpc.stats import ArrowStatsWriter
 from controlplane.rpc.stats_files import keep_flushing
+from controlplane.rpc.stream import StreamTransport
 from controlplane.standalone.backend import NodeFleetBackend
 from controlplane.standalone.config import ConfigError, NodeConfig
 from controlplane.standalone.peers import PeerDirectory
@@ -116,7 +117,7 @@ class StandaloneNode:
         replica = self.replica = Replica(
             c.raft_id,
             metrics.storage(storage),
-            HTTPTransport(settings.rpc),
+            StreamTransport(settings.rpc),
             self.peers.url_of,
             settings,
             seed=int.from_bytes(os.urandom(4), "big"),

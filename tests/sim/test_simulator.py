@@ -123,8 +123,14 @@ CAUGHT = {
     ),
     "zombie_leader": ({"replicas": 3}, range(0, 40), "still claim to lead|no progress"),
     "session_last_seq": ({"replicas": 3}, range(0, 10), "answered as refused .* but was applied"),
-    "wal_length_unchecked": ({"replicas": 5}, range(0, 60), "durability"),
+    # Either face of a trusted length: acknowledged entries dropped, or a torn tail taken for damage.
+    "wal_length_unchecked": ({"replicas": 5}, range(0, 60), "durability|refused to start on a disk nothing damaged"),
     "telemetry_poison": ({"replicas": 3}, range(0, 10), "raft loop of node .* died"),
+    "early_ack": (
+        {"replicas": 3, "scenario": "an_acknowledgement_lost_with_power"},
+        range(0, 10),
+        "leader completeness|durability|linearizable",
+    ),
 }
 
 

@@ -158,3 +158,38 @@ def test_follower_truncates_conflicting_uncommitted_entries():
     net.tick(2, times=2)
     assert b"lost" not in net.replicas[1].applied
     assert net.replicas[1].applied == net.replicas[2].applied == net.replicas[3].applied == [b"kept"]
+
+
+def test_a_leaders_appends_may_leave_before_its_own_write_but_never_a_commit_of_them():
+    net = Network(3)
+    net.elect(1)
+    net.tick(times=2)
+    leader = net.core(1)
+    leader.propose(b"x")
+    rd = leader.ready()
+    assert rd.entries and _appends(rd.messages) and rd.send_before_persist
+    assert all(m.commit < rd.entries[0].index for m in _appends(rd.messages))
+
+
+def test_a_lone_voter_commits_its_entries_at_once_so_it_sends_nothing_before_writing_them():
+    net = Network(1)
+    net.elect(1)
+    leader = net.core(1)
+    leader.propose(b"x")
+    rd = leader.ready()
+    assert rd.committed_entries and rd.entries and not rd.send_before_persist
+
+
+def test_a_vote_is_written_before_it_is_told():
+    net = Network(3)
+    net.elect(1)
+    candidate = net.core(2)
+    candidate.campaign(transfer=True)  # no pre-vote: a new term and a vote for itself
+    rd = candidate.ready()
+    assert rd.messages and rd.vote_changed and not rd.send_before_persist
+    voter = net.core(3)
+    for m in rd.messages:
+        if m.dst == 3:
+            voter.step(m)
+    granted = voter.ready()
+    assert granted.messages and granted.vote_changed and not granted.send_before_persist
