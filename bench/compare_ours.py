@@ -2,7 +2,8 @@
 
 W1/W2 write UAV records (update_uav with position, battery and velocity: ~140 bytes of
 command, at least the peers' 100-byte values) through ControlPlane.command, one SDK client
-per concurrent client (each has its own exactly-once session). W3 reads a UAV record with a
+per concurrent client (each has its own exactly-once session; all share the process's one
+leader stream). W3 reads a UAV record with a
 linearizable query (ReadIndex on the leader). W4 is bench.telemetry's path: station ingest
 actors coalesce Arrow batches and hand the leader ObjectRefs; its latency is stricter than
 the peers' (report made → applied on every replica, not one call's round trip)."""
@@ -33,11 +34,16 @@ def write_command(n: int) -> dict[str, Any]:
 
 async def w1_breakdown(replicas: dict[int, Any], sdk: Any, calls: int = 200) -> dict[str, float]:
     """Where a sequential write's time goes, as p50s measured now: a bare actor call to the
-    leader (the SDK's hop), a linearizable read (that hop plus one heartbeat round to the
-    followers), a write (that hop plus a replication round with the disk writes)."""
+    leader (Ray's floor, now only on the control path), a round trip on the leader stream
+    (a stale read: the SDK's hop without Raft), a linearizable read (that hop plus one
+    heartbeat round to the followers), a write (that hop plus a replication round with the
+    disk writes)."""
     from controlplane.actors import find_leader
+    from controlplane.leader_stream.connection import leader_stream
 
     leader = replicas[await find_leader(replicas, 10)]
+    endpoint = await leader.client_endpoint.remote()
+    stream = leader_stream(*endpoint)
 
     async def p50(call: Any) -> float:
         times = []
@@ -49,6 +55,7 @@ async def w1_breakdown(replicas: dict[int, Any], sdk: Any, calls: int = 200) -> 
 
     return {
         "actor_call_p50_ms": await p50(lambda n: leader.status.remote()),
+        "stream_round_trip_p50_ms": await p50(lambda n: stream.query("uav", {"id": "uav-00000"}, "stale", 5.0)),
         "linearizable_read_p50_ms": await p50(lambda n: sdk.query("uav", {"id": f"uav-{n % KEYS:05d}"})),
         "write_p50_ms": await p50(lambda n: sdk.command(write_command(n))),
     }
@@ -61,10 +68,11 @@ async def _run(workloads: list[str], clients: int, seconds: float, data_dir: str
     from controlplane.client import ControlPlane
 
     results: dict[str, Any] = {}
-    replicas = deploy(f"compare{os.getpid()}", STATIONS, data_dir)
+    group = f"compare{os.getpid()}"
+    replicas = deploy(group, STATIONS, data_dir)
     try:
         await find_leader(replicas, 60)
-        sdks = [ControlPlane("compare", replicas) for _ in range(clients)]
+        sdks = [ControlPlane(group, replicas) for _ in range(clients)]
         await sdks[0].command({"type": "register_station", "station": "alpha"})
         for start in range(0, KEYS, clients):  # one command in flight per SDK client (its session)
             await asyncio.gather(

@@ -3,7 +3,8 @@
     python -m bench.transport [--requests N] [--json]
 
 Measures each transport in the same run against a server on 127.0.0.1 whose handler
-decodes the batch (as a replica would). In-memory is the floor (no network at all).
+decodes the batch (as a replica would). Times run until the handler has the batch: a
+stream's send returns before that, HTTP's after. In-memory is the floor (no network at all).
 With --ray (the default) the Ray actor-call transport runs too, against an actor on a
 local Ray instance started for the run.
 """
@@ -22,37 +23,61 @@ from controlplane.raft.messages import AppendEntries, Entry, Heartbeat
 from controlplane.rpc.config import RPCConfig
 from controlplane.rpc.http import HTTPTransport, HTTPTransportServer
 from controlplane.rpc.ray import RayTransport
+from controlplane.rpc.stream import StreamTransport
 from controlplane.rpc.transport import InMemoryNetwork
 
 
-async def _handler(body: bytes) -> None:
-    decode_batch(body)
+class _Receiver:
+    """The server's handler: decodes each batch (as a replica would) and counts it, so a
+    batch is timed until it was delivered, whether or not its transport waits for that."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.reached: asyncio.Event = asyncio.Event()
+        self.target = 0
+
+    async def __call__(self, body: bytes) -> None:
+        decode_batch(body)
+        self.count += 1
+        if self.count >= self.target:
+            self.reached.set()
+
+    async def until(self, count: int) -> None:
+        if self.count < count:
+            self.target = count
+            self.reached.clear()
+            await asyncio.wait_for(self.reached.wait(), 30)
 
 
 async def measure(kind: str, requests: int, concurrency: int, entries: int) -> dict[str, Any]:
+    receiver = _Receiver()
     if kind == "ray":
         server = _RayServer()
         transport = RayTransport(_NAMESPACE)
-    elif kind == "http":
+    elif kind in ("http", "stream"):
         server: Any = HTTPTransportServer()
-        transport: Any = HTTPTransport(RPCConfig())
+        transport: Any = HTTPTransport(RPCConfig()) if kind == "http" else StreamTransport(RPCConfig())
     else:
         net = InMemoryNetwork()
         server, transport = net.server("mem://bench"), net.transport()
-    await server.start(_handler)
+    await server.start(receiver)
     try:
         heartbeat = encode_batch([Heartbeat(1, 2, 7, 100)])
         for _ in range(50):  # warm the connection pool
             await transport.send(server.address, heartbeat, 5.0)
+        await receiver.until(50)
         latencies = []
         for _ in range(requests):
             t = time.perf_counter()
             await transport.send(server.address, heartbeat, 5.0)
+            if kind != "ray":  # an actor call returns once the actor has it
+                await receiver.until(receiver.count + 1)
             latencies.append((time.perf_counter() - t) * 1000)
         latencies.sort()
         batch = tuple(Entry(7, i, b"x" * 100) for i in range(entries))
         body = encode_batch([AppendEntries(1, 2, 7, 0, 0, batch, 0)])
         sent = 0
+        before = receiver.count
         start = time.perf_counter()
 
         async def worker() -> None:
@@ -62,6 +87,8 @@ async def measure(kind: str, requests: int, concurrency: int, entries: int) -> d
                 await transport.send(server.address, body, 5.0)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        if kind != "ray":
+            await receiver.until(before + sent)
         elapsed = time.perf_counter() - start
         return {
             "transport": kind,
@@ -101,7 +128,7 @@ class _RayServer:
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
-    kinds = ["memory", "http"] + (["ray"] if args.ray else [])
+    kinds = ["memory", "http", "stream"] + (["ray"] if args.ray else [])
     return [await measure(k, args.requests, args.concurrency, args.entries) for k in kinds]
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import ray
 
 from controlplane.cluster_secret import group_secret
+from controlplane.leader_stream.server import leader_stream_route
 from controlplane.metrics.ray_sink import RaySink
 from controlplane.metrics.replica import ReplicaMetrics
 from controlplane.persist import DiskStorage, StorageError, peek_hard_state
@@ -127,6 +128,7 @@ class RaftReplica:
         self.replica: Replica | None = None
         self.stats: ArrowStatsWriter | None = None
         self.server: HTTPTransportServer | None = None
+        self._token = ""
         self.started_at = time.time()
         self.recovered_entries = 0
         self._starting: asyncio.Lock | None = None
@@ -165,7 +167,7 @@ class RaftReplica:
             flush_rows=20_000,
             retention=spec.stats_retention,
         )
-        token = spec.cluster_token or group_secret(spec.group)
+        token = self._token = spec.cluster_token or group_secret(spec.group)
         settings = spec.settings(token)
         transport: Any = (
             RayResolvedHTTPTransport(NAMESPACE, StreamTransport(settings.rpc))
@@ -194,7 +196,7 @@ class RaftReplica:
             async def deliver(body: bytes) -> None:
                 replica.deliver(body)
 
-            await self.server.start(deliver, answer=replica.call)
+            await self.server.start(deliver, [leader_stream_route(replica)], answer=replica.call)
             await self._register(self.server.address)
         # A killed replica loses only the rows of the last interval (they live in memory).
         stats = self.stats
@@ -269,6 +271,15 @@ class RaftReplica:
         if self.server is None:
             raise RuntimeError(f"replica {self.spec.replica} does not serve HTTP (transport={self.spec.transport})")
         return self.server.address
+
+    async def client_endpoint(self) -> tuple[str, str] | None:
+        """Where SDK clients reach this replica's leader stream, and the group's token
+        (None: it serves no HTTP). Only callers inside the Ray cluster can ask, and they can
+        read the group's secret from Ray's key-value store anyway."""
+        await self._ensure_started()
+        if self.server is None:
+            return None
+        return self.server.address, self._token
 
     async def propose(self, command: bytes, timeout: float = 5.0) -> Any:
         return await (await self._ensure_started()).propose(command, timeout)

@@ -2,7 +2,12 @@
 commands to the leader (following NotLeader answers and waiting out elections), and
 retries with the same (session, seq) so a command is applied once even when an answer
 is lost. Queries are linearizable (ReadIndex on the leader) or explicitly stale; watch()
-follows the change feed from a log index."""
+follows the change feed from a log index.
+
+Commands and linearizable queries go over the leader stream (leader_stream/): Ray finds
+the leader and tells its address once, then the process's clients share one WebSocket to
+it. An actor call costs more than a replication round here; they stay for control
+(status, watch, digests) and for replicas that serve no HTTP (transport "ray")."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import ray
 
 from controlplane import replica_calls
 from controlplane.leader_client import ControlPlaneError, LeaderClient, OutcomeUnknown, RetryElsewhere
+from controlplane.leader_stream.connection import LeaderStream, StreamNotServed, leader_stream
 from controlplane.raft import RaftError
 from controlplane.ray_group import NAMESPACE, find_leader, group_replicas
 
@@ -50,17 +56,21 @@ def attach(address: str = "auto") -> None:
 class ControlPlane(LeaderClient):
     """The SDK for a group deployed as Ray actors (actors.deploy), found by its name."""
 
-    def __init__(self, group: str, replicas: dict[int, Any]) -> None:
+    def __init__(
+        self, group: str, replicas: dict[int, Any], *, endpoints: dict[int, tuple[str, str] | None] | None = None
+    ) -> None:
         if not replicas:
             raise ControlPlaneError(f"group {group!r} has no replicas")
         super().__init__()
         self.group = group
         self.replicas = replicas
         self._leader: int | None = None
+        # Per replica: its leader stream's address and token, None when it serves none.
+        self._endpoints: dict[int, tuple[str, str] | None] = {} if endpoints is None else endpoints
 
     def another(self) -> ControlPlane:
         """A client of the same group with a session of its own."""
-        return ControlPlane(self.group, self.replicas)
+        return ControlPlane(self.group, self.replicas, endpoints=self._endpoints)
 
     @classmethod
     def connect(cls, group: str, address: str = "auto") -> ControlPlane:
@@ -79,13 +89,45 @@ class ControlPlane(LeaderClient):
     def _leader_lost(self) -> None:
         self._leader = None
 
+    async def _leader_stream(self, timeout: float) -> LeaderStream | None:
+        """The stream to the leader; None when it serves none (then actor calls carry all)."""
+        handle = await self._leader_handle(timeout)
+        leader = self._leader
+        assert leader is not None
+        if leader not in self._endpoints:
+            with _retry_elsewhere_on_ray_errors():
+                self._endpoints[leader] = await asyncio.wait_for(handle.client_endpoint.remote(), min(timeout, 5.0))
+        endpoint = self._endpoints[leader]
+        return None if endpoint is None else leader_stream(*endpoint)
+
+    @contextlib.contextmanager
+    def _on_the_stream(self) -> Iterator[None]:
+        try:
+            yield
+        except RetryElsewhere:
+            if self._leader is not None:  # a restarted replica serves on another port
+                self._endpoints.pop(self._leader, None)
+            raise
+        except StreamNotServed:
+            if self._leader is not None:
+                self._endpoints[self._leader] = None
+            raise RetryElsewhere("the replica serves no leader stream; asking by actor calls") from None
+
     async def _propose_once(self, data: bytes, timeout: float) -> tuple[str, Any]:
-        with _retry_elsewhere_on_ray_errors():
-            return await replica_calls.propose(await self._leader_handle(timeout), data)
+        stream = await self._leader_stream(timeout)
+        if stream is None:
+            with _retry_elsewhere_on_ray_errors():
+                return await replica_calls.propose(await self._leader_handle(timeout), data)
+        with self._on_the_stream():
+            return await stream.propose(data, min(timeout, 5.0))
 
     async def _query_once(self, name: str, args: dict[str, Any] | None, timeout: float) -> Any:
-        with _retry_elsewhere_on_ray_errors():
-            return await replica_calls.query(await self._leader_handle(timeout), name, args, "linearizable")
+        stream = await self._leader_stream(timeout)
+        if stream is None:
+            with _retry_elsewhere_on_ray_errors():
+                return await replica_calls.query(await self._leader_handle(timeout), name, args, "linearizable")
+        with self._on_the_stream():
+            return await stream.query(name, args, "linearizable", min(timeout, 5.0))
 
     async def query(
         self, name: str, args: dict[str, Any] | None = None, consistency: str = "linearizable", timeout: float = 15.0

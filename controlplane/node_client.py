@@ -1,7 +1,8 @@
 """The SDK for a group of standalone nodes (`python -m controlplane node`), reached by
 address: the calls standalone/routes.py answers on each node's peer port, with the group's
-cluster token. Same contract as client.ControlPlane (exactly-once commands, linearizable
-reads, the change feed), no Ray.
+cluster token; commands and linearizable reads over the leader's stream (leader_stream/).
+Same contract as client.ControlPlane (exactly-once commands, linearizable reads, the change
+feed), no Ray.
 
     group = NodeGroup(["http://10.0.0.1:8888", "http://10.0.0.2:8888"], token=...)
     await group.command({"type": "register_uav", "uav": "u1", "home": "s1"})
@@ -17,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from controlplane.leader_client import ControlPlaneError, LeaderClient, RetryElsewhere
+from controlplane.leader_stream.connection import leader_stream
 from controlplane.standalone.wire import PREFIX, decode_error
 
 Addresses = Callable[[], Mapping[int, str]]
@@ -131,23 +133,11 @@ class NodeGroup(LeaderClient):
 
     async def _propose_once(self, data: bytes, timeout: float) -> tuple[str, Any]:
         url = await self._leader(timeout)
-        body = {"commands": [data.decode()], "timeout": min(timeout, 5.0)}
-        status, answer = await self._call("POST", url, "propose", min(timeout, 5.0) + 1.0, json=body)
-        if status != 200:
-            raise RetryElsewhere(f"{url} answered {status}: {answer}")
-        outcome, value = answer["answers"][0]
-        return str(outcome), value
+        return await leader_stream(url, self._token).propose(data, min(timeout, 5.0))
 
     async def _query_once(self, name: str, args: dict[str, Any] | None, timeout: float) -> Any:
         url = await self._leader(timeout)
-        body = {"queries": [[name, args]], "consistency": "linearizable"}
-        status, answer = await self._call("POST", url, "query", min(timeout, 5.0) + 1.0, json=body)
-        if status != 200:
-            raise RetryElsewhere(f"{url} answered {status}: {answer}")
-        ok, value = answer["answers"][0]
-        if not ok:
-            raise decode_error(value)
-        return value
+        return await leader_stream(url, self._token).query(name, args, "linearizable", min(timeout, 5.0))
 
     async def query(
         self, name: str, args: dict[str, Any] | None = None, consistency: str = "linearizable", timeout: float = 15.0

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from controlplane.leader_stream.server import leader_stream_route
 from controlplane.raft import NotLeaderError, RaftError
 from controlplane.replica import Replica
 from controlplane.standalone.wire import PREFIX, encode_error
@@ -101,6 +102,7 @@ def client_routes(replica: Replica, describe: Callable[[], dict[str, Any]]) -> l
         return web.json_response({"ok": True})
 
     return [
+        leader_stream_route(replica),
         web.post(f"{PREFIX}/propose", propose),
         web.post(f"{PREFIX}/query", query),
         web.get(f"{PREFIX}/status", status),

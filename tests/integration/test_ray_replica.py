@@ -161,9 +161,11 @@ def test_sdk_commands_queries_watch_and_retries_apply_once(ray_session, tmp_path
     asyncio.run(go())
 
 
-def test_concurrent_sdk_clients_of_one_process_share_actor_calls_and_keep_their_own_answers(ray_session, tmp_path):
-    from controlplane import replica_calls
+def test_concurrent_sdk_clients_of_one_process_share_one_leader_stream_and_keep_their_own_answers(
+    ray_session, tmp_path
+):
     from controlplane.client import ControlPlane
+    from controlplane.leader_stream.connection import streams_in_this_loop
     from controlplane.state.model import NotFoundError
 
     async def go():
@@ -178,8 +180,8 @@ def test_concurrent_sdk_clients_of_one_process_share_actor_calls_and_keep_their_
                 )
             )
             assert all(a["ok"] and a["version"] == 1 for a in answers)
-            calls, commands = replica_calls.sent_in_this_loop()["propose"]
-            assert commands == 41 + 40 and calls < commands  # 40 sessions opened; batched, each answered
+            [stream] = streams_in_this_loop()  # one connection to the leader for all 40 clients
+            assert stream.requests_sent == 41 + 40 and stream.frames_sent < stream.requests_sent  # shared frames
             queries = [c.query("uav", {"id": f"u{i}"}) for i, c in enumerate(clients)]
             queries.append(clients[0].query("uav", {"id": "nobody"}))
             results = await asyncio.gather(*queries, return_exceptions=True)
@@ -189,6 +191,27 @@ def test_concurrent_sdk_clients_of_one_process_share_actor_calls_and_keep_their_
                 *(c.command({"type": "update_uav", "uav": "u0", "battery": 5}) for c in clients)
             )
             assert sorted(a["version"] for a in again) == list(range(2, 42))  # each applied exactly once
+        finally:
+            for h in replicas.values():
+                ray.kill(h, no_restart=True)
+
+    asyncio.run(go())
+
+
+def test_replicas_serving_no_http_are_reached_by_actor_calls(ray_session, tmp_path):
+    from controlplane import replica_calls
+    from controlplane.client import ControlPlane
+    from controlplane.leader_stream.connection import streams_in_this_loop
+
+    async def go():
+        replicas = deploy("actors-only", ["s1", "s2", "s3"], str(tmp_path), transport="ray")
+        cp = ControlPlane("actors-only", replicas)
+        try:
+            assert (await cp.command({"type": "register_station", "station": "s"}))["ok"]
+            assert (await cp.command({"type": "register_uav", "uav": "u1", "home_station": "s"}))["ok"]
+            assert (await cp.query("uav", {"id": "u1"}))["home_station"] == "s"
+            assert streams_in_this_loop() == []
+            assert replica_calls.sent_in_this_loop()["propose"][1] >= 3  # two commands and a session
         finally:
             for h in replicas.values():
                 ray.kill(h, no_restart=True)

@@ -130,3 +130,28 @@ def test_help_lists_the_variables():
     assert result.returncode == 0
     for name in ("NODE_ID", "NODE_ADDRESS", "NODE_PORT", "PEER_NODES", "DISCOVERY_TYPE", "DATA_DIR", "API_PORT"):
         assert name in result.stdout
+
+
+@pytest.mark.parametrize(("choice", "loop_module"), [("", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")])
+def test_a_node_runs_on_the_event_loop_it_is_told(tmp_path, monkeypatch, choice, loop_module):
+    import asyncio
+
+    from controlplane.standalone import process
+
+    ran_on: list[str] = []
+
+    async def serve(config, group):
+        ran_on.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+        return 0
+
+    monkeypatch.setattr(process, "serve", serve)
+    assert process.main(env(tmp_path, EVENT_LOOP=choice)) == 0
+    assert ran_on == [loop_module]
+
+
+def test_an_unknown_event_loop_is_refused_by_name(tmp_path, capsys):
+    from controlplane.standalone import process
+
+    assert process.main(env(tmp_path, EVENT_LOOP="trio")) == process.EXIT_CONFIG
+    assert "EVENT_LOOP" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()

@@ -1,0 +1,191 @@
+"""The client's side of the leader stream: one WebSocket per process, event loop and
+replica address, shared by every SDK client of the process (each keeps its own session and
+seq). Requests made in the same turn of the event loop leave as one frame; answers come
+back by id, in whatever order the replica knows them.
+
+What a caller can be told: the answer; RetryElsewhere when the replica cannot be reached,
+the stream broke, or no answer came in time (the outcome is unknown: resend the same bytes,
+which their (client, seq) makes safe); ControlPlaneError when the replica refuses the
+cluster token; StreamNotServed when the replica serves no leader stream (the caller falls
+back to whatever else it has); ValueError for a request the replica calls malformed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import weakref
+from typing import Any
+
+import aiohttp
+
+from controlplane.leader_client import ControlPlaneError, RetryElsewhere
+from controlplane.leader_stream.wire import PATH, encode
+from controlplane.standalone.wire import decode_error
+
+log = logging.getLogger(__name__)
+
+PING_INTERVAL = 1.0  # a leader that went silent (host lost) is given up after ~1.5 s
+CONNECT_TIMEOUT = 2.0
+
+
+class StreamNotServed(ControlPlaneError):
+    """The replica does not serve the leader stream."""
+
+
+class LeaderStream:
+    def __init__(self, url: str, token: str | None) -> None:
+        self.url = url
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[tuple[str, Any]]] = {}
+        self._outgoing: list[list[Any]] = []
+        self._flushing = False
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._opening: asyncio.Lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+        self.frames_sent = 0
+        self.requests_sent = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._ws is not None and self._ws.closed
+
+    async def propose(self, command: bytes, timeout: float) -> tuple[str, Any]:
+        """("ok", the state machine's answer) or ("retry", why)."""
+        kind, value = await self._ask(["propose", command.decode(), min(max(timeout, 0.05), 60.0)], timeout)
+        return kind, value
+
+    async def query(self, name: str, args: dict[str, Any] | None, consistency: str, timeout: float) -> Any:
+        """The query's answer; its own CommandError as it is."""
+        kind, value = await self._ask(["query", name, args, consistency], timeout)
+        if kind == "retry":
+            raise RetryElsewhere(f"{self.url}: {value}")
+        if kind == "error":
+            raise decode_error(value)
+        return value
+
+    async def _ask(self, request: list[Any], timeout: float) -> tuple[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self._open(min(timeout, CONNECT_TIMEOUT))
+        rid = next(self._ids)
+        answer: asyncio.Future[tuple[str, Any]] = loop.create_future()
+        self._pending[rid] = answer
+        self._outgoing.append([rid, *request])
+        if not self._flushing:
+            self._flushing = True
+            loop.call_soon(self._flush)
+        try:
+            # A little past the replica's own deadline, so its "retry" arrives first.
+            kind, value = await asyncio.wait_for(answer, max(deadline - loop.time(), 0.0) + 0.5)
+        except TimeoutError:
+            raise RetryElsewhere(f"{self.url} did not answer within {timeout:.1f}s") from None
+        finally:
+            self._pending.pop(rid, None)
+        if kind == "invalid":
+            raise ValueError(f"{self.url} refused the request: {value}")
+        return kind, value
+
+    def _flush(self) -> None:
+        self._flushing = False
+        batch, self._outgoing = self._outgoing, []
+        ws = self._ws
+        if not batch or ws is None:
+            return
+        if ws.closed:
+            self._fail(batch, "the stream closed")
+            return
+        self.frames_sent += 1
+        self.requests_sent += len(batch)
+        sending = asyncio.ensure_future(ws.send_str(encode(batch)))
+        sending.add_done_callback(lambda sent: self._failed_to_send(sent, batch))
+
+    def _failed_to_send(self, sent: asyncio.Future[None], batch: list[list[Any]]) -> None:
+        if sent.cancelled() or sent.exception() is not None:
+            self._fail(batch, "the stream broke")
+
+    def _fail(self, batch: list[list[Any]], why: str) -> None:
+        for rid, *_ in batch:
+            waiting = self._pending.get(rid)
+            if waiting is not None and not waiting.done():
+                waiting.set_exception(RetryElsewhere(f"{self.url}: {why}"))
+
+    async def _open(self, timeout: float) -> None:
+        if self._ws is not None and not self._ws.closed:
+            return
+        async with self._opening:
+            if self._ws is not None and not self._ws.closed:
+                return
+            session = aiohttp.ClientSession()  # one per connection, closed with it
+            try:
+                self._ws = await self._connect(session, timeout)
+            except BaseException:
+                await session.close()
+                raise
+            self._session = session
+            self._reader = asyncio.get_running_loop().create_task(self._read(self._ws))
+
+    async def _connect(self, session: aiohttp.ClientSession, timeout: float) -> aiohttp.ClientWebSocketResponse:
+        try:
+            return await asyncio.wait_for(
+                session.ws_connect(
+                    self.url + PATH, headers=self._headers, heartbeat=PING_INTERVAL, max_msg_size=64 << 20
+                ),
+                timeout,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                raise ControlPlaneError(f"{self.url} refused the cluster token") from None
+            if exc.status == 404:
+                raise StreamNotServed(f"{self.url} serves no leader stream") from None
+            raise RetryElsewhere(f"{self.url} answered {exc.status} to the stream's handshake") from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise RetryElsewhere(f"cannot reach {self.url}: {type(exc).__name__}") from exc
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        try:
+            async for message in ws:
+                if message.type is not aiohttp.WSMsgType.TEXT:
+                    continue
+                for rid, kind, value in json.loads(message.data):
+                    waiting = self._pending.get(rid)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result((kind, value))
+        except (ValueError, TypeError) as exc:
+            log.warning("closing the leader stream to %s: unreadable answer (%s)", self.url, exc)
+        finally:
+            self._fail([[rid] for rid in list(self._pending)], f"the stream closed (code {ws.close_code})")
+            await ws.close()
+            if self._session is not None and self._ws is ws:
+                await self._session.close()  # the next call opens another
+                self._session = None
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str | None], LeaderStream]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def leader_stream(url: str, token: str | None) -> LeaderStream:
+    """The running loop's stream to `url`, shared by every client in the process."""
+    streams = _per_loop.setdefault(asyncio.get_running_loop(), {})
+    key = (url, token)
+    if key not in streams:
+        streams[key] = LeaderStream(url, token)
+    return streams[key]
+
+
+def streams_in_this_loop() -> list[LeaderStream]:
+    return list(_per_loop.get(asyncio.get_running_loop(), {}).values())

@@ -1,0 +1,80 @@
+"""The leader stream's frames: JSON text, each a list of requests or of answers, matched by
+the id the client gave. Many callers' requests made in the same moment share a frame.
+
+Requests:  [id, "propose", command_text, timeout]  |  [id, "query", name, args, consistency]
+Answers:   [id, "ok", value]  |  [id, "retry", why]  |  [id, "error", query_error]  |  [id, "invalid", why]
+
+"ok" is the state machine's answer (a command's, which may itself say refused) or the
+query's; "retry": nothing is known to have been applied here (not the leader, timed out),
+resend the same bytes elsewhere; "error": the query's own CommandError
+(standalone/wire.encode_error); "invalid": the request itself is malformed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+PATH = "/client/v1/stream"
+CONSISTENCIES = ("linearizable", "stale")
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    id: int
+    command: bytes
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    id: int
+    name: str
+    args: dict[str, Any] | None
+    consistency: str
+
+
+Request = Proposal | Query
+Answer = list[Any]  # [id, kind, value]
+
+
+def encode(items: list[Any]) -> str:
+    return json.dumps(items, separators=(",", ":"))
+
+
+def decode_requests(text: str) -> tuple[list[Request], list[Answer]]:
+    """The well-formed requests of a frame, and an "invalid" answer for each malformed one
+    that has an id. ValueError when the frame itself is not a list of requests."""
+    try:
+        items = json.loads(text)
+    except ValueError:
+        raise ValueError("the frame is not JSON") from None
+    if not isinstance(items, list):
+        raise ValueError("a frame is a JSON list of requests")
+    requests: list[Request] = []
+    invalid: list[Answer] = []
+    for item in items:
+        if not isinstance(item, list) or not item or not isinstance(item[0], int) or isinstance(item[0], bool):
+            raise ValueError(f"a request is a list starting with an integer id, got {str(item)[:80]}")
+        try:
+            requests.append(_request(item))
+        except ValueError as exc:
+            invalid.append([item[0], "invalid", str(exc)])
+    return requests, invalid
+
+
+def _request(item: list[Any]) -> Request:
+    match item:
+        case [int(rid), "propose", str(command), int() | float() as timeout] if not isinstance(timeout, bool):
+            if not 0 < timeout <= 60:
+                raise ValueError(f"a proposal's timeout must be in (0, 60] seconds, got {timeout}")
+            return Proposal(rid, command.encode(), float(timeout))
+        case [int(rid), "query", str(name), args, str(consistency)] if args is None or isinstance(args, dict):
+            if consistency not in CONSISTENCIES:
+                raise ValueError(f"consistency must be one of {CONSISTENCIES}, got {consistency!r}")
+            return Query(rid, name, args, consistency)
+    raise ValueError(
+        "expected [id, 'propose', command_text, timeout] or [id, 'query', name, args_or_null, consistency], "
+        f"got {str(item)[:120]}"
+    )

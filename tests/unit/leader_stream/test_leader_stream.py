@@ -1,0 +1,202 @@
+"""The leader stream between real aiohttp endpoints on 127.0.0.1, with a stand-in for the
+replica's propose_many / query_many (what the replica does with them is tested elsewhere)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import aiohttp
+import pytest
+
+from controlplane.leader_client import ControlPlaneError, RetryElsewhere
+from controlplane.leader_stream.connection import LeaderStream, StreamNotServed
+from controlplane.leader_stream.server import leader_stream_route
+from controlplane.leader_stream.wire import PATH
+from controlplane.raft import NotLeaderError
+from controlplane.rpc.http import HTTPTransportServer
+from controlplane.state.model import NotFoundError
+
+TOKEN = "leader-stream-token-0123456789"
+
+
+class FakeReplica:
+    def __init__(self) -> None:
+        self.proposal_rounds: list[list[bytes]] = []
+        self.query_rounds: list[tuple[list[tuple[str, object]], str]] = []
+        self.delay = 0.0
+        self.leading = True
+
+    async def propose_many(self, commands: list[bytes], timeout: float = 5.0) -> list[tuple[str, object]]:
+        self.proposal_rounds.append(commands)
+        await asyncio.sleep(self.delay)
+        if not self.leading:
+            return [("retry", "NotLeaderError: not the leader")] * len(commands)
+        return [("ok", {"ok": True, "echo": json.loads(c)}) for c in commands]
+
+    async def query_many(self, queries, consistency="linearizable"):
+        self.query_rounds.append((queries, consistency))
+        await asyncio.sleep(self.delay)
+        if not self.leading:
+            raise NotLeaderError(2)
+        return [
+            (False, NotFoundError("id", f"no uav {a['id']}")) if a["id"] == "ghost" else (True, {"id": a["id"]})
+            for _, a in queries
+        ]
+
+
+async def _serve(replica: FakeReplica, token: str | None = TOKEN, with_route: bool = True) -> HTTPTransportServer:
+    server = HTTPTransportServer("127.0.0.1", 0, token=token)
+
+    async def deliver(body: bytes) -> None:
+        pass
+
+    await server.start(deliver, [leader_stream_route(replica)] if with_route else [])
+    return server
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_callers_of_one_moment_share_a_frame_and_each_gets_its_own_answer():
+    async def go():
+        replica = FakeReplica()
+        server = await _serve(replica)
+        stream = LeaderStream(server.address, TOKEN)
+        try:
+            proposals = [stream.propose(json.dumps({"n": i}).encode(), 2.0) for i in range(20)]
+            queries = [stream.query("uav", {"id": f"u{i}"}, "linearizable", 2.0) for i in range(5)]
+            missing = stream.query("uav", {"id": "ghost"}, "linearizable", 2.0)
+            results = await asyncio.gather(*proposals, *queries, missing, return_exceptions=True)
+        finally:
+            await stream.close()
+            await server.close()
+        assert results[:20] == [("ok", {"ok": True, "echo": {"n": i}}) for i in range(20)]
+        assert results[20:25] == [{"id": f"u{i}"} for i in range(5)]
+        assert isinstance(results[25], NotFoundError) and "ghost" in str(results[25])
+        assert stream.requests_sent == 26 and stream.frames_sent < 26  # shared frames
+        assert len(replica.proposal_rounds) < 20  # proposed together, as one actor call's propose_many
+
+    run(go())
+
+
+def test_a_replica_that_stopped_leading_answers_retry_and_a_query_says_retry_elsewhere():
+    async def go():
+        replica = FakeReplica()
+        replica.leading = False
+        server = await _serve(replica)
+        stream = LeaderStream(server.address, TOKEN)
+        try:
+            assert (await stream.propose(b'{"n": 1}', 2.0))[0] == "retry"
+            with pytest.raises(RetryElsewhere):
+                await stream.query("uav", {"id": "u1"}, "linearizable", 2.0)
+        finally:
+            await stream.close()
+            await server.close()
+
+    run(go())
+
+
+def test_no_answer_in_time_is_an_unknown_outcome_not_a_refusal():
+    async def go():
+        replica = FakeReplica()
+        replica.delay = 2.0
+        server = await _serve(replica)
+        stream = LeaderStream(server.address, TOKEN)
+        try:
+            with pytest.raises(RetryElsewhere, match="did not answer"):
+                await stream.propose(b'{"n": 1}', 0.2)
+        finally:
+            await stream.close()
+            await server.close()
+
+    run(go())
+
+
+def test_a_replica_going_away_fails_the_waiting_calls_at_once():
+    async def go():
+        replica = FakeReplica()
+        replica.delay = 30.0
+        server = await _serve(replica)
+        stream = LeaderStream(server.address, TOKEN)
+        try:
+            waiting = asyncio.ensure_future(stream.propose(b'{"n": 1}', 20.0))
+            async with asyncio.timeout(5):
+                while not replica.proposal_rounds:
+                    await asyncio.sleep(0.01)
+            started = asyncio.get_running_loop().time()
+            await server.close()
+            with pytest.raises(RetryElsewhere, match="closed"):
+                await waiting
+            assert asyncio.get_running_loop().time() - started < 2.0
+            with pytest.raises(RetryElsewhere, match="cannot reach"):
+                await stream.propose(b'{"n": 2}', 1.0)  # and the next call says it cannot get there
+        finally:
+            await stream.close()
+
+    run(go())
+
+
+def test_a_malformed_request_is_refused_by_name_and_the_stream_goes_on():
+    async def go():
+        replica = FakeReplica()
+        server = await _serve(replica)
+        stream = LeaderStream(server.address, TOKEN)
+        try:
+            with pytest.raises(ValueError, match="consistency"):
+                await stream.query("uav", {"id": "u1"}, "eventual", 2.0)
+            assert await stream.query("uav", {"id": "u1"}, "linearizable", 2.0) == {"id": "u1"}
+        finally:
+            await stream.close()
+            await server.close()
+
+    run(go())
+
+
+def test_a_garbled_frame_closes_that_stream(caplog):
+    async def go():
+        server = await _serve(FakeReplica(), token=None)
+        try:
+            async with aiohttp.ClientSession() as session, session.ws_connect(server.address + PATH) as ws:
+                await ws.send_str("not json")
+                message = await ws.receive(timeout=5)
+                assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+                assert ws.close_code == aiohttp.WSCloseCode.INVALID_TEXT
+        finally:
+            await server.close()
+
+    with caplog.at_level(logging.WARNING):
+        run(go())
+    assert "not JSON" in caplog.text
+
+
+def test_a_wrong_token_is_refused_by_name_and_never_logged(caplog):
+    async def go():
+        server = await _serve(FakeReplica())
+        stream = LeaderStream(server.address, "wrong-token-but-long-enough")
+        try:
+            with pytest.raises(ControlPlaneError, match="refused the cluster token"):
+                await stream.propose(b'{"n": 1}', 2.0)
+        finally:
+            await stream.close()
+            await server.close()
+
+    with caplog.at_level(logging.DEBUG):
+        run(go())
+    assert TOKEN not in caplog.text and "wrong-token" not in caplog.text
+
+
+def test_a_replica_without_the_stream_says_so():
+    async def go():
+        server = await _serve(FakeReplica(), with_route=False)
+        stream = LeaderStream(server.address, TOKEN)
+        try:
+            with pytest.raises(StreamNotServed):
+                await stream.propose(b'{"n": 1}', 2.0)
+        finally:
+            await stream.close()
+            await server.close()
+
+    run(go())
