@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # Seconds between pings on an idle stream; a stream whose pong is missing half as long
 # later is closed. Well under a Raft election timeout, so a dead stream does not outlive one.
-PING_INTERVAL = 1.0
+PING_INTERVAL = 0.5
 
 
 class StreamTransport(HTTPTransport):

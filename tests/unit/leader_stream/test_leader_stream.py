@@ -200,3 +200,32 @@ def test_a_replica_without_the_stream_says_so():
             await server.close()
 
     run(go())
+
+
+def test_a_leader_gone_silent_is_given_up_within_a_second_not_at_the_calls_timeout():
+    async def go():
+        async def silent(request):  # takes the stream, then answers nothing, not even pings
+            ws = aiohttp.web.WebSocketResponse(autoping=False)
+            await ws.prepare(request)
+            async for _ in ws:  # pings arrive here and go unanswered
+                pass
+            return ws
+
+        server = HTTPTransportServer("127.0.0.1", 0)
+
+        async def deliver(body: bytes) -> None:
+            pass
+
+        await server.start(deliver, [aiohttp.web.get(PATH, silent)])
+        stream = LeaderStream(server.address, None)
+        loop = asyncio.get_running_loop()
+        try:
+            started = loop.time()
+            with pytest.raises(RetryElsewhere, match="closed"):
+                await stream.propose(b'{"n": 1}', 10.0)
+            assert loop.time() - started < 2.0
+        finally:
+            await stream.close()
+            await server.close()
+
+    run(go())
