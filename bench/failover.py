@@ -84,6 +84,20 @@ class Writer:
         raise TimeoutError(f"no write acknowledged within {timeout}s of the kill")
 
 
+async def _gone(pid: int, timeout: float = 30.0) -> float:
+    """The moment process `pid` is found gone (or a zombie), polled every millisecond."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return time.monotonic()
+        except (FileNotFoundError, ProcessLookupError):
+            return time.monotonic()
+        await asyncio.sleep(0.001)
+    raise TimeoutError(f"process {pid} still runs {timeout}s after it was killed")
+
+
 async def ours(kills: int, data_dir: str, progress: bool, stations: StationNodes | None = None) -> list[float]:
     """Kill the leader actor (Ray restarts it in place), or with `stations` SIGKILL the
     leader's station node, and once the failover is timed bring a fresh node up for that
@@ -114,12 +128,14 @@ async def ours(kills: int, data_dir: str, progress: bool, stations: StationNodes
             await asyncio.sleep(1.0)
             leader = await find_leader(handles, 30)
             station = STATIONS[leader - 1]  # deploy places replica i on the i-th station
-            pids = [await handles[leader].__ray_call__.remote(lambda _replica: os.getpid())] if stations else []
-            killed_at = time.monotonic()
+            pid = await handles[leader].__ray_call__.remote(lambda _replica: os.getpid())
             if stations is None:
                 ray.kill(handles[leader], no_restart=False)
             else:
-                stations.kill(station, pids)
+                stations.kill(station, [pid])
+            # Timed from the leader's death: ray.kill returns before the process is gone, and
+            # clients on the leader stream are answered by it until then.
+            killed_at = await _gone(pid)
             times.append(await writer.next_ack_after(killed_at))
             if progress:
                 print(f"  {label}  kill {k + 1}/{kills}: {times[-1]:.3f} s", file=sys.stderr, flush=True)

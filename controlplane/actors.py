@@ -68,7 +68,8 @@ class ReplicaSpec:
     # A replica added after founding starts empty and learns the log (and the founding
     # configuration) from the leader, as a learner first.
     joining: bool = False
-    # "http" (measured ~10x faster round trips than actor calls, bench/transport.py) or "ray".
+    # "http" (peers stream over WebSockets on the replica's HTTP port, which also serves the
+    # leader stream; ~30x sooner delivery than actor calls, bench/transport.py) or "ray".
     transport: str = "http"
     # Peer authentication: None means the group's own secret (cluster_secret.py), made at the
     # first deploy and found by every replica; a replica never serves peers off loopback without one.
