@@ -107,6 +107,18 @@ async def run_inline(fn: Callable[[], T]) -> T:
     return fn()
 
 
+# A WAL write of at most this many bytes of entries runs on the event loop: its fdatasync
+# (~0.16 ms here) costs less than the hop to a worker thread and back (~0.4 ms measured).
+SMALL_WRITE_BYTES = 64 << 10
+
+
+async def write_on_the_loop(fn: Callable[[], T]) -> T:
+    """A small write, on the loop; first one turn of it, so the messages a leader just handed
+    to its transport go out while it writes."""
+    await asyncio.sleep(0)
+    return fn()
+
+
 def _without_collector(fn: Callable[[bytes], T], data: bytes) -> T:
     with _collector_paused():
         return fn(data)
@@ -133,8 +145,12 @@ class RaftNode:
         snapshot_bytes: int = 256 << 20,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         run_blocking: BlockingRunner = run_in_thread,
+        run_small_write: BlockingRunner | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
+        """run_blocking runs fsyncs and snapshot work (a worker thread; simulated disk time
+        under the simulator); run_small_write runs WAL writes of at most SMALL_WRITE_BYTES of
+        entries (default: run_blocking; a replica passes write_on_the_loop)."""
         if tick_interval <= 0:
             raise ValueError(f"tick_interval must be positive, got {tick_interval}")
         if snapshot_every < 1:
@@ -153,6 +169,7 @@ class RaftNode:
         self._bytes_since_snapshot = 0
         self._sleep = sleep
         self._run_blocking = run_blocking
+        self._run_small_write = run_small_write or run_blocking
         self._on_failure = on_failure
         self.core: RaftCore | None = None
         self.failure: BaseException | None = None
@@ -358,7 +375,8 @@ class RaftNode:
                 self._send(m)
         if rd.has_state():
             if rd.must_sync():
-                await self._run_blocking(lambda: self.storage.persist(rd))
+                small = rd.snapshot is None and sum(len(e.data) for e in rd.entries) <= SMALL_WRITE_BYTES
+                await (self._run_small_write if small else self._run_blocking)(lambda: self.storage.persist(rd))
             else:
                 self.storage.persist(rd)  # the commit index only: a write, no fsync
         if not early:

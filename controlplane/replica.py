@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.node import BlockingRunner, NodeStorage, RaftNode, run_in_thread
+from controlplane.node import BlockingRunner, NodeStorage, RaftNode, run_in_thread, write_on_the_loop
 from controlplane.raft import ConfChange, ConfChangeOp, NotLeaderError, RaftConfig, RaftError
 from controlplane.raft.codec import decode_batch, encode_batch
 from controlplane.raft.messages import AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse
@@ -118,6 +118,7 @@ class Replica:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         run_blocking: BlockingRunner = run_in_thread,
+        run_small_write: BlockingRunner = write_on_the_loop,
         on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.id = node_id
@@ -143,6 +144,7 @@ class Replica:
             snapshot_bytes=settings.snapshot_bytes,
             sleep=sleep,
             run_blocking=run_blocking,
+            run_small_write=run_small_write,
             on_failure=on_failure,
         )
 

@@ -302,6 +302,7 @@ class Simulation:
             seed=self.seed,
             rng=random.Random(self.rng.random()),
             run_blocking=lambda work: self._disk(node, work),
+            run_small_write=lambda work: self._disk(node, work),  # every write takes disk time here
             on_failure=lambda exc: self._loop_failed(node, incarnation, exc),
         )
         replica.node.tick_interval = node.tick_interval

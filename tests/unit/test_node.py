@@ -215,3 +215,43 @@ def test_a_membership_change_given_up_before_the_loop_takes_it_does_not_kill_the
             await c.close()
 
     run(go())
+
+
+def test_small_wal_writes_take_the_small_runner_and_large_ones_the_blocking_one():
+    from controlplane.node import SMALL_WRITE_BYTES, RaftNode, run_inline
+    from controlplane.raft import RaftConfig
+    from tests.node_cluster import KV, founder_storage
+
+    async def go():
+        ran: list[str] = []
+
+        def runner(name):
+            async def run_it(fn):
+                ran.append(name)
+                return await run_inline(fn)
+
+            return run_it
+
+        node = RaftNode(
+            RaftConfig(node_id=1, seed=1),
+            founder_storage([1]),
+            KV(),
+            lambda m: None,
+            tick_interval=0.01,
+            run_blocking=runner("blocking"),
+            run_small_write=runner("small"),
+        )
+        await node.start()
+        try:
+            await wait_for(lambda: node.is_leader)
+            ran.clear()
+            await node.propose(b"a=1")
+            small, ran[:] = list(ran), []
+            await node.propose(b"b=" + b"x" * (SMALL_WRITE_BYTES + 1))
+            large = list(ran)
+        finally:
+            await node.stop()
+        assert "small" in small and "blocking" not in small
+        assert "blocking" in large
+
+    run(go())
