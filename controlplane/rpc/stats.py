@@ -25,6 +25,8 @@ SCHEMA = pa.schema(
         pa.field("attempt", pa.int16(), nullable=False),
         pa.field("outcome", pa.string(), nullable=False),  # ok | timeout | connection | rejected | auth | ...
         pa.field("error_type", pa.string()),
+        # A streamed batch (the default): the time to hand it to the peer's stream, dialing
+        # included; over HTTP or Ray: the request's round trip.
         pa.field("latency_ms", pa.float64(), nullable=False),
         pa.field("request_bytes", pa.int64(), nullable=False),
         pa.field("response_bytes", pa.int64(), nullable=False),

@@ -1,7 +1,8 @@
 """What a standalone node serves on its peer port, beside Raft messages and behind the same
-cluster token: the calls node_client.NodeGroup makes (propose, query, watch, status,
-telemetry segments, membership, digests). JSON bodies; command bytes travel as the JSON text
-they are. The wire format is standalone/wire.py's."""
+cluster token: the calls node_client.NodeGroup makes (the leader stream for commands and
+linearizable reads, stale queries, watch, status, telemetry segments, membership, digests).
+JSON bodies; command bytes travel as the JSON text they are. The wire format is
+standalone/wire.py's and leader_stream/wire.py's."""
 
 from __future__ import annotations
 
@@ -35,15 +36,6 @@ async def _json(request: web.Request) -> dict[str, Any]:
 
 def client_routes(replica: Replica, describe: Callable[[], dict[str, Any]]) -> list[web.RouteDef]:
     """`describe()` adds this node's name and addresses to its status."""
-
-    async def propose(request: web.Request) -> web.Response:
-        body = await _json(request)
-        commands = body.get("commands")
-        if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
-            raise web.HTTPBadRequest(text="commands must be a list of strings")
-        timeout = float(body.get("timeout", 5.0))
-        answers = await replica.propose_many([c.encode() for c in commands], min(max(timeout, 0.05), 30.0))
-        return web.json_response({"answers": answers, "leader": replica.node.status().leader_id})
 
     async def query(request: web.Request) -> web.Response:
         body = await _json(request)
@@ -103,7 +95,6 @@ def client_routes(replica: Replica, describe: Callable[[], dict[str, Any]]) -> l
 
     return [
         leader_stream_route(replica),
-        web.post(f"{PREFIX}/propose", propose),
         web.post(f"{PREFIX}/query", query),
         web.get(f"{PREFIX}/status", status),
         web.get(f"{PREFIX}/watch", watch),

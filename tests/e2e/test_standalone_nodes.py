@@ -66,8 +66,8 @@ def test_telemetry_through_a_follower_is_applied_everywhere(nodes):
 def test_peer_calls_without_the_cluster_token_are_refused(nodes):
     name = nodes.founders[0]
     before = nodes.status(name)
-    for path, body in (("/raft/v1/messages", b"\x00" * 16), ("/client/v1/propose", b'{"commands": []}')):
-        request = urllib.request.Request(nodes.peer_url(name) + path, data=body, method="POST")
+    for path, body in (("/raft/v1/messages", b"\x00" * 16), ("/client/v1/stream", None)):
+        request = urllib.request.Request(nodes.peer_url(name) + path, data=body, method="POST" if body else "GET")
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=5)
         assert refused.value.code == 401
