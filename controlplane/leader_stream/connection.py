@@ -53,8 +53,9 @@ class LeaderStream:
         self.requests_sent = 0
 
     @property
-    def closed(self) -> bool:
-        return self._ws is not None and self._ws.closed
+    def disposable(self) -> bool:
+        """Not connected, not connecting, nobody waiting: forgetting it loses nothing."""
+        return (self._ws is None or self._ws.closed) and not self._pending and not self._opening.locked()
 
     async def propose(self, command: bytes, timeout: float) -> tuple[str, Any]:
         """("ok", the state machine's answer) or ("retry", why)."""
@@ -183,6 +184,9 @@ _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, 
 def leader_stream(url: str, token: str | None) -> LeaderStream:
     """The running loop's stream to `url`, shared by every client in the process."""
     streams = _per_loop.setdefault(asyncio.get_running_loop(), {})
+    for known, stream in list(streams.items()):  # a restarted replica listens on a new port
+        if stream.disposable:
+            del streams[known]
     key = (url, token)
     if key not in streams:
         streams[key] = LeaderStream(url, token)

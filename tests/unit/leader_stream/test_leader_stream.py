@@ -229,3 +229,26 @@ def test_a_leader_gone_silent_is_given_up_within_a_second_not_at_the_calls_timeo
             await server.close()
 
     run(go())
+
+
+def test_streams_to_replicas_gone_are_forgotten_not_kept_forever():
+    from controlplane.leader_stream.connection import leader_stream, streams_in_this_loop
+
+    async def go():
+        first = await _serve(FakeReplica())
+        old = leader_stream(first.address, TOKEN)
+        await old.propose(b'{"n": 1}', 2.0)
+        await first.close()  # a restarted replica comes back on another port
+        async with asyncio.timeout(5):
+            while not old.disposable:
+                await asyncio.sleep(0.01)
+        second = await _serve(FakeReplica())
+        try:
+            new = leader_stream(second.address, TOKEN)
+            await new.propose(b'{"n": 2}', 2.0)
+            assert streams_in_this_loop() == [new]
+        finally:
+            await new.close()
+            await second.close()
+
+    run(go())
