@@ -102,10 +102,31 @@ class LeaderStream:
         if ws.closed:
             self._fail(batch, "the stream closed")
             return
+        try:
+            frame = encode(batch)
+        except (TypeError, ValueError):
+            batch = self._without_unencodable(batch)
+            if not batch:
+                return
+            frame = encode(batch)
         self.frames_sent += 1
         self.requests_sent += len(batch)
-        sending = asyncio.ensure_future(ws.send_str(encode(batch)))
+        sending = asyncio.ensure_future(ws.send_str(frame))
         sending.add_done_callback(lambda sent: self._failed_to_send(sent, batch))
+
+    def _without_unencodable(self, batch: list[list[Any]]) -> list[list[Any]]:
+        """The requests that JSON can carry; each other one's caller is told why not."""
+        kept = []
+        for request in batch:
+            try:
+                encode(request)
+            except (TypeError, ValueError) as exc:
+                waiting = self._pending.get(request[0])
+                if waiting is not None and not waiting.done():
+                    waiting.set_exception(ValueError(f"the request cannot travel as JSON: {exc}"))
+                continue
+            kept.append(request)
+        return kept
 
     def _failed_to_send(self, sent: asyncio.Future[None], batch: list[list[Any]]) -> None:
         if sent.cancelled() or sent.exception() is not None:

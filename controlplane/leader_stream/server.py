@@ -17,6 +17,7 @@ from aiohttp import web
 from controlplane.leader_stream.wire import PATH, Answer, Proposal, Query, decode_requests, encode
 from controlplane.raft import RaftError
 from controlplane.standalone.wire import encode_error
+from controlplane.state.model import CommandError
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,23 @@ def leader_stream_route(replica: LeaderCalls) -> web.RouteDef:
 
 async def _send_when_known(ws: web.WebSocketResponse, work: Any) -> None:
     answers: list[Answer] = await work
+    try:
+        frame = encode(answers)
+    except (TypeError, ValueError):
+        frame = encode([_carried(answer) for answer in answers])
     with contextlib.suppress(ConnectionError, RuntimeError):  # the client left meanwhile
-        await ws.send_str(encode(answers))
+        await ws.send_str(frame)
+
+
+def _carried(answer: Answer) -> Answer:
+    """The answer if JSON can carry it, else an error naming why (a query's answer only:
+    commands answer with plain dicts)."""
+    try:
+        encode(answer)
+    except (TypeError, ValueError) as exc:
+        log.error("an answer cannot travel as JSON: %s", exc)
+        return [answer[0], "error", encode_error(CommandError("answer", f"cannot travel as JSON: {exc}"))]
+    return answer
 
 
 async def _propose(replica: LeaderCalls, proposals: list[Proposal]) -> list[Answer]:

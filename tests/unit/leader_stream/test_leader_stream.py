@@ -16,7 +16,7 @@ from controlplane.leader_stream.server import leader_stream_route
 from controlplane.leader_stream.wire import PATH
 from controlplane.raft import NotLeaderError
 from controlplane.rpc.http import HTTPTransportServer
-from controlplane.state.model import NotFoundError
+from controlplane.state.model import CommandError, NotFoundError
 
 TOKEN = "leader-stream-token-0123456789"
 
@@ -250,5 +250,43 @@ def test_streams_to_replicas_gone_are_forgotten_not_kept_forever():
         finally:
             await new.close()
             await second.close()
+
+    run(go())
+
+
+def test_a_request_json_cannot_carry_is_refused_by_name_and_its_frame_mates_still_go():
+    async def go():
+        server = await _serve(FakeReplica())
+        stream = LeaderStream(server.address, TOKEN)
+        try:
+            bad = stream.query("uav", {"id": {1, 2}}, "linearizable", 2.0)  # a set: not JSON
+            good = stream.query("uav", {"id": "u1"}, "linearizable", 2.0)
+            results = await asyncio.gather(bad, good, return_exceptions=True)
+        finally:
+            await stream.close()
+            await server.close()
+        assert isinstance(results[0], ValueError) and "JSON" in str(results[0])
+        assert results[1] == {"id": "u1"}
+
+    run(go())
+
+
+def test_an_answer_json_cannot_carry_comes_back_as_an_error_not_a_silence():
+    class OddReplica(FakeReplica):
+        async def query_many(self, queries, consistency="linearizable"):
+            return [(True, {"tags": {"a", "b"}}) if a["id"] == "odd" else (True, {"id": a["id"]}) for _, a in queries]
+
+    async def go():
+        server = await _serve(OddReplica())
+        stream = LeaderStream(server.address, TOKEN)
+        try:
+            odd = stream.query("uav", {"id": "odd"}, "linearizable", 2.0)
+            fine = stream.query("uav", {"id": "u1"}, "linearizable", 2.0)
+            results = await asyncio.gather(odd, fine, return_exceptions=True)
+        finally:
+            await stream.close()
+            await server.close()
+        assert isinstance(results[0], CommandError) and "JSON" in str(results[0])
+        assert results[1] == {"id": "u1"}
 
     run(go())
