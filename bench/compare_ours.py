@@ -3,10 +3,10 @@
 W1/W2 write UAV records (update_uav with position, battery and velocity: ~140 bytes of
 command, at least the peers' 100-byte values) through ControlPlane.command, one SDK client
 per concurrent client (each has its own exactly-once session; all share the process's one
-leader stream). W3 reads a UAV record with a
-linearizable query (ReadIndex on the leader). W4 is bench.telemetry's path: station ingest
-actors coalesce Arrow batches and hand the leader ObjectRefs; its latency is stricter than
-the peers' (report made → applied on every replica, not one call's round trip)."""
+leader stream). W3 reads a UAV record with a linearizable query (ReadIndex on the leader).
+W4 is bench.telemetry's path: station ingest actors coalesce Arrow batches and hand the
+leader ObjectRefs; its latency is stricter than the peers' (report made → applied on every
+replica, not one call's round trip)."""
 
 from __future__ import annotations
 

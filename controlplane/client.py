@@ -113,21 +113,29 @@ class ControlPlane(LeaderClient):
                 self._endpoints[self._leader] = None
             raise RetryElsewhere("the replica serves no leader stream; asking by actor calls") from None
 
-    async def _propose_once(self, data: bytes, timeout: float) -> tuple[str, Any]:
+    async def _at_the_leader(self, timeout: float, by_stream: Any, by_actor: Any) -> Any:
+        """One try at the leader: over its stream, or by actor calls when it serves none."""
         stream = await self._leader_stream(timeout)
         if stream is None:
             with _retry_elsewhere_on_ray_errors():
-                return await replica_calls.propose(await self._leader_handle(timeout), data)
+                return await by_actor(await self._leader_handle(timeout))
         with self._on_the_stream():
-            return await stream.propose(data, min(timeout, 5.0))
+            return await by_stream(stream)
+
+    async def _propose_once(self, data: bytes, timeout: float) -> tuple[str, Any]:
+        outcome: tuple[str, Any] = await self._at_the_leader(
+            timeout,
+            lambda stream: stream.propose(data, min(timeout, 5.0)),
+            lambda handle: replica_calls.propose(handle, data),
+        )
+        return outcome
 
     async def _query_once(self, name: str, args: dict[str, Any] | None, timeout: float) -> Any:
-        stream = await self._leader_stream(timeout)
-        if stream is None:
-            with _retry_elsewhere_on_ray_errors():
-                return await replica_calls.query(await self._leader_handle(timeout), name, args, "linearizable")
-        with self._on_the_stream():
-            return await stream.query(name, args, "linearizable", min(timeout, 5.0))
+        return await self._at_the_leader(
+            timeout,
+            lambda stream: stream.query(name, args, "linearizable", min(timeout, 5.0)),
+            lambda handle: replica_calls.query(handle, name, args, "linearizable"),
+        )
 
     async def query(
         self, name: str, args: dict[str, Any] | None = None, consistency: str = "linearizable", timeout: float = 15.0

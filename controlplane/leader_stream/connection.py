@@ -59,8 +59,7 @@ class LeaderStream:
 
     async def propose(self, command: bytes, timeout: float) -> tuple[str, Any]:
         """("ok", the state machine's answer) or ("retry", why)."""
-        kind, value = await self._ask(["propose", command.decode(), min(max(timeout, 0.05), 60.0)], timeout)
-        return kind, value
+        return await self._ask(["propose", command.decode(), min(max(timeout, 0.05), 60.0)], timeout)
 
     async def query(self, name: str, args: dict[str, Any] | None, consistency: str, timeout: float) -> Any:
         """The query's answer; its own CommandError as it is."""

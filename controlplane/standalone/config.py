@@ -67,6 +67,7 @@ class NodeConfig:
     rpc_max_retries: int = 2
     registration_ttl: float = 10.0
     stats_retention: StatsRetention = field(default_factory=StatsRetention)
+    event_loop: str = "uvloop"  # or asyncio (uvloop falls back to asyncio when not installed)
 
     @property
     def me(self) -> PeerNode:
@@ -107,6 +108,9 @@ class NodeConfig:
         kind = env.get("DISCOVERY_TYPE", "static").strip().lower()
         if kind not in ("static", "etcd", "consul"):
             raise ConfigError("DISCOVERY_TYPE", f"must be static, etcd or consul, got {kind!r}")
+        event_loop = env.get("EVENT_LOOP", "").strip().lower() or "uvloop"
+        if event_loop not in ("uvloop", "asyncio"):
+            raise ConfigError("EVENT_LOOP", f"must be uvloop or asyncio, got {event_loop!r}")
         join = _flag(env, "NODE_JOIN")
         if kind == "static" and not peers and not join:
             raise ConfigError("PEER_NODES", "is needed with DISCOVERY_TYPE=static (the founding members, as JSON)")
@@ -166,6 +170,7 @@ class NodeConfig:
             rpc_max_retries=int(_number(env, "RPC_MAX_RETRIES", 2, 0, 20, integer=True)),
             registration_ttl=_number(env, "REGISTRATION_TTL", 10.0, 2.0, 3600.0),
             stats_retention=_retention(env),
+            event_loop=event_loop,
         )
 
 

@@ -256,12 +256,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
     except ConfigError as exc:
         print(f"controlplane node: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    event_loop = env.get("EVENT_LOOP", "").strip() or "uvloop"
-    if event_loop not in ("uvloop", "asyncio"):
-        print(f"controlplane node: EVENT_LOOP must be uvloop or asyncio, got {event_loop!r}", file=sys.stderr)
-        return EXIT_CONFIG
     main_task = serve(config, env.get("CONTROLPLANE_GROUP", "fleet"))
-    if event_loop == "uvloop":
+    if config.event_loop == "uvloop":
         try:
             import uvloop
         except ImportError:
