@@ -24,7 +24,7 @@ def build(n: int, *, settled: bool = False) -> FleetState:
     s.stations = {f"station-{i}" for i in range(50)}
     statuses = list(UAVStatus)
     for i in range(n):
-        row = s.columns.allocate({"battery": 50.0 + i % 50, "lat": 47 + (i % 1000) / 1000, "lon": 8 + (i % 997) / 1000})
+        row = s.columns.allocate(f"uav-{i:06d}", {"battery": 50.0 + i % 50, "lat": 47 + (i % 1000) / 1000, "lon": 8 + (i % 997) / 1000})
         s.columns.set_report(row, 1_700_000_000.0 + i, i)
         s.uavs[f"uav-{i:06d}"] = UAV(
             f"uav-{i:06d}", f"station-{i % 50}", row, statuses[i % len(statuses)], None, 1 + i % 7

@@ -5,6 +5,7 @@ and lets the scheduler compare every idle UAV at once."""
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 import numpy as np
@@ -29,30 +30,41 @@ class UAVColumns:
         self.floats = {name: np.zeros(capacity) for name in KINEMATICS}
         self.report_time = np.full(capacity, NO_TIME)
         self.report_seq = np.full(capacity, -1, dtype=np.int64)
-        self._free: list[int] = list(range(capacity - 1, -1, -1))
+        # The UAV at each row (None: free), and the rows the scheduler may assign: the
+        # scheduler compares every idle UAV at once without walking Python objects.
+        self.ids = np.full(capacity, None, dtype=object)
+        self.idle = np.zeros(capacity, dtype=bool)
+        self._next_row = 0  # rows at or above it were never taken
+        self._freed: list[int] = []  # a heap of released rows, all below _next_row
 
     @property
     def capacity(self) -> int:
         return len(self.report_time)
 
-    def allocate(self, values: dict[str, float]) -> int:
+    def allocate(self, uav_id: str, values: dict[str, float]) -> int:
         """A row for a new UAV (the lowest free one, so every replica picks the same)."""
-        if not self._free:
-            self._grow()
-        row = self._free.pop()
+        if self._freed:
+            row = heapq.heappop(self._freed)
+        else:
+            if self._next_row == self.capacity:
+                self._grow()
+            row, self._next_row = self._next_row, self._next_row + 1
         for name, column in self.floats.items():
             column[row] = float(values.get(name, DEFAULTS[name]))
         self.report_time[row] = NO_TIME
         self.report_seq[row] = -1
+        self.ids[row] = uav_id
         return row
 
-    def reserve(self, n: int) -> None:
-        """Rows 0..n-1 are taken (filled directly, as a snapshot restore does)."""
-        self._free = list(range(self.capacity - 1, n - 1, -1))
+    def reserve(self, ids: list[str]) -> None:
+        """Rows 0..len(ids)-1 are taken by these UAVs (filled directly, as a snapshot restore does)."""
+        self.ids[: len(ids)] = ids
+        self._next_row, self._freed = len(ids), []
 
     def release(self, row: int) -> None:
-        self._free.append(row)
-        self._free.sort(reverse=True)
+        self.ids[row] = None
+        self.idle[row] = False
+        heapq.heappush(self._freed, row)
 
     def _grow(self) -> None:
         old = self.capacity
@@ -61,7 +73,8 @@ class UAVColumns:
             self.floats[name] = np.concatenate([column, np.zeros(new - old)])
         self.report_time = np.concatenate([self.report_time, np.full(new - old, NO_TIME)])
         self.report_seq = np.concatenate([self.report_seq, np.full(new - old, -1, dtype=np.int64)])
-        self._free = list(range(new - 1, old - 1, -1))
+        self.ids = np.concatenate([self.ids, np.full(new - old, None, dtype=object)])
+        self.idle = np.concatenate([self.idle, np.zeros(new - old, dtype=bool)])
 
     def get(self, row: int) -> dict[str, Any]:
         out: dict[str, Any] = {name: float(column[row]) for name, column in self.floats.items()}

@@ -75,7 +75,6 @@ class FleetState:
         self.telemetry = TelemetryCounts()
         self.applied_index = 0
         # Derived state, rebuilt on restore, never in snapshots:
-        self._idle: set[str] = set()  # UAVs the scheduler may assign
         self._pending: list[tuple[int, int, str]] = []  # sorted (-priority, created_index, id)
         self._id_index: tuple[pa.Array, np.ndarray] | None = None  # known ids and their rows
         self.checkpoints: OrderedDict[int, dict[str, str]] = OrderedDict()  # index -> table digests
@@ -261,10 +260,7 @@ class FleetState:
 
     def _set_uav(self, uav: UAV, status: UAVStatus, mission: str | None) -> None:
         uav.status, uav.mission = status, mission
-        if status is UAVStatus.IDLE and mission is None:
-            self._idle.add(uav.id)
-        else:
-            self._idle.discard(uav.id)
+        self.columns.idle[uav.row] = status is UAVStatus.IDLE and mission is None
         self._touch("uav", uav.id)
 
     def _set_mission(self, mission: Mission, status: MissionStatus, uav: str | None) -> None:
@@ -277,7 +273,7 @@ class FleetState:
         self._touch("mission", mission.id)
 
     def _register(self, uav_id: str, station: str, values: dict[str, Any]) -> UAV:
-        uav = UAV(uav_id, station, self.columns.allocate(values))
+        uav = UAV(uav_id, station, self.columns.allocate(uav_id, values))
         self.uavs[uav_id] = uav
         self._id_index = None
         self._set_uav(uav, UAVStatus.IDLE, None)
@@ -329,7 +325,6 @@ class FleetState:
             raise ConflictError("uav", f"UAV {uav.id!r} is on mission {uav.mission!r}")
         del self.uavs[uav.id]
         self._id_index = None
-        self._idle.discard(uav.id)
         self.columns.release(uav.row)
         self._touch("uav", uav.id)
         for group in self.groups.values():
@@ -426,35 +421,32 @@ class FleetState:
     def _schedule(self) -> None:
         """Pending missions, highest priority first (then oldest), each to the idle UAV with
         enough battery that is nearest its first waypoint (then fullest battery, then id).
-        Costs nothing while no mission is pending or no UAV is idle; otherwise one vectorized
-        pass over the idle UAVs per pending mission."""
-        if not self._pending or not self._idle:
+        Costs nothing while no mission is pending; otherwise a few vectorized passes over the
+        UAV columns per pending mission that some idle UAV has the battery for."""
+        if not self._pending:
             return
-        idle_ids = sorted(self._idle)
-        rows = np.fromiter((self.uavs[u].row for u in idle_ids), dtype=np.int64, count=len(idle_ids))
-        battery = self.columns.floats["battery"][rows]
-        lat, lon = self.columns.floats["lat"][rows], self.columns.floats["lon"][rows]
-        available = np.ones(len(rows), dtype=bool)
-        left, best_battery = len(rows), float(battery.max())
+        columns = self.columns
+        available = columns.idle.copy()
+        if not available.any():
+            return
+        battery, lat, lon = columns.floats["battery"], columns.floats["lat"], columns.floats["lon"]
+        best_battery = float(battery[available].max())
         for _, _, mission_id in list(self._pending):
             mission = self.missions[mission_id]
             if mission.min_battery > best_battery:
                 continue
-            candidates = np.nonzero(available & (battery >= mission.min_battery))[0]
-            if len(candidates) == 0:
-                continue
+            rows = np.nonzero(available & (battery >= mission.min_battery))[0]
             first = mission.waypoints[0]
-            distance = great_circle_m(lat[candidates], lon[candidates], first.lat, first.lon)
-            # candidates are in id order, so the position breaks the last tie by id
-            chosen = int(candidates[np.lexsort((candidates, -battery[candidates], distance))[0]])
+            chosen = _nearest(
+                rows, great_circle_m(lat[rows], lon[rows], first.lat, first.lon), battery[rows], columns.ids
+            )
             available[chosen] = False
-            uav = self.uavs[idle_ids[chosen]]
+            uav = self.uavs[columns.ids[chosen]]
             self._set_mission(mission, MissionStatus.ASSIGNED, uav.id)
             mission.version += 1
             self._set_uav(uav, UAVStatus.IN_MISSION, mission.id)
             uav.version += 1
-            left -= 1
-            if left == 0:
+            if not available.any():
                 return
             best_battery = float(battery[available].max())
 
@@ -536,7 +528,8 @@ class FleetState:
         fresh = FleetState(session_ttl_entries=self.session_ttl_entries)
         if data:
             decode_state(data, fresh)
-        fresh._idle = {u.id for u in fresh.uavs.values() if u.status is UAVStatus.IDLE and u.mission is None}
+        for u in fresh.uavs.values():
+            fresh.columns.idle[u.row] = u.status is UAVStatus.IDLE and u.mission is None
         fresh._pending = sorted(
             (-m.priority, m.created_index, m.id) for m in fresh.missions.values() if m.status is MissionStatus.PENDING
         )
@@ -568,6 +561,16 @@ class FleetState:
 
     def digest(self) -> str:
         return _sha(self.digests())
+
+
+def _nearest(rows: np.ndarray, distance: np.ndarray, battery: np.ndarray, ids: np.ndarray) -> int:
+    """The row of the nearest UAV, then the fullest battery, then the lowest id (rows are in
+    allocation order, not id order: ids break the last tie)."""
+    distance = np.nan_to_num(distance, nan=np.inf)  # (validated positions never make NaN)
+    tied = np.nonzero(distance == distance.min())[0]
+    if len(tied) > 1:
+        tied = tied[battery[tied] == battery[tied].max()]
+    return int(min(rows[tied].tolist(), key=lambda row: ids[row]))
 
 
 def _in_box(box: tuple[float, float, float, float], lat: float, lon: float) -> bool:

@@ -138,7 +138,6 @@ def decode_state(data: bytes, state: FleetState) -> None:
         columns.floats[name][:n] = uavs.column(name).to_numpy()
     columns.report_time[:n] = uavs.column("report_time").to_numpy()
     columns.report_seq[:n] = uavs.column("report_seq").to_numpy()
-    columns.reserve(n)
     state.columns = columns
     state.uavs = {}
     row = 0
@@ -148,6 +147,7 @@ def decode_state(data: bytes, state: FleetState) -> None:
         ):
             state.uavs[uid] = UAV(uid, home, row, UAVStatus(status), mission, version)
             row += 1
+    columns.reserve(list(state.uavs))
     points: list[Waypoint] = []
     for w in _slices(t["waypoints"]):
         points += [Waypoint(a, b, c) for a, b, c in zip(w["lat"], w["lon"], w["alt"], strict=True)]

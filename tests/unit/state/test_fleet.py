@@ -293,3 +293,79 @@ def test_queries():
         s.group_members("nope")
     with pytest.raises(ValueError):
         s.missions_by_status("flying")
+
+
+def _rule_assignments(uavs: dict[str, dict], missions: list[dict]) -> dict[str, str]:
+    """The scheduling rule as documented, by brute force: missions by priority (highest
+    first) then age, each to the idle UAV with enough battery nearest its first waypoint,
+    then fullest battery, then lowest id."""
+    from controlplane.state.model import great_circle_m
+
+    idle = {u for u, r in uavs.items() if r["status"] == "idle"}
+    out: dict[str, str] = {}
+    for m in sorted(missions, key=lambda m: (-m["priority"], m["order"])):
+        lat, lon = m["waypoints"][0]["lat"], m["waypoints"][0]["lon"]
+        able = [u for u in idle if uavs[u]["battery"] >= m["min_battery"]]
+        if not able:
+            continue
+        chosen = min(
+            able,
+            key=lambda u: (float(great_circle_m(uavs[u]["lat"], uavs[u]["lon"], lat, lon)), -uavs[u]["battery"], u),
+        )
+        idle.discard(chosen)
+        out[m["mission"]] = chosen
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    uavs=st.lists(
+        st.tuples(st.sampled_from([47.0, 47.5]), st.sampled_from([8.0, 8.5]), st.sampled_from([40, 90])),
+        min_size=1,
+        max_size=12,
+    ),
+    deleted=st.sets(st.integers(0, 11), max_size=4),
+    missions=st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from([0, 50, 95]), st.sampled_from([47.0, 47.5])), max_size=10
+    ),
+    through_snapshot=st.booleans(),
+)
+def test_the_scheduler_follows_its_rule_whatever_the_row_order(uavs, deleted, missions, through_snapshot):
+    """Ties on purpose (few positions and batteries); ids registered in reverse order and some
+    deleted and registered again, so rows are not in id order; optionally via a snapshot.
+    Every UAV idle while missions are created one by one."""
+    s = FleetState()
+    commands: list[dict] = [{"type": "register_station", "station": "a"}]
+    ids = [f"u{i:02d}" for i in range(len(uavs))]
+    for uid, (lat, lon, battery) in reversed(list(zip(ids, uavs, strict=True))):
+        commands.append(
+            {"type": "register_uav", "uav": uid, "home_station": "a", "lat": lat, "lon": lon, "battery": battery}
+        )
+    for i in sorted(deleted):
+        if i < len(ids):
+            commands.append({"type": "delete_uav", "uav": ids[i]})
+    for i in sorted(deleted, reverse=True):  # back in other rows
+        if i < len(ids):
+            lat, lon, battery = uavs[i]
+            commands.append(
+                {"type": "register_uav", "uav": ids[i], "home_station": "a", "lat": lat, "lon": lon, "battery": battery}
+            )
+    assert all(a["ok"] for a in run(s, *commands))
+    if through_snapshot:
+        again = FleetState()
+        again.restore(s.snapshot())
+        s = again
+    wanted = [
+        {"type": "create_mission", "mission": f"m{j}", "priority": prio, "min_battery": minb,
+         "waypoints": [{"lat": lat, "lon": 8.25, "alt": 10}], "order": j}
+        for j, (prio, minb, lat) in enumerate(missions)
+    ]  # fmt: skip
+    records = {uid: s.uav(uid) for uid in ids}
+    # Each creation schedules at once, over every idle UAV and every mission still pending.
+    expected: dict[str, str] = {}
+    for j, mission in enumerate(wanted):
+        [answer] = run(s, {k: v for k, v in mission.items() if k != "order"}, start=1000 + j)
+        assert answer["ok"]
+        idle = {u: r for u, r in records.items() if u not in expected.values()}
+        expected.update(_rule_assignments(idle, [m for m in wanted[: j + 1] if m["mission"] not in expected]))
+    assert {m: r.uav for m, r in s.missions.items() if r.uav is not None} == expected
