@@ -14,7 +14,7 @@ import resource
 import time
 
 from controlplane.state.fleet import FleetState
-from controlplane.state.model import UAV, Mission, MissionStatus, UAVStatus, Waypoint
+from controlplane.state.model import UAV, Mission, MissionStatus, UAVStatus, Waypoint, pack_route
 
 
 def build(n: int, *, settled: bool = False) -> FleetState:
@@ -24,14 +24,16 @@ def build(n: int, *, settled: bool = False) -> FleetState:
     s.stations = {f"station-{i}" for i in range(50)}
     statuses = list(UAVStatus)
     for i in range(n):
-        row = s.columns.allocate(f"uav-{i:06d}", {"battery": 50.0 + i % 50, "lat": 47 + (i % 1000) / 1000, "lon": 8 + (i % 997) / 1000})
+        row = s.columns.allocate(
+            f"uav-{i:06d}", {"battery": 50.0 + i % 50, "lat": 47 + (i % 1000) / 1000, "lon": 8 + (i % 997) / 1000}
+        )
         s.columns.set_report(row, 1_700_000_000.0 + i, i)
         s.uavs[f"uav-{i:06d}"] = UAV(
             f"uav-{i:06d}", f"station-{i % 50}", row, statuses[i % len(statuses)], None, 1 + i % 7
         )
         s.missions[f"mission-{i:06d}"] = Mission(
             f"mission-{i:06d}",
-            [Waypoint(47.0, 8.0 + k / 100, 50.0 + k) for k in range(3)],
+            pack_route(Waypoint(47.0, 8.0 + k / 100, 50.0 + k) for k in range(3)),
             i % 5,
             101.0 if settled else 30.0,
             MissionStatus.PENDING if not settled or i < 100 else MissionStatus.COMPLETED,

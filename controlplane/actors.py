@@ -29,6 +29,7 @@ from controlplane.metrics.replica import ReplicaMetrics
 from controlplane.persist import DiskStorage, StorageError, peek_hard_state
 from controlplane.persist.faults import with_disk_faults
 from controlplane.placement.discovery import create_service_discovery, is_shared
+from controlplane.process_memory import lean_arrow
 from controlplane.raft import NotLeaderError
 from controlplane.ray_group import NAMESPACE as NAMESPACE  # the client-side helpers, re-exported
 from controlplane.ray_group import actor_name as actor_name
@@ -125,6 +126,7 @@ class RaftReplica:
     statistics in Parquet, the lost-disk check, and going down when its Raft loop fails."""
 
     def __init__(self, spec: ReplicaSpec) -> None:
+        lean_arrow()
         self.spec = spec
         self.replica: Replica | None = None
         self.stats: ArrowStatsWriter | None = None

@@ -17,7 +17,7 @@ from controlplane.persist.errors import StorageError
 from controlplane.persist.files import atomic_write, read_checked
 from controlplane.persist.fs import OS_FILESYSTEM, FileSystem
 from controlplane.persist.snapshots import FileSnapshotStore
-from controlplane.persist.wal import FileLogStore
+from controlplane.persist.wal import SEGMENT_BYTES, FileLogStore
 from controlplane.raft.core import initial_entries
 from controlplane.raft.messages import Entry, EntryKind, HardState, Ready, Snapshot
 
@@ -42,7 +42,7 @@ class DiskStorage:
         *,
         cluster: str,
         node_id: int,
-        segment_bytes: int = 64 << 20,
+        segment_bytes: int = SEGMENT_BYTES,
         fs: FileSystem = OS_FILESYSTEM,
     ) -> None:
         self.dir = Path(directory)

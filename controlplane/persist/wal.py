@@ -46,6 +46,9 @@ HEADER_BYTES = _HEAD.size + _HEAD_CRC.size
 ENTRY, HARD_STATE, RESET = 1, 2, 3
 _NAME = re.compile(r"^wal-(\d{10})-(\d{20})\.log$")
 MAX_RECORD = 256 << 20
+# A segment is deleted once a snapshot covers it; a restart reads (and holds) every entry of
+# the segments left. 64 MiB held ~200,000 small commands: 1.5 s and ~35 MB to reopen.
+SEGMENT_BYTES = 4 << 20
 
 
 def segment_name(seq: int, first_index: int) -> str:
@@ -70,7 +73,7 @@ class FileLogStore:
     def __init__(
         self,
         directory: Path,
-        segment_bytes: int = 64 << 20,
+        segment_bytes: int = SEGMENT_BYTES,
         *,
         fs: FileSystem = OS_FILESYSTEM,
         read_only: bool = False,

@@ -30,6 +30,7 @@ from controlplane.metrics.prometheus import PrometheusSink
 from controlplane.metrics.replica import ReplicaMetrics
 from controlplane.persist import DiskStorage, StorageError
 from controlplane.placement.discovery import DiscoveryError, ServiceDiscovery, create_service_discovery
+from controlplane.process_memory import lean_arrow
 from controlplane.raft import Role
 from controlplane.replica import Replica, ReplicaSettings
 from controlplane.rpc.http import HTTPTransportServer
@@ -256,6 +257,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     except ConfigError as exc:
         print(f"controlplane node: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    lean_arrow()
     main_task = serve(config, env.get("CONTROLPLANE_GROUP", "fleet"))
     if config.event_loop == "uvloop":
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import sys
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,7 @@ from controlplane.state.model import (
     Waypoint,
     great_circle_m,
     ident,
+    pack_route,
 )
 from controlplane.state.sessions import SESSION_FIELDS, SESSION_TTL_ENTRIES, Sessions, entry_digest
 from controlplane.state.snapshot_codec import decode_state, encode_state
@@ -273,7 +275,7 @@ class FleetState:
         self._touch("mission", mission.id)
 
     def _register(self, uav_id: str, station: str, values: dict[str, Any]) -> UAV:
-        uav = UAV(uav_id, station, self.columns.allocate(uav_id, values))
+        uav = UAV(uav_id, sys.intern(station), self.columns.allocate(uav_id, values))  # one str per station
         self.uavs[uav_id] = uav
         self._id_index = None
         self._set_uav(uav, UAVStatus.IDLE, None)
@@ -337,9 +339,9 @@ class FleetState:
     def _cmd_create_mission(self, cmd: dict[str, Any], index: int) -> dict[str, Any]:
         if cmd["mission"] in self.missions:
             raise ConflictError("mission", f"mission {cmd['mission']!r} already exists")
-        waypoints = [Waypoint.parse(w, f"waypoints[{i}]") for i, w in enumerate(cmd["waypoints"])]
+        route = pack_route(Waypoint.parse(w, f"waypoints[{i}]") for i, w in enumerate(cmd["waypoints"]))
         mission = Mission(
-            cmd["mission"], waypoints, int(cmd.get("priority", 0)), float(cmd.get("min_battery", 0.0)),
+            cmd["mission"], route, int(cmd.get("priority", 0)), float(cmd.get("min_battery", 0.0)),
             created_index=index,
         )  # fmt: skip
         self.missions[mission.id] = mission
@@ -431,15 +433,15 @@ class FleetState:
             return
         battery, lat, lon = columns.floats["battery"], columns.floats["lat"], columns.floats["lon"]
         best_battery = float(battery[available].max())
-        for _, _, mission_id in list(self._pending):
-            mission = self.missions[mission_id]
+        position = 0  # in _pending, which loses each mission assigned here (never gains one)
+        while position < len(self._pending):
+            mission = self.missions[self._pending[position][2]]
             if mission.min_battery > best_battery:
+                position += 1
                 continue
             rows = np.nonzero(available & (battery >= mission.min_battery))[0]
-            first = mission.waypoints[0]
-            chosen = _nearest(
-                rows, great_circle_m(lat[rows], lon[rows], first.lat, first.lon), battery[rows], columns.ids
-            )
+            distance = great_circle_m(lat[rows], lon[rows], mission.route[0], mission.route[1])  # first waypoint
+            chosen = _nearest(rows, distance, battery[rows], columns.ids)
             available[chosen] = False
             uav = self.uavs[columns.ids[chosen]]
             self._set_mission(mission, MissionStatus.ASSIGNED, uav.id)
@@ -566,8 +568,11 @@ class FleetState:
 def _nearest(rows: np.ndarray, distance: np.ndarray, battery: np.ndarray, ids: np.ndarray) -> int:
     """The row of the nearest UAV, then the fullest battery, then the lowest id (rows are in
     allocation order, not id order: ids break the last tie)."""
-    distance = np.nan_to_num(distance, nan=np.inf)  # (validated positions never make NaN)
-    tied = np.nonzero(distance == distance.min())[0]
+    nearest = distance.min()
+    if np.isnan(nearest):  # validated positions never make NaN; were there any, they come last
+        distance = np.nan_to_num(distance, nan=np.inf)
+        nearest = distance.min()
+    tied = np.nonzero(distance == nearest)[0]
     if len(tied) > 1:
         tied = tied[battery[tied] == battery[tied].max()]
     return int(min(rows[tied].tolist(), key=lambda row: ids[row]))

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
+import sys
+from array import array
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 if TYPE_CHECKING:
     from controlplane.state.fleet import FleetState
@@ -33,6 +36,7 @@ def encode_state(state: FleetState) -> bytes:
     missions = [state.missions[k] for k in sorted(state.missions)]
     groups = [state.groups[k] for k in sorted(state.groups)]
     control = state.control.rows()
+    route = np.frombuffer(b"".join(m.route for m in missions), dtype=np.float64)
     tables = {
         "stations": pa.table({"name": pa.array(sorted(state.stations), pa.string())}),
         "uavs": pa.table(
@@ -59,13 +63,7 @@ def encode_state(state: FleetState) -> bytes:
                 "waypoints": pa.array([len(m.waypoints) for m in missions], pa.int32()),
             }
         ),
-        "waypoints": pa.table(
-            {
-                "lat": pa.array([w.lat for m in missions for w in m.waypoints], pa.float64()),
-                "lon": pa.array([w.lon for m in missions for w in m.waypoints], pa.float64()),
-                "alt": pa.array([w.alt for m in missions for w in m.waypoints], pa.float64()),
-            }
-        ),
+        "waypoints": pa.table({"lat": route[0::3], "lon": route[1::3], "alt": route[2::3]}),
         "groups": pa.table(
             {
                 "id": pa.array([g.id for g in groups], pa.string()),
@@ -123,10 +121,22 @@ def _slices(table: pa.Table, rows: int = 8192) -> Iterator[dict[str, list[Any]]]
         yield table.slice(start, rows).to_pydict()
 
 
+def _shared_values(column: pa.ChunkedArray, convert: Callable[[Any], Any]) -> list[Any]:
+    """A column of few distinct values (statuses, stations) as one Python object per row,
+    each distinct value converted once and shared: ~20x faster than converting every row."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    out: list[Any] = []
+    for chunk in column.chunks:
+        values = [convert(v) for v in chunk.dictionary.to_pylist()]
+        out += [values[code] for code in chunk.indices.to_numpy(zero_copy_only=False).tolist()]
+    return out
+
+
 def decode_state(data: bytes, state: FleetState) -> None:
     from controlplane.state.columns import UAVColumns
     from controlplane.state.control_kv import ControlRecord
-    from controlplane.state.model import UAV, Group, Mission, MissionStatus, UAVStatus, Waypoint
+    from controlplane.state.model import UAV, Group, Mission, MissionStatus, UAVStatus
     from controlplane.state.telemetry import TelemetryCounts
 
     t = decode_tables(data)
@@ -140,34 +150,34 @@ def decode_state(data: bytes, state: FleetState) -> None:
     columns.report_seq[:n] = uavs.column("report_seq").to_numpy()
     state.columns = columns
     state.uavs = {}
+    homes = _shared_values(uavs.column("home_station"), sys.intern)
+    uav_statuses = _shared_values(uavs.column("status"), UAVStatus)
+    versions = uavs.column("version").to_numpy().tolist()
     row = 0
-    for u in _slices(uavs.select(["id", "home_station", "status", "mission", "version"])):
-        for uid, home, status, mission, version in zip(
-            u["id"], u["home_station"], u["status"], u["mission"], u["version"], strict=True
-        ):
-            state.uavs[uid] = UAV(uid, home, row, UAVStatus(status), mission, version)
+    for u in _slices(uavs.select(["id", "mission"])):
+        for uid, mission in zip(u["id"], u["mission"], strict=True):
+            state.uavs[uid] = UAV(uid, homes[row], row, uav_statuses[row], mission, versions[row])
             row += 1
     columns.reserve(list(state.uavs))
-    points: list[Waypoint] = []
-    for w in _slices(t["waypoints"]):
-        points += [Waypoint(a, b, c) for a, b, c in zip(w["lat"], w["lon"], w["alt"], strict=True)]
-    state.missions, pos = {}, 0
-    for m in _slices(t["missions"]):
-        for mid, prio, minb, status, uav, created, version, count in zip(
-            m["id"],
-            m["priority"],
-            m["min_battery"],
-            m["status"],
-            m["uav"],
-            m["created_index"],
-            m["version"],
-            m["waypoints"],
-            strict=True,
-        ):
+    missions = t["missions"]
+    w = t["waypoints"]
+    routes = np.column_stack([w.column(k).to_numpy() for k in ("lat", "lon", "alt")]).tobytes()
+    ends = (np.cumsum(missions.column("waypoints").to_numpy(), dtype=np.int64) * 24).tolist()  # 3 float64 each
+    numbers = {
+        k: missions.column(k).to_numpy().tolist() for k in ("priority", "min_battery", "created_index", "version")
+    }
+    mission_statuses = _shared_values(missions.column("status"), MissionStatus)
+    state.missions, i, start = {}, 0, 0
+    for m in _slices(missions.select(["id", "uav"])):
+        for mid, uav in zip(m["id"], m["uav"], strict=True):
+            route = array("d")
+            route.frombytes(routes[start : ends[i]])
             state.missions[mid] = Mission(
-                mid, points[pos : pos + count], prio, minb, MissionStatus(status), uav, created, version
-            )
-            pos += count
+                mid, route, numbers["priority"][i], numbers["min_battery"][i], mission_statuses[i], uav,
+                numbers["created_index"][i], numbers["version"][i],
+            )  # fmt: skip
+            start = ends[i]
+            i += 1
     g: dict[str, list[Any]] = t["groups"].to_pydict()
     members = t["group_members"].column("uav").to_pylist()
     state.groups, pos = {}, 0

@@ -1,0 +1,69 @@
+"""A replica's process converts Python values to Arrow (snapshots, telemetry) without
+pyarrow importing pandas (~58 MB), on the system allocator, and pandas still works where it
+is asked for."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import sys
+from controlplane.process_memory import lean_arrow, release_free_memory
+{setup}
+from bench.snapshot import build
+state = build(50)
+state.snapshot()
+release_free_memory()
+print("after snapshot", "pandas" in sys.modules)
+import pyarrow as pa
+print("to_pandas rows", len(pa.table({{"a": ["x", "y"]}}).to_pandas()))
+"""
+
+
+def run(setup: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE.format(setup=setup)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_lean_process_snapshots_without_importing_pandas():
+    out = run("lean_arrow()")
+    assert "after snapshot False" in out and "to_pandas rows 2" in out
+
+
+def test_without_it_pyarrow_imports_pandas():
+    """The saving is real: this pyarrow does import pandas on its first conversion."""
+    assert "after snapshot True" in run("")
+
+
+def _growth_over_snapshots(lean: bool) -> float:
+    probe = f"""
+import os
+from controlplane.process_memory import lean_arrow, release_free_memory
+if {lean}:
+    lean_arrow()
+from bench.snapshot import build
+def rss(): return int(open(f"/proc/{{os.getpid()}}/statm").read().split()[1]) * 4096 / 1e6
+state = build(100_000)
+before = rss()
+for _ in range(3):
+    state.snapshot()
+    release_free_memory()
+print(rss() - before)
+"""
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return float(result.stdout)
+
+
+def test_a_lean_process_keeps_less_after_snapshots():
+    """Three snapshots of a 100k fleet: measured +28-37 MB resident lean, +95-98 MB with
+    Arrow's defaults (pandas imported, mimalloc keeping its pages)."""
+    lean, default = _growth_over_snapshots(True), _growth_over_snapshots(False)
+    assert lean < default - 30, f"lean +{lean:.0f} MB, default +{default:.0f} MB"
