@@ -69,7 +69,6 @@ def commands(count: int, stations: int = 50) -> list[list[bytes]]:
 async def load(nodes: NodeProcesses, phases: list[list[bytes]], concurrency: int = 256) -> float:
     """Every command through the leader stream, `concurrency` in flight; returns commands/s."""
     from controlplane.node_client import NodeGroup
-    from controlplane.state.model import CommandError
 
     group = NodeGroup([nodes.peer_url(n) for n in nodes.nodes], token=CLUSTER_TOKEN)
     total = sum(len(p) for p in phases)
@@ -80,7 +79,7 @@ async def load(nodes: NodeProcesses, phases: list[list[bytes]], concurrency: int
         for command in todo:
             answer = await group.propose(command, timeout=60.0)
             if not answer.get("ok", True) and not answer.get("conflict"):
-                raise CommandError("load", f"refused: {answer}")
+                raise RuntimeError(f"the load was refused: {answer}")
             n = next(done)
             if n % 20_000 == 0:
                 print(f"loaded {n:,} of {total:,} commands", file=sys.stderr, flush=True)
@@ -111,7 +110,7 @@ def restart_follower(nodes: NodeProcesses) -> dict[str, Any]:
     nodes.wait_for(f"{follower} to answer", lambda: nodes.status(follower), timeout=120)
     answers_s = time.monotonic() - started
     nodes.wait_for(f"{follower} to catch up", lambda: caught_up(nodes, follower, committed), timeout=120)
-    recovery = [line.split(": ", 1)[-1] for line in nodes.log(follower).splitlines() if "read its disk" in line]
+    recovery = [line.split(": ", 1)[-1] for line in nodes.log(follower).splitlines() if "recovered:" in line]
     return {
         "recovery": recovery[-1:],
         "answers_s": round(answers_s, 2),

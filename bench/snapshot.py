@@ -3,7 +3,8 @@
     python -m bench.snapshot [--count 100000] [--json]
 
 Builds the state directly (not through apply), then times FleetState.snapshot() (Arrow IPC,
-zstd) and restore(), and reports the snapshot size and the process's peak RSS growth.
+zstd) and restore(), and reports the snapshot size and the process's peak RSS growth (set up as a
+replica's process is: controlplane/process_memory.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import resource
 import time
 
+from controlplane.process_memory import lean_arrow
 from controlplane.state.fleet import FleetState
 from controlplane.state.model import UAV, Mission, MissionStatus, UAVStatus, Waypoint, pack_route
 
@@ -55,6 +57,7 @@ def main() -> None:
     args = p.parse_args()
     if args.count < 1:
         p.error("--count must be positive")
+    lean_arrow()  # as a replica's process does
     state = build(args.count)
     before = peak_rss_mb()
     t = time.perf_counter()

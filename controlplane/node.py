@@ -197,19 +197,17 @@ class RaftNode:
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        started = time.perf_counter()
         state = self.storage.load()
-        loaded = time.perf_counter()
+        started = time.perf_counter()
         kwargs: dict[str, Any] = {} if state.snapshot is None else {"snapshot": state.snapshot}
         self.core = RaftCore(self.config, hard_state=state.hard_state, entries=state.entries, **kwargs)
         if state.snapshot is not None:
             await self._restore(state.snapshot)
             self._last_snapshot_index = state.snapshot.meta.index
         log.info(
-            "node %d: read its disk in %.2f s (snapshot at %d, %d entries after it, %d of them committed), "
-            "restored in %.2f s",
-            self.id, loaded - started, self.applied_index, len(state.entries),
-            max(0, state.hard_state.commit - self.applied_index), time.perf_counter() - loaded,
+            "node %d: recovered: snapshot at %d restored in %.2f s, %d log entries read (%d committed after it)",
+            self.id, self.applied_index, time.perf_counter() - started, len(state.entries),
+            max(0, state.hard_state.commit - self.applied_index),
         )  # fmt: skip
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run()), loop.create_task(self._ticker())]

@@ -137,11 +137,6 @@ class Mission:
     created_index: int = 0
     version: int = 1
 
-    @property
-    def waypoints(self) -> list[Waypoint]:
-        r = self.route
-        return [Waypoint(r[i], r[i + 1], r[i + 2]) for i in range(0, len(r), 3)]
-
     def to_dict(self) -> dict[str, Any]:
         r = self.route.tolist()
         return {

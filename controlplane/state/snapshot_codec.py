@@ -60,7 +60,7 @@ def encode_state(state: FleetState) -> bytes:
                 "uav": pa.array([m.uav for m in missions], pa.string()),
                 "created_index": pa.array([m.created_index for m in missions], pa.int64()),
                 "version": pa.array([m.version for m in missions], pa.int64()),
-                "waypoints": pa.array([len(m.waypoints) for m in missions], pa.int32()),
+                "waypoints": pa.array([len(m.route) // 3 for m in missions], pa.int32()),
             }
         ),
         "waypoints": pa.table({"lat": route[0::3], "lon": route[1::3], "alt": route[2::3]}),
