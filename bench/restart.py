@@ -10,6 +10,7 @@ the leader stream, then:
     linearizable read is answered.
 
     python -m bench.restart [--count 100000] [--json]
+    python -m bench.restart --ray   # Ray replicas: their memory holding the same load
 
 Issue 14's goals: <= 300 MB RSS per replica at 100k UAVs + 100k missions; a restart serves
 again within 2 s.
@@ -21,17 +22,22 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.standalone_nodes import CLUSTER_TOKEN, NodeProcesses, running_group
 
+if TYPE_CHECKING:
+    from controlplane.leader_client import LeaderClient
+
 RSS_GOAL_MB = 300.0
 RESTART_GOAL_S = 2.0
+RAY_STATIONS = ["alpha", "bravo", "charlie"]
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -66,31 +72,77 @@ def commands(count: int, stations: int = 50) -> list[list[bytes]]:
     ]  # fmt: skip
 
 
-async def load(nodes: NodeProcesses, phases: list[list[bytes]], concurrency: int = 256) -> float:
-    """Every command through the leader stream, `concurrency` in flight; returns commands/s."""
-    from controlplane.node_client import NodeGroup
-
-    group = NodeGroup([nodes.peer_url(n) for n in nodes.nodes], token=CLUSTER_TOKEN)
+async def load(client: LeaderClient, phases: list[list[bytes]], concurrency: int = 256) -> float:
+    """Every command through the client's leader stream, `concurrency` in flight; commands/s."""
     total = sum(len(p) for p in phases)
     done = itertools.count(1)
     started = time.monotonic()
 
     async def worker(todo: Iterator[bytes]) -> None:
         for command in todo:
-            answer = await group.propose(command, timeout=60.0)
+            answer = await client.propose(command, timeout=60.0)
             if not answer.get("ok", True) and not answer.get("conflict"):
                 raise RuntimeError(f"the load was refused: {answer}")
             n = next(done)
             if n % 20_000 == 0:
                 print(f"loaded {n:,} of {total:,} commands", file=sys.stderr, flush=True)
 
+    for phase in phases:
+        todo = iter(phase)
+        await asyncio.gather(*(worker(todo) for _ in range(concurrency)))
+    return total / (time.monotonic() - started)
+
+
+async def load_nodes(nodes: NodeProcesses, phases: list[list[bytes]]) -> float:
+    from controlplane.node_client import NodeGroup
+
+    group = NodeGroup([nodes.peer_url(n) for n in nodes.nodes], token=CLUSTER_TOKEN)
     try:
-        for phase in phases:
-            todo = iter(phase)
-            await asyncio.gather(*(worker(todo) for _ in range(concurrency)))
+        return await load(group, phases)
     finally:
         await group.close()
-    return total / (time.monotonic() - started)
+
+
+async def _ray_holding(count: int, data_dir: str) -> dict[str, Any]:
+    import ray
+
+    from controlplane.actors import deploy, find_leader
+    from controlplane.client import ControlPlane
+
+    group = f"restart{os.getpid()}"
+    replicas = deploy(group, RAY_STATIONS, data_dir)
+    try:
+        await find_leader(replicas, 60)
+        rate = await load(ControlPlane(group, replicas), commands(count))
+        pids = {r: await h.__ray_call__.remote(lambda _replica: os.getpid()) for r, h in replicas.items()}
+        statuses = {r: await h.status.remote() for r, h in replicas.items()}
+        commit = max(s["commit"] for s in statuses.values())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # every replica applied the whole load
+            statuses = {r: await h.status.remote() for r, h in replicas.items()}
+            if all(s["applied"] >= commit for s in statuses.values()):
+                break
+            await asyncio.sleep(0.1)
+        return {"load_commands_per_s": round(rate), "holding": {f"replica_{r}": memory_mb(p) for r, p in pids.items()}}
+    finally:
+        for h in replicas.values():
+            ray.kill(h, no_restart=True)
+
+
+def ray_holding(count: int) -> dict[str, Any]:
+    """Ray replicas (detached actors, one per station, as deployed) holding the same load:
+    each one's resident memory (a Ray worker process: Ray's own core worker included)."""
+    import logging
+
+    import ray
+
+    ray.init(address="local", include_dashboard=False, resources={f"station:{s}": 1 for s in RAY_STATIONS},
+             logging_level=logging.ERROR, log_to_driver=False)  # fmt: skip
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-restart-ray-") as tmp:
+            return asyncio.run(_ray_holding(count, tmp))
+    finally:
+        ray.shutdown()
 
 
 def caught_up(nodes: NodeProcesses, name: str, index: int) -> bool:
@@ -145,11 +197,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=100_000, help="UAVs, and as many missions")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--ray", action="store_true", help="Ray replicas instead: their memory holding the load")
     args = p.parse_args()
     if args.count < 1:
         p.error("--count must be positive")
+    if args.ray:
+        held = ray_holding(args.count)
+        worst = max(m["rss_mb"] for m in held["holding"].values())
+        goal = {"worst": worst, "goal": RSS_GOAL_MB, "met": worst <= RSS_GOAL_MB}
+        ray_result = {"uavs": args.count, "missions": args.count, **held, "goals": {"rss_mb": goal}}
+        print(json.dumps(ray_result) if args.json else json.dumps(ray_result, indent=2))
+        return
     with tempfile.TemporaryDirectory(prefix="bench-restart-") as tmp, running_group(Path(tmp)) as nodes:
-        rate = asyncio.run(load(nodes, commands(args.count)))
+        rate = asyncio.run(load_nodes(nodes, commands(args.count)))
         leader = nodes.wait_for("a leader", nodes.leader)
         status = nodes.status(leader)
         assert status is not None
