@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from controlplane.leader_client import ControlPlaneError, RetryElsewhere
-from controlplane.leader_stream.wire import PATH, encode
+from controlplane.leader_stream.wire import PATH, encode, unencodable
 from controlplane.standalone.wire import decode_error
 
 log = logging.getLogger(__name__)
@@ -117,14 +117,13 @@ class LeaderStream:
         """The requests that JSON can carry; each other one's caller is told why not."""
         kept = []
         for request in batch:
-            try:
-                encode(request)
-            except (TypeError, ValueError) as exc:
-                waiting = self._pending.get(request[0])
-                if waiting is not None and not waiting.done():
-                    waiting.set_exception(ValueError(f"the request cannot travel as JSON: {exc}"))
+            why = unencodable(request)
+            if why is None:
+                kept.append(request)
                 continue
-            kept.append(request)
+            waiting = self._pending.get(request[0])
+            if waiting is not None and not waiting.done():
+                waiting.set_exception(ValueError(f"the request cannot travel as JSON: {why}"))
         return kept
 
     def _failed_to_send(self, sent: asyncio.Future[None], batch: list[list[Any]]) -> None:

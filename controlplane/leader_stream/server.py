@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from controlplane.leader_stream.wire import PATH, Answer, Proposal, Query, decode_requests, encode
+from controlplane.leader_stream.wire import PATH, Answer, Proposal, Query, decode_requests, encode, unencodable
 from controlplane.raft import RaftError
 from controlplane.standalone.wire import encode_error
 from controlplane.state.model import CommandError
@@ -80,12 +80,11 @@ async def _send_when_known(ws: web.WebSocketResponse, work: Any) -> None:
 def _carried(answer: Answer) -> Answer:
     """The answer if JSON can carry it, else an error naming why (a query's answer only:
     commands answer with plain dicts)."""
-    try:
-        encode(answer)
-    except (TypeError, ValueError) as exc:
-        log.error("an answer cannot travel as JSON: %s", exc)
-        return [answer[0], "error", encode_error(CommandError("answer", f"cannot travel as JSON: {exc}"))]
-    return answer
+    why = unencodable(answer)
+    if why is None:
+        return answer
+    log.error("an answer cannot travel as JSON: %s", why)
+    return [answer[0], "error", encode_error(CommandError("answer", f"cannot travel as JSON: {why}"))]
 
 
 async def _propose(replica: LeaderCalls, proposals: list[Proposal]) -> list[Answer]:

@@ -43,6 +43,15 @@ def encode(items: list[Any]) -> str:
     return json.dumps(items, separators=(",", ":"))
 
 
+def unencodable(item: Any) -> str | None:
+    """Why JSON cannot carry `item` (a frame's one request or answer), None when it can."""
+    try:
+        json.dumps(item)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
 def decode_requests(text: str) -> tuple[list[Request], list[Answer]]:
     """The well-formed requests of a frame, and an "invalid" answer for each malformed one
     that has an id. ValueError when the frame itself is not a list of requests."""

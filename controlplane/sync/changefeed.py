@@ -14,7 +14,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from controlplane.raft.messages import Entry
 from controlplane.state.fleet import FleetState
@@ -30,11 +30,21 @@ def parse_kinds(kinds: Iterable[str] | None) -> frozenset[str]:
     return wanted
 
 
-def _unpacked(change: tuple[int, str, str | None, Any]) -> dict[str, Any]:
-    index, kind, record_id, payload = change
-    if kind == "telemetry":
-        return {**payload, "kind": "telemetry"}
-    return {"index": index, "kind": kind, "id": record_id, "record": None if payload is None else json.loads(payload)}
+class _Kept(NamedTuple):
+    """A change as the window keeps it: the record as compact JSON (None: deleted), or a
+    telemetry batch's counts. A dict per change holding the record's dict took ~4x the
+    memory (~40 MB for a window of a 100k fleet's changes), and readers are few."""
+
+    log_index: int
+    kind: str
+    id: str | None
+    payload: Any
+
+    def unpacked(self) -> dict[str, Any]:
+        if self.kind == "telemetry":
+            return {**self.payload, "kind": "telemetry"}
+        record = None if self.payload is None else json.loads(self.payload)
+        return {"index": self.log_index, "kind": self.kind, "id": self.id, "record": record}
 
 
 class ChangeFeed:
@@ -45,10 +55,7 @@ class ChangeFeed:
         state.track_changes = True
         self.window = window
         self._clock = clock
-        # (index, kind, id, record) with the record as JSON (None: deleted), or (index,
-        # "telemetry", None, counts): a dict per change holding the record's dict took ~4x the
-        # memory (~40 MB for a window of a 100k fleet's changes), and readers are few.
-        self._changes: deque[tuple[int, str, str | None, Any]] = deque()
+        self._changes: deque[_Kept] = deque()
         # Changes of every entry after `horizon` are in the window.
         self.horizon = state.applied_index
         self._new = asyncio.Event()
@@ -61,10 +68,10 @@ class ChangeFeed:
         for kind, record_id in changed:
             record = self.state.record(kind, record_id)
             packed = None if record is None else json.dumps(record, separators=(",", ":")).encode()
-            self._changes.append((entry.index, kind, record_id, packed))
+            self._changes.append(_Kept(entry.index, kind, record_id, packed))
         applied_at = self._clock()
         for counts in telemetry:
-            self._changes.append((counts["index"], "telemetry", None, {**counts, "applied_at": applied_at}))
+            self._changes.append(_Kept(counts["index"], "telemetry", None, {**counts, "applied_at": applied_at}))
         self._trim()
         if changed or telemetry:
             self._notify()
@@ -89,8 +96,8 @@ class ChangeFeed:
 
     def _trim(self) -> None:
         while len(self._changes) > self.window:
-            dropped = self._changes.popleft()[0]
-            while self._changes and self._changes[0][0] == dropped:
+            dropped = self._changes.popleft().log_index
+            while self._changes and self._changes[0].log_index == dropped:
                 self._changes.popleft()
             self.horizon = dropped
 
@@ -110,18 +117,18 @@ class ChangeFeed:
         applied = self.state.applied_index
         if index < self.horizon:
             return {"reset": True, "index": applied, "changes": self._everything(wanted, applied)}
-        out: list[dict[str, Any]] = []
+        kept: list[_Kept] = []
         last = applied
         for change in reversed(self._changes):  # newest first: stop at `index`
-            if change[0] <= index:
+            if change.log_index <= index:
                 break
-            if change[1] in wanted:
-                out.append(_unpacked(change))
-        out.reverse()
-        if len(out) > limit:  # cut at an entry boundary so the next call resumes cleanly
-            last = out[limit - 1]["index"]
-            out = [c for c in out if c["index"] <= last]
-        return {"reset": False, "index": max(last, index), "changes": out}
+            if change.kind in wanted:
+                kept.append(change)
+        kept.reverse()
+        if len(kept) > limit:  # cut at an entry boundary so the next call resumes cleanly
+            last = kept[limit - 1].log_index
+            kept = [c for c in kept if c.log_index <= last]
+        return {"reset": False, "index": max(last, index), "changes": [c.unpacked() for c in kept]}
 
     def _everything(self, wanted: frozenset[str], index: int) -> list[dict[str, Any]]:
         s = self.state
