@@ -1,0 +1,53 @@
+"""bench/telemetry_parts.py: each part of the telemetry path measured alone (a small run
+end to end, three node processes included), and the budget that adds them up."""
+
+import json
+import subprocess
+import sys
+
+from bench.telemetry_parts import budget
+from tests.conftest import ROOT
+
+
+def test_a_small_run_measures_every_part_and_the_pipeline():
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.telemetry_parts", "--rate", "30000", "--uavs", "300", "--seconds", "0.3",
+         "--no-ray", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["rows_per_batch"] == 500
+    parts = result["parts"]
+    assert set(parts) == {"generate", "validate", "encode", "check", "join", "persist", "apply"}
+    assert all(p["rows"] >= 3 * 500 and p["cpu_us_per_1k"] > 0 for p in parts.values())
+    pipeline = result["pipeline"]
+    assert pipeline["reports_accepted"] >= pipeline["reports_sent"] // 2 > 0
+    assert set(pipeline["cpu_us_per_1k_by_process"]) >= {"leader", "feeder (this process)"}
+    assert len(pipeline["cpu_us_per_1k_by_process"]) == 4
+    assert result["budget"]["rate"] == 30000
+
+
+def part(us_per_1k: float) -> dict:
+    return {"cpu_us_per_1k": us_per_1k}
+
+
+def test_the_budget_adds_each_process_and_names_the_busiest():
+    parts = {n: part(100.0) for n in ("generate", "validate", "encode", "check", "join", "persist", "apply")}
+    parts["apply"] = part(500.0)
+    b = budget(parts, None, 1_000_000)
+    cores = b["cores_needed_by_process"]
+    assert cores["load generator"] == 0.1
+    assert cores["station ingests (3, together)"] == 0.2
+    assert cores["leader replica"] == 0.8  # check + join + persist + apply
+    assert cores["follower replica 1"] == cores["follower replica 2"] == 0.6
+    assert b["cores_needed"] == 2.3
+    assert b["busiest_process"] == "leader replica" and b["busiest_process_rate_one_core"] == 1_250_000
+    assert b["fits"] is (b["cores_here"] >= 2.3)
+
+    pipeline = {"cpu_us_per_1k_by_process": {"leader": 900.0, "node_2": 700.0, "node_3": 650.0,
+                                             "feeder (this process)": 50.0}}  # fmt: skip
+    with_pipeline = budget(parts, pipeline, 2_000_000)
+    cores = with_pipeline["cores_needed_by_process"]
+    assert cores["leader replica"] == 1.8 and cores["follower replica 1"] == 1.4 and cores["follower replica 2"] == 1.3
+    assert with_pipeline["fits"] is False  # the leader alone needs more than a core
