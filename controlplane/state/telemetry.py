@@ -195,8 +195,7 @@ def invalid_rows(table: pa.Table, *, check_ids: bool = True) -> tuple[np.ndarray
         flag((length == 0) | (length > 128) | spaced, "uav", "must be a non-empty id without spaces (<= 128 chars)")
     time = _floats(table, "time")
     flag(~np.isfinite(time), "time", "must be a finite number (seconds)")
-    seq_column = table.column("seq")
-    seq = pc.fill_null(seq_column, -1).to_numpy()
+    seq = int_values(table.column("seq"), -1)
     flag(seq < 0, "seq", "must be a non-negative integer")
     for name, (lo, hi) in KINEMATICS.items():
         values = _floats(table, name, absent=0.5 * (lo + hi))
@@ -208,9 +207,18 @@ def invalid_rows(table: pa.Table, *, check_ids: bool = True) -> tuple[np.ndarray
 def _floats(table: pa.Table, name: str, absent: float = math.nan) -> np.ndarray:
     """A float column as numpy; nulls (absent values) become `absent`."""
     column = table.column(name)
+    if column.null_count == len(column):  # a field no report carries (vx, vy, vz often)
+        return np.full(len(column), absent)
     if column.null_count:
         column = pc.fill_null(column, absent)
     return np.asarray(column.to_numpy(), dtype=np.float64)
+
+
+def int_values(column: pa.ChunkedArray | pa.Array, absent: int) -> np.ndarray:
+    """An integer column as int64 numpy; nulls become `absent`."""
+    if column.null_count:
+        column = pc.fill_null(column, absent)
+    return np.asarray(column.to_numpy(), dtype=np.int64)
 
 
 # --- the log entry -------------------------------------------------------------------------

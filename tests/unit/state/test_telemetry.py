@@ -190,6 +190,20 @@ def test_a_poison_segment_is_refused_before_the_log_and_never_raises_in_apply():
         fleet().apply(Entry(1, 10, join_segments([plain], auto_register=False)))
 
 
+def test_a_dictionary_naming_a_uav_twice_still_finds_it_through_either_code():
+    """Stations write each id once in a segment's dictionary; a forged segment may repeat
+    one. Every code naming a known UAV must find its row, as when each id was looked up."""
+    table, _ = normalize([report("u0", 5.0, 1, lat=10.0), report("u0", 6.0, 2, lat=20.0),
+                          report("u9", 6.0, 2), report("u1", 7.0, 1, lat=30.0)], station="alpha")  # fmt: skip
+    codes = pa.array([0, 1, 2, 3], pa.int32())
+    uav = pa.DictionaryArray.from_arrays(codes, pa.array(["u0", "u0", "u9", "u1"]))
+    forged = table.set_column(table.schema.get_field_index("uav"), "uav", uav)
+    s = fleet()
+    answer = s.apply(Entry(1, 10, join_segments([_raw_segment(forged)], auto_register=False)))
+    assert (answer["accepted"], answer["rejected"]) == (3, 1)  # u9 is not known
+    assert s.uav("u0")["lat"] == 20.0 and s.uav("u1")["lat"] == 30.0
+
+
 def test_apply_never_raises_even_on_a_bug_inside_a_command():
     s = fleet()
     s._cmd_create_group = lambda cmd, index: 1 / 0  # a bug in one handler
