@@ -17,6 +17,8 @@ driver's batch per station and tick, one segment per batch, one log entry per 3 
   check      the leader re-checking a segment before it goes into the log (check_segment)
   join       the leader joining 3 stations' segments into one entry (join_segments)
   persist    one replica writing and fsyncing the entry (the WAL, persist/wal.py)
+  stream     the leader sending the entry to one follower on the replicas' stream, and the
+             follower reading and decoding it (rpc/stream.py; both ends in this process)
   apply      one replica applying the entry (FleetState.apply: last writer wins, change feed)
   pipeline   3 standalone nodes (`python -m controlplane node`, real processes): this
              process posts pre-encoded segments to the leader, which joins, persists,
@@ -114,6 +116,7 @@ def in_process_parts(args: argparse.Namespace, rows: int, data_dir: Path) -> dic
             wal.compact(k)  # keep the bench's own memory flat; a replica compacts after snapshots
 
     parts["persist"] = measure(persist, 3 * rows, args.seconds)
+    parts["stream"] = stream_part(entries[0], 3 * rows, args.seconds)
     wal.close()
 
     # A replica's state: the stations, every UAV (registered by its first report), the change
@@ -142,6 +145,39 @@ def in_process_parts(args: argparse.Namespace, rows: int, data_dir: Path) -> dic
         applied += 1
     parts["apply"] = per_rows(time.process_time() - cpu0, time.perf_counter() - wall0, applied * 3 * rows)
     return parts
+
+
+def stream_part(entry: bytes, rows: int, seconds: float) -> dict[str, Any]:
+    """The leader sending one entry to one follower on the replicas' stream (StreamTransport
+    to an HTTPTransportServer on 127.0.0.1, both in this process, so both sides count): the
+    batch encoded, framed, written, read and decoded."""
+    from controlplane.raft.codec import decode_batch, encode_batch
+    from controlplane.raft.messages import AppendEntries, Entry
+    from controlplane.rpc.config import RPCConfig
+    from controlplane.rpc.http import HTTPTransportServer
+    from controlplane.rpc.stream import StreamTransport
+
+    async def run() -> dict[str, Any]:
+        received = asyncio.Queue[int]()
+
+        async def deliver(body: bytes) -> None:
+            received.put_nowait(len(decode_batch(body)))
+
+        server, transport = HTTPTransportServer(), StreamTransport(RPCConfig())
+        await server.start(deliver)
+        try:
+            calls, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
+            while calls < 3 or time.perf_counter() - wall0 < seconds:
+                message = AppendEntries(1, 2, 1, calls, 1, (Entry(1, calls + 1, entry),), calls)
+                await transport.send(server.address, encode_batch([message]), 10.0)
+                await asyncio.wait_for(received.get(), 10.0)
+                calls += 1
+            return per_rows(time.process_time() - cpu0, time.perf_counter() - wall0, calls * rows)
+        finally:
+            await transport.close()
+            await server.close()
+
+    return asyncio.run(run())
 
 
 def ray_parts(rows: int, seconds: float) -> dict[str, dict[str, Any]]:
@@ -178,8 +214,10 @@ def ray_parts(rows: int, seconds: float) -> dict[str, dict[str, Any]]:
             while calls < 3 or time.perf_counter() - wall0 < seconds:
                 work(calls)
                 calls += 1
-            cpu = time.process_time() - cpu0 + ray.get(receiver.cpu.remote()) - actor0
-            return per_rows(cpu, time.perf_counter() - wall0, calls * rows)
+            sender, taker = time.process_time() - cpu0, ray.get(receiver.cpu.remote()) - actor0
+            part = per_rows(sender + taker, time.perf_counter() - wall0, calls * rows)
+            part["receiver_cpu_us_per_1k"] = round(taker / (calls * rows) * 1e9, 1)
+            return part
 
         calls = {
             "ray_call": both_sides(lambda k: ray.get(receiver.take.remote(table))),
@@ -282,21 +320,27 @@ def budget(parts: dict[str, dict[str, Any]], pipeline: dict[str, Any] | None, ra
     `rate`. Replicas take their CPU from the pipeline run when there is one (it includes the
     transport between them), else from persist + apply (+ check + join on the leader)."""
     us = {name: p["cpu_us_per_1k"] / 1000 for name, p in parts.items()}
-    ray_call, ray_put = us.get("ray_call", 0.0), us.get("ray_put", 0.0)
+
+    def receiver(name: str) -> float:  # the receiving process's share of a Ray part
+        return parts[name]["receiver_cpu_us_per_1k"] / 1000 if name in parts else 0.0
+
+    call_taker, put_taker = receiver("ray_call"), receiver("ray_put")
+    call_sender, put_sender = us.get("ray_call", 0.0) - call_taker, us.get("ray_put", 0.0) - put_taker
     processes = {
-        "load generator": us["generate"] + ray_call / 2,
-        "station ingests (3, together)": us["validate"] + us["encode"] + ray_call / 2 + ray_put / 2,
+        "load generator": us["generate"] + call_sender,
+        "station ingests (3, together)": us["validate"] + us["encode"] + call_taker + put_sender,
     }
     if pipeline is not None:
         by = pipeline["cpu_us_per_1k_by_process"]
         followers = [v / 1000 for n, v in by.items() if n not in ("leader", "feeder (this process)")]
-        processes["leader replica"] = by["leader"] / 1000 + ray_put / 2
+        processes["leader replica"] = by["leader"] / 1000 + put_taker
         for i, f in enumerate(followers, start=1):
             processes[f"follower replica {i}"] = f
-    else:
-        processes["leader replica"] = us["check"] + us["join"] + us["persist"] + us["apply"] + ray_put / 2
+    else:  # the stream part counts both of its ends: half of it to each
+        replica = us["persist"] + us["apply"]
+        processes["leader replica"] = us["check"] + us["join"] + replica + us["stream"] + put_taker
         for i in (1, 2):
-            processes[f"follower replica {i}"] = us["persist"] + us["apply"]
+            processes[f"follower replica {i}"] = replica + us["stream"] / 2
     cores = {name: round(v * rate / 1e6, 2) for name, v in processes.items()}
     busiest = max(cores, key=lambda n: cores[n] if "together" not in n else cores[n] / 3)
     total = round(sum(cores.values()), 2)
@@ -309,6 +353,21 @@ def budget(parts: dict[str, dict[str, Any]], pipeline: dict[str, Any] | None, ra
         "busiest_process": busiest,
         "busiest_process_rate_one_core": round(rate / cores[busiest] * (3 if "together" in busiest else 1)),
         "not_counted": "Ray's raylet and GCS (bench.telemetry measured the raylet at ~18% of a core at 300k/s)",
+    }
+
+
+def follower_source(parts: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """What moving an entry's bytes to one follower costs (CPU per 1,000 reports, both ends):
+    the leader's stream, against the follower reading the stations' segments from Ray's
+    object store (its get; the leader would still send a small message naming them)."""
+    if "ray_put" not in parts:
+        return None
+    stream = parts["stream"]["cpu_us_per_1k"]
+    object_store = parts["ray_put"]["receiver_cpu_us_per_1k"]
+    return {
+        "stream_us_per_1k": stream,
+        "object_store_get_us_per_1k": object_store,
+        "cheaper": "stream" if stream <= object_store else "object store",
     }
 
 
@@ -336,6 +395,7 @@ def main() -> None:
         "parts": parts,
         "pipeline": pipeline,
         "budget": budget(parts, pipeline, args.rate),
+        "follower_source": follower_source(parts),
     }
     if args.json:
         print(json.dumps(result))
@@ -351,6 +411,10 @@ def main() -> None:
     b = result["budget"]
     print(f"at {args.rate:,}/s the path needs {b['cores_needed']} cores ({CORES} here): {b['cores_needed_by_process']}")
     print(f"busiest process: {b['busiest_process']} (one core holds {b['busiest_process_rate_one_core']:,}/s)")
+    source = result["follower_source"]
+    if source is not None:
+        print(f"an entry's bytes to one follower: the leader's stream {source['stream_us_per_1k']} us per 1k "
+              f"reports, a get from the object store {source['object_store_get_us_per_1k']} us")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from bench.telemetry_parts import budget
+from bench.telemetry_parts import budget, follower_source
 from tests.conftest import ROOT
 
 
@@ -19,13 +19,14 @@ def test_a_small_run_measures_every_part_and_the_pipeline():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["rows_per_batch"] == 500
     parts = result["parts"]
-    assert set(parts) == {"generate", "validate", "encode", "check", "join", "persist", "apply"}
+    assert set(parts) == {"generate", "validate", "encode", "check", "join", "persist", "stream", "apply"}
     assert all(p["rows"] >= 3 * 500 and p["cpu_us_per_1k"] > 0 for p in parts.values())
     pipeline = result["pipeline"]
     assert pipeline["reports_accepted"] >= pipeline["reports_sent"] // 2 > 0
     assert set(pipeline["cpu_us_per_1k_by_process"]) >= {"leader", "feeder (this process)"}
     assert len(pipeline["cpu_us_per_1k_by_process"]) == 4
     assert result["budget"]["rate"] == 30000
+    assert result["follower_source"] is None  # it compares with Ray's object store: not run
 
 
 def part(us_per_1k: float) -> dict:
@@ -33,21 +34,33 @@ def part(us_per_1k: float) -> dict:
 
 
 def test_the_budget_adds_each_process_and_names_the_busiest():
-    parts = {n: part(100.0) for n in ("generate", "validate", "encode", "check", "join", "persist", "apply")}
+    names = ("generate", "validate", "encode", "check", "join", "persist", "stream", "apply")
+    parts = {n: part(100.0) for n in names}
     parts["apply"] = part(500.0)
     b = budget(parts, None, 1_000_000)
     cores = b["cores_needed_by_process"]
     assert cores["load generator"] == 0.1
     assert cores["station ingests (3, together)"] == 0.2
-    assert cores["leader replica"] == 0.8  # check + join + persist + apply
-    assert cores["follower replica 1"] == cores["follower replica 2"] == 0.6
-    assert b["cores_needed"] == 2.3
-    assert b["busiest_process"] == "leader replica" and b["busiest_process_rate_one_core"] == 1_250_000
-    assert b["fits"] is (b["cores_here"] >= 2.3)
+    assert cores["leader replica"] == 0.9  # check + join + persist + apply + its end of two streams
+    assert cores["follower replica 1"] == cores["follower replica 2"] == 0.65
+    assert b["cores_needed"] == 2.5
+    assert b["busiest_process"] == "leader replica" and b["busiest_process_rate_one_core"] == 1_111_111
+    assert b["fits"] is (b["cores_here"] >= 2.5)
+
+    # Ray's parts: the sender's share goes to the process that sends, the receiver's to the other.
+    parts["ray_call"] = {"cpu_us_per_1k": 300.0, "receiver_cpu_us_per_1k": 100.0}
+    parts["ray_put"] = {"cpu_us_per_1k": 200.0, "receiver_cpu_us_per_1k": 150.0}
+    cores = budget(parts, None, 1_000_000)["cores_needed_by_process"]
+    assert cores["load generator"] == 0.3  # generate + sending the call
+    assert cores["station ingests (3, together)"] == 0.35  # validate + encode + taking the call + putting
+    assert cores["leader replica"] == 1.05  # + getting the segments
+    assert follower_source(parts) == {"stream_us_per_1k": 100.0, "object_store_get_us_per_1k": 150.0,
+                                      "cheaper": "stream"}  # fmt: skip
 
     pipeline = {"cpu_us_per_1k_by_process": {"leader": 900.0, "node_2": 700.0, "node_3": 650.0,
                                              "feeder (this process)": 50.0}}  # fmt: skip
     with_pipeline = budget(parts, pipeline, 2_000_000)
     cores = with_pipeline["cores_needed_by_process"]
-    assert cores["leader replica"] == 1.8 and cores["follower replica 1"] == 1.4 and cores["follower replica 2"] == 1.3
+    assert cores["leader replica"] == 2.1  # what it spent in the pipeline, and getting the segments
+    assert cores["follower replica 1"] == 1.4 and cores["follower replica 2"] == 1.3
     assert with_pipeline["fits"] is False  # the leader alone needs more than a core
