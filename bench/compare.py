@@ -188,6 +188,11 @@ def main() -> None:
         print("W1 ours, p50 of: an actor call to the leader {actor_call_p50_ms} ms (control path only); a round "
               "trip on the leader stream {stream_round_trip_p50_ms} ms; a linearizable read "
               "{linearizable_read_p50_ms} ms; a write {write_p50_ms} ms".format(**breakdown))  # fmt: skip
+    for w, row in table.items():
+        cpu = row.get("ours", {}).get("cpu_us_per_op")
+        if cpu:
+            spent = ", ".join(f"{name} {us:,.0f}" for name, us in cpu.items())
+            print(f"{w} ours, CPU us per operation: {spent} (sum {sum(cpu.values()):,.0f})")
     reached = goals(table)
     for w, g in reached.items():
         print(f"goal {w}: {g['goal']}: {g['value']} -> {'met' if g['met'] else 'MISSED'}")

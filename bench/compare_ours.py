@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.loadgen import closed_loop
+from bench.processes import CpuMeter, pids_named
 
 STATIONS = ["alpha", "bravo", "charlie"]
 KEYS = 1000
@@ -61,6 +62,17 @@ async def w1_breakdown(replicas: dict[int, Any], sdk: Any, calls: int = 200) -> 
     }
 
 
+async def cpu_meter(replicas: dict[int, Any]) -> CpuMeter:
+    """CPU per operation of the leader, each follower, Ray's own daemons and this process
+    (the SDK clients)."""
+    statuses = await asyncio.gather(*(h.status.remote() for h in replicas.values()))
+    pids: dict[str, list[int]] = {}
+    for s in sorted(statuses, key=lambda s: s["role"] != "leader"):
+        pids["leader" if s["role"] == "leader" else f"follower {len(pids)}"] = [s["pid"]]
+    pids["ray (raylet, gcs)"] = pids_named("raylet") + pids_named("gcs_server")
+    return CpuMeter(pids, own="client (this process)")
+
+
 async def _run(workloads: list[str], clients: int, seconds: float, data_dir: str, w4: dict[str, Any]) -> dict[str, Any]:
     import ray
 
@@ -95,13 +107,21 @@ async def _run(workloads: list[str], clients: int, seconds: float, data_dir: str
             await sdks[c].query("uav", {"id": f"uav-{(c + n * clients) % KEYS:05d}"})
             return 1
 
+        meter = await cpu_meter(replicas)
+
+        async def measured(operation: Any, concurrency: int) -> dict[str, Any]:
+            meter.start()
+            result = await closed_loop(operation, concurrency, seconds)
+            result["cpu_us_per_op"] = meter.per_op(result["ops"])
+            return result
+
         if "W1" in workloads:
-            results["W1"] = await closed_loop(writer(1), 1, seconds)
+            results["W1"] = await measured(writer(1), 1)
             results["W1"]["breakdown"] = await w1_breakdown(replicas, sdks[0])
         if "W2" in workloads:
-            results["W2"] = await closed_loop(writer(clients), clients, seconds)
+            results["W2"] = await measured(writer(clients), clients)
         if "W3" in workloads:
-            results["W3"] = await closed_loop(read, clients, seconds)
+            results["W3"] = await measured(read, clients)
     finally:
         for h in replicas.values():
             ray.kill(h, no_restart=True)

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from bench.processes import cpu_seconds
 from bench.telemetry import STATIONS, TICK, make_batch
 
 GOAL_RATE = 1_000_000
@@ -232,11 +233,6 @@ def ray_parts(rows: int, seconds: float) -> dict[str, dict[str, Any]]:
         ray.shutdown()
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def pipeline_part(args: argparse.Namespace, rows: int, base: Path) -> dict[str, Any]:
     """3 standalone nodes; this process posts pre-encoded segments to the leader (6 in flight:
     two per station, as bench.telemetry's ingests have at most 2 at the leader) for
@@ -262,7 +258,7 @@ def pipeline_part(args: argparse.Namespace, rows: int, base: Path) -> dict[str, 
                 await load(group, registering, concurrency=64)
                 leader = nodes.leader()
                 pids = {n: p.pid for n, p in nodes.procs.items()}
-                cpu0 = {n: proc_cpu_seconds(p) for n, p in pids.items()}
+                cpu0 = {n: cpu_seconds(p) for n, p in pids.items()}
                 own0, wall0 = time.process_time(), time.perf_counter()
                 todo = iter(segments)
                 accepted: dict[int, int] = {}  # log index -> reports accepted (an entry holds several segments)
@@ -294,7 +290,7 @@ def pipeline_part(args: argparse.Namespace, rows: int, base: Path) -> dict[str, 
                 reports = sum(accepted.values())
                 if reports < sent[0] // 2:
                     raise RuntimeError(f"only {reports:,} of {sent[0]:,} reports sent were accepted")
-                cpu = {n: proc_cpu_seconds(p) - cpu0[n] for n, p in pids.items()}
+                cpu = {n: cpu_seconds(p) - cpu0[n] for n, p in pids.items()}
             finally:
                 await group.close()
             # CPU per report sent: a report overtaken by a newer one in flight costs the same work

@@ -323,6 +323,7 @@ class RaftReplica:
             "address": self.server.address if self.server is not None else "",  # where peers reach it
             "recovered_entries": self.recovered_entries,
             "started_at": self.started_at,
+            "pid": os.getpid(),  # benchmarks read its CPU time from /proc
         }
 
     async def change_membership(self, op: str, node_id: int, timeout: float = 10.0) -> None:

@@ -239,6 +239,32 @@ class RaftNode:
         self._wakeup.set()
         return await asyncio.wait_for(fut, timeout)
 
+    async def propose_many(self, commands: list[bytes], timeout: float = 5.0) -> list[Any]:
+        """Replicate commands proposed together; per command the state machine's result once
+        applied here, or the exception that ended it (TimeoutError when `timeout` ran out:
+        it may still be applied). One wait for all: a task and a timer per command cost
+        ~12 us each on the leader's loop."""
+        self._check_alive()
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
+        self._proposals.extend(zip(commands, futures, strict=True))
+        self._wakeup.set()
+        try:
+            if futures:
+                await asyncio.wait(futures, timeout=timeout)
+        except asyncio.CancelledError:
+            for fut in futures:
+                fut.cancel()  # the caller left: commands the loop has not taken are not proposed
+            raise
+        outcomes: list[Any] = []
+        for fut in futures:
+            if not fut.done():
+                fut.cancel()  # as wait_for would: the loop proposes no cancelled command
+                outcomes.append(TimeoutError(f"not applied within {timeout}s"))
+            else:
+                outcomes.append(fut.exception() or fut.result())
+        return outcomes
+
     async def read_barrier(self, timeout: float = 5.0) -> int:
         """Wait until this node's state machine reflects every write committed before the
         call (ReadIndex); returns the applied index. Then read the state machine."""

@@ -214,9 +214,7 @@ class Replica:
         valid = [i for i, r in enumerate(refusals) if r is None]
         loop = asyncio.get_running_loop()
         started = loop.time()
-        proposed = await asyncio.gather(
-            *(self.node.propose(commands[i], timeout) for i in valid), return_exceptions=True
-        )
+        proposed = await self.node.propose_many([commands[i] for i in valid], timeout)
         self.proposed += len(valid)
         if valid:
             self.round_seconds.append(loop.time() - started)

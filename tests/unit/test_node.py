@@ -145,6 +145,32 @@ def test_a_deposed_leader_answers_waiting_proposals_at_once():
     run(go())
 
 
+def test_commands_proposed_together_answer_each_on_its_own():
+    async def go():
+        c = Cluster(3)
+        for i in c.ids:
+            await c.start(i)
+        try:
+            leader = await c.leader()
+            results = await leader.propose_many([b"m%d=%d" % (i, i) for i in range(20)])
+            assert results == sorted(results) and len(set(results)) == 20  # log indices, in order
+            assert await leader.propose_many([]) == []
+            follower = next(n for n in c.nodes.values() if n is not leader)
+            await wait_for(lambda: follower.status().leader_id == leader.id)
+            refused = await follower.propose_many([b"a=1", b"b=2"])
+            assert [type(r) for r in refused] == [NotLeaderError, NotLeaderError]
+            for other in c.ids:
+                if other != leader.id:
+                    c.net.down.add(f"mem://{other}")  # no quorum: nothing commits
+            late = await leader.propose_many([b"late=1", b"late=2"], timeout=0.2)
+            assert [type(r) for r in late] == [TimeoutError, TimeoutError]
+            assert "late" not in c.kvs[leader.id].data
+        finally:
+            await c.close()
+
+    run(go())
+
+
 class FailingStorage:
     """Memory storage whose next fsync fails once `armed` (a disk that stops working)."""
 

@@ -1,0 +1,50 @@
+"""CPU time of processes by pid (from /proc), to say per operation where a benchmark's CPU
+went: which process spent what."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pids_named(name: str) -> list[int]:
+    """Processes whose command name (/proc/PID/comm) is `name`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+            except OSError:  # gone meanwhile
+                continue
+    return found
+
+
+class CpuMeter:
+    """CPU spent by each named process (this one included as `own`) between start() and
+    per_op(ops): microseconds of CPU per operation, by name."""
+
+    def __init__(self, pids: dict[str, list[int]], own: str | None = None) -> None:
+        self.pids = pids
+        self.own = own
+        self._start: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.pids.items()}
+        if self.own is not None:
+            now[self.own] = time.process_time()
+        return now
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def per_op(self, ops: int) -> dict[str, float]:
+        spent = {name: value - self._start[name] for name, value in self._now().items()}
+        return {name: round(seconds / max(ops, 1) * 1e6, 1) for name, seconds in spent.items()}
