@@ -68,7 +68,7 @@ async def cpu_meter(replicas: dict[int, Any]) -> CpuMeter:
     statuses = await asyncio.gather(*(h.status.remote() for h in replicas.values()))
     pids: dict[str, list[int]] = {}
     for s in sorted(statuses, key=lambda s: s["role"] != "leader"):
-        pids["leader" if s["role"] == "leader" else f"follower {len(pids)}"] = [s["pid"]]
+        pids["leader" if s["role"] == "leader" else f"follower {len(pids)}"] = [s["pid"]] if "pid" in s else []
     pids["ray (raylet, gcs)"] = pids_named("raylet") + pids_named("gcs_server")
     return CpuMeter(pids, own="client (this process)")
 

@@ -18,8 +18,7 @@ from controlplane.state.sessions import SESSION_FIELDS
 MAX_WAYPOINTS = 500
 
 
-def _optional_number(cmd: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
-    return None if key not in cmd else _number(cmd[key], key, lo, hi)
+NUMBER_RANGES: dict[str, tuple[float, float]] = {**KINEMATICS, "min_battery": (0, 100)}
 
 
 def _validate(cmd: Any) -> dict[str, Any]:
@@ -40,11 +39,9 @@ def _validate(cmd: Any) -> dict[str, Any]:
     for key in ("uav", "mission", "group", "station", "home_station"):
         if key in cmd:
             ident(cmd[key], key)
-    for key, (lo, hi) in {
-        **KINEMATICS,
-        "min_battery": (0, 100),
-    }.items():
-        _optional_number(cmd, key, lo, hi)
+    for key, (lo, hi) in NUMBER_RANGES.items():
+        if key in cmd:
+            _number(cmd[key], key, lo, hi)
     if "status" in cmd:
         allowed = UAVStatus if kind == "update_uav" else MissionStatus
         if not isinstance(cmd["status"], str) or cmd["status"] not in {s.value for s in allowed}:

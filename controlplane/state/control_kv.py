@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane.state.model import CommandError, ConflictError
+from controlplane.state.model import WHITESPACE, CommandError, ConflictError
 
 MAX_KEY = 256
 MAX_VALUE = 64 * 1024  # a placement map of a few replicas is ~100 bytes
@@ -26,7 +26,7 @@ class ControlRecord:
 
 
 def check_key(value: Any) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_KEY or any(c.isspace() for c in value):
+    if not isinstance(value, str) or not value or len(value) > MAX_KEY or WHITESPACE.search(value):
         raise CommandError("key", f"must be a non-empty string without spaces (at most {MAX_KEY} chars), got {value!r}")
     return value
 

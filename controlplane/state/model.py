@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -65,6 +66,10 @@ FINISHED = frozenset({MissionStatus.COMPLETED, MissionStatus.ABORTED, MissionSta
 
 
 def _number(value: Any, name: str, lo: float, hi: float) -> float:
+    # The common case first (every command checks several numbers): an exact int or float,
+    # in range, finite (x - x is 0 only for a finite x).
+    if (type(value) is float or type(value) is int) and lo <= value <= hi and value - value == 0:
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise CommandError(name, f"must be a finite number, got {value!r}")
     if not lo <= value <= hi:
@@ -72,8 +77,13 @@ def _number(value: Any, name: str, lo: float, hi: float) -> float:
     return float(value)
 
 
+# The characters str.isspace() calls whitespace, every one of them (tests/unit/state/test_fleet.py
+# compares the two over all of Unicode); one search in C instead of a generator per id.
+WHITESPACE = re.compile(r"\s")
+
+
 def ident(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > 128 or any(c.isspace() for c in value):
+    if not isinstance(value, str) or not value or len(value) > 128 or WHITESPACE.search(value):
         raise CommandError(name, f"must be a non-empty id without spaces (at most 128 chars), got {value!r}")
     return value
 

@@ -10,7 +10,7 @@ telemetry batches are summarised as {"index", "kind": "telemetry", counts..., "a
 from __future__ import annotations
 
 import asyncio
-import json
+import marshal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -31,9 +31,11 @@ def parse_kinds(kinds: Iterable[str] | None) -> frozenset[str]:
 
 
 class _Kept(NamedTuple):
-    """A change as the window keeps it: the record as compact JSON (None: deleted), or a
+    """A change as the window keeps it: the record marshalled (None: deleted), or a
     telemetry batch's counts. A dict per change holding the record's dict took ~4x the
-    memory (~40 MB for a window of a 100k fleet's changes), and readers are few."""
+    memory (~40 MB for a window of a 100k fleet's changes), and readers are few; marshal
+    packs as small as compact JSON at a quarter of its CPU (every replica packs every
+    change; the bytes never leave this process)."""
 
     log_index: int
     kind: str
@@ -43,7 +45,7 @@ class _Kept(NamedTuple):
     def unpacked(self) -> dict[str, Any]:
         if self.kind == "telemetry":
             return {**self.payload, "kind": "telemetry"}
-        record = None if self.payload is None else json.loads(self.payload)
+        record = None if self.payload is None else marshal.loads(self.payload)
         return {"index": self.log_index, "kind": self.kind, "id": self.id, "record": record}
 
 
@@ -67,7 +69,7 @@ class ChangeFeed:
         changed, telemetry = self.state.drain_changes()
         for kind, record_id in changed:
             record = self.state.record(kind, record_id)
-            packed = None if record is None else json.dumps(record, separators=(",", ":")).encode()
+            packed = None if record is None else marshal.dumps(record)
             self._changes.append(_Kept(entry.index, kind, record_id, packed))
         applied_at = self._clock()
         for counts in telemetry:

@@ -4,6 +4,7 @@ snapshots, and determinism under replicated command streams with faults (hypothe
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -369,3 +370,14 @@ def test_the_scheduler_follows_its_rule_whatever_the_row_order(uavs, deleted, mi
         idle = {u: r for u, r in records.items() if u not in expected.values()}
         expected.update(_rule_assignments(idle, [m for m in wanted[: j + 1] if m["mission"] not in expected]))
     assert {m: r.uav for m, r in s.missions.items() if r.uav is not None} == expected
+
+
+def test_ids_refuse_exactly_the_characters_python_calls_whitespace():
+    """ident() searches with a regular expression; it must refuse what str.isspace() refuses,
+    every character of Unicode, or replicas of two versions could answer differently."""
+    from controlplane.state.model import WHITESPACE
+
+    differ = [c for c in range(sys.maxunicode + 1) if bool(WHITESPACE.search(chr(c))) != chr(c).isspace()]
+    assert differ == []
+    with pytest.raises(CommandError, match="without spaces"):
+        validate({"type": "register_station", "station": "al\u2003pha"})  # an em space
