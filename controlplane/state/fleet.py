@@ -201,7 +201,7 @@ class FleetState:
     def _report_rows(self, table: pa.Table, auto_register: bool, counts: TelemetryCounts) -> np.ndarray:
         """Each report's UAV row (-1: unknown UAV), registering unknown UAVs if asked to.
         Ids are looked up once per distinct UAV (the column is dictionary-encoded), in one
-        vectorized hash lookup against the known ids."""
+        vectorized hash lookup between the segment's ids and the known ones (_rows_of)."""
         column = table.column("uav").chunk(0)
         codes = int_values(column.indices, -1)
         code_rows = self._rows_of(column.dictionary)
