@@ -45,6 +45,9 @@ class CpuMeter:
     def start(self) -> None:
         self._start = self._now()
 
+    def spent(self) -> dict[str, float]:
+        """CPU seconds of each since start()."""
+        return {name: value - self._start[name] for name, value in self._now().items()}
+
     def per_op(self, ops: int) -> dict[str, float]:
-        spent = {name: value - self._start[name] for name, value in self._now().items()}
-        return {name: round(seconds / max(ops, 1) * 1e6, 1) for name, seconds in spent.items()}
+        return {name: round(seconds / max(ops, 1) * 1e6, 1) for name, seconds in self.spent().items()}

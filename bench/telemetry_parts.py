@@ -45,10 +45,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bench.processes import cpu_seconds
+from bench.processes import CpuMeter
 from bench.telemetry import STATIONS, TICK, make_batch
 
 GOAL_RATE = 1_000_000
+FEEDER = "feeder (this process)"
 CORES = os.cpu_count() or 1
 
 
@@ -257,9 +258,10 @@ def pipeline_part(args: argparse.Namespace, rows: int, base: Path) -> dict[str, 
             try:
                 await load(group, registering, concurrency=64)
                 leader = nodes.leader()
-                pids = {n: p.pid for n, p in nodes.procs.items()}
-                cpu0 = {n: cpu_seconds(p) for n, p in pids.items()}
-                own0, wall0 = time.process_time(), time.perf_counter()
+                meter = CpuMeter({("leader" if n == leader else n): [p.pid] for n, p in nodes.procs.items()},
+                                 own=FEEDER)  # fmt: skip
+                meter.start()
+                wall0 = time.perf_counter()
                 todo = iter(segments)
                 accepted: dict[int, int] = {}  # log index -> reports accepted (an entry holds several segments)
                 latency: list[float] = []
@@ -290,12 +292,11 @@ def pipeline_part(args: argparse.Namespace, rows: int, base: Path) -> dict[str, 
                 reports = sum(accepted.values())
                 if reports < sent[0] // 2:
                     raise RuntimeError(f"only {reports:,} of {sent[0]:,} reports sent were accepted")
-                cpu = {n: cpu_seconds(p) - cpu0[n] for n, p in pids.items()}
+                cpu = meter.spent()
             finally:
                 await group.close()
             # CPU per report sent: a report overtaken by a newer one in flight costs the same work
-            per_report = {("leader" if n == leader else n): round(c / sent[0] * 1e9, 1) for n, c in cpu.items()}
-            per_report["feeder (this process)"] = round((time.process_time() - own0) / sent[0] * 1e9, 1)
+            per_report = {n: round(c / sent[0] * 1e9, 1) for n, c in cpu.items()}
             return {
                 "reports_sent": sent[0],
                 "reports_accepted": reports,
@@ -303,9 +304,7 @@ def pipeline_part(args: argparse.Namespace, rows: int, base: Path) -> dict[str, 
                 "submit_p50_ms": round(float(np.percentile(latency, 50)) * 1000, 1),
                 "submit_p99_ms": round(float(np.percentile(latency, 99)) * 1000, 1),
                 "cpu_us_per_1k_by_process": per_report,
-                "cpu_percent_by_process": {
-                    ("leader" if n == leader else n): round(c / wall * 100) for n, c in cpu.items()
-                },
+                "cpu_percent_by_process": {n: round(c / wall * 100) for n, c in cpu.items() if n != FEEDER},
             }
 
         return asyncio.run(run())
@@ -328,7 +327,7 @@ def budget(parts: dict[str, dict[str, Any]], pipeline: dict[str, Any] | None, ra
     }
     if pipeline is not None:
         by = pipeline["cpu_us_per_1k_by_process"]
-        followers = [v / 1000 for n, v in by.items() if n not in ("leader", "feeder (this process)")]
+        followers = [v / 1000 for n, v in by.items() if n not in ("leader", FEEDER)]
         processes["leader replica"] = by["leader"] / 1000 + put_taker
         for i, f in enumerate(followers, start=1):
             processes[f"follower replica {i}"] = f
