@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ import ray
 
 from controlplane import replica_calls
 from controlplane.leader_client import ControlPlaneError, LeaderClient, OutcomeUnknown, RetryElsewhere
+from controlplane.leader_lookup import LeaderLookup
 from controlplane.leader_stream.connection import LeaderStream, StreamNotServed, leader_stream
 from controlplane.raft import RaftError
 from controlplane.ray_group import NAMESPACE, find_leader, group_replicas
@@ -53,24 +55,56 @@ def attach(address: str = "auto") -> None:
         raise ConnectionError(f"no Ray cluster at {address!r}: {exc}") from None
 
 
-class ControlPlane(LeaderClient):
-    """The SDK for a group deployed as Ray actors (actors.deploy), found by its name."""
+class _GroupLeader:
+    """What the clients of one group share in one event loop: the leader's id (one lookup at
+    a time for all of them) and each replica's leader stream endpoint."""
 
-    def __init__(
-        self, group: str, replicas: dict[int, Any], *, endpoints: dict[int, tuple[str, str] | None] | None = None
-    ) -> None:
+    def __init__(self, replicas: dict[int, Any]) -> None:
+        self.replicas = replicas
+        # Per replica: its leader stream's address and token, None when it serves none.
+        self.endpoints: dict[int, tuple[str, str] | None] = {}
+        self.lookup: LeaderLookup[int] = LeaderLookup(self._find)
+
+    async def _find(self, timeout: float) -> int:
+        leader = await find_leader(self.replicas, timeout)
+        if leader not in self.endpoints:
+            await self.fetch_endpoint(leader, timeout)
+        return leader
+
+    async def fetch_endpoint(self, replica: int, timeout: float) -> None:
+        with _retry_elsewhere_on_ray_errors():
+            handle = self.replicas[replica]
+            self.endpoints[replica] = await asyncio.wait_for(handle.client_endpoint.remote(), min(timeout, 5.0))
+
+
+# Keyed by group and replica handles (a handle compares by its actor's id, so a group deployed
+# again under the same name gets a record of its own).
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, _GroupLeader]] = weakref.WeakKeyDictionary()
+
+
+def _group_leader(group: str, replicas: dict[int, Any]) -> _GroupLeader:
+    groups = _per_loop.setdefault(asyncio.get_running_loop(), {})
+    key = (group, frozenset(replicas.items()))
+    if key not in groups:
+        groups[key] = _GroupLeader(replicas)
+    return groups[key]
+
+
+class ControlPlane(LeaderClient):
+    """The SDK for a group deployed as Ray actors (actors.deploy), found by its name. Clients
+    of the same group in one process share its leader's lookup and leader stream."""
+
+    def __init__(self, group: str, replicas: dict[int, Any]) -> None:
         if not replicas:
             raise ControlPlaneError(f"group {group!r} has no replicas")
         super().__init__()
         self.group = group
         self.replicas = replicas
-        self._leader: int | None = None
-        # Per replica: its leader stream's address and token, None when it serves none.
-        self._endpoints: dict[int, tuple[str, str] | None] = {} if endpoints is None else endpoints
+        self._leader: int | None = None  # the leader this client's last try went to
 
     def another(self) -> ControlPlane:
         """A client of the same group with a session of its own."""
-        return ControlPlane(self.group, self.replicas, endpoints=self._endpoints)
+        return ControlPlane(self.group, self.replicas)
 
     @classmethod
     def connect(cls, group: str, address: str = "auto") -> ControlPlane:
@@ -81,23 +115,27 @@ class ControlPlane(LeaderClient):
             raise ControlPlaneError(f"no replicas of group {group!r} in namespace {NAMESPACE!r}; deploy it first")
         return cls(group, replicas)
 
+    def _shared(self) -> _GroupLeader:
+        return _group_leader(self.group, self.replicas)
+
     async def _leader_handle(self, timeout: float) -> Any:
-        if self._leader is None:
-            self._leader = await find_leader(self.replicas, timeout)
+        """The leader's actor handle; RetryElsewhere when none is found within `timeout`."""
+        self._leader = await self._shared().lookup.leader(timeout)
         return self.replicas[self._leader]
 
     def _leader_lost(self) -> None:
-        self._leader = None
+        if self._leader is not None:
+            self._shared().lookup.lost(self._leader)
+            self._leader = None
 
     async def _leader_stream(self, timeout: float) -> LeaderStream | None:
         """The stream to the leader; None when it serves none (then actor calls carry all)."""
-        handle = await self._leader_handle(timeout)
-        leader = self._leader
-        assert leader is not None
-        if leader not in self._endpoints:
-            with _retry_elsewhere_on_ray_errors():
-                self._endpoints[leader] = await asyncio.wait_for(handle.client_endpoint.remote(), min(timeout, 5.0))
-        endpoint = self._endpoints[leader]
+        await self._leader_handle(timeout)
+        assert self._leader is not None
+        shared = self._shared()
+        if self._leader not in shared.endpoints:  # forgotten since the lookup (a restarted replica)
+            await shared.fetch_endpoint(self._leader, timeout)
+        endpoint = shared.endpoints[self._leader]
         return None if endpoint is None else leader_stream(*endpoint)
 
     @contextlib.contextmanager
@@ -106,11 +144,11 @@ class ControlPlane(LeaderClient):
             yield
         except RetryElsewhere:
             if self._leader is not None:  # a restarted replica serves on another port
-                self._endpoints.pop(self._leader, None)
+                self._shared().endpoints.pop(self._leader, None)
             raise
         except StreamNotServed:
             if self._leader is not None:
-                self._endpoints[self._leader] = None
+                self._shared().endpoints[self._leader] = None
             raise RetryElsewhere("the replica serves no leader stream; asking by actor calls") from None
 
     async def _at_the_leader(self, timeout: float, by_stream: Any, by_actor: Any) -> Any:
@@ -150,7 +188,10 @@ class ControlPlane(LeaderClient):
 
     async def watch(self, from_index: int, kinds: list[str] | None = None, timeout: float = 10.0) -> dict[str, Any]:
         """Changes after `from_index` from the leader's change feed (long poll)."""
-        handle = await self._leader_handle(timeout)
+        try:
+            handle = await self._leader_handle(timeout)
+        except RetryElsewhere as exc:
+            raise TimeoutError(str(exc)) from None
         answer: dict[str, Any] = await handle.watch.remote(from_index, kinds, timeout)
         return answer
 

@@ -18,13 +18,11 @@ from typing import Any
 import aiohttp
 
 from controlplane.leader_client import ControlPlaneError, LeaderClient, RetryElsewhere
+from controlplane.leader_lookup import LeaderLookup
 from controlplane.leader_stream.connection import leader_stream
 from controlplane.standalone.wire import PREFIX, decode_error
 
 Addresses = Callable[[], Mapping[int, str]]
-
-
-FIND_LEADER_TIMEOUT = 15.0  # a shared lookup outlives any one caller's shorter wait
 
 
 class NodeGroup(LeaderClient):
@@ -52,8 +50,7 @@ class NodeGroup(LeaderClient):
         self._token = token
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._session: aiohttp.ClientSession | None = None
-        self._leader_url: str | None = None
-        self._finding: asyncio.Future[str] | None = None
+        self._lookup: LeaderLookup[str] = LeaderLookup(self.find_leader)
 
     def another(self) -> NodeGroup:
         """A client of the same nodes with a session of its own."""
@@ -65,8 +62,7 @@ class NodeGroup(LeaderClient):
         return self._session
 
     async def close(self) -> None:
-        if self._finding is not None:
-            self._finding.cancel()
+        self._lookup.close()
         if self._session is not None:
             await self._session.close()
 
@@ -129,23 +125,10 @@ class NodeGroup(LeaderClient):
     async def _leader(self, timeout: float) -> str:
         """The leader's URL; callers that need it at the same moment share one lookup (256
         concurrent commands after a failover asked every node 256 times)."""
-        if self._leader_url is not None:
-            return self._leader_url
-        if self._finding is None:
-            self._finding = asyncio.ensure_future(self.find_leader(max(timeout, FIND_LEADER_TIMEOUT)))
-            self._finding.add_done_callback(self._found)
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._finding), timeout)
-        except TimeoutError as exc:
-            raise RetryElsewhere(f"no leader found within {timeout}s: {exc}") from exc
-
-    def _found(self, lookup: asyncio.Future[str]) -> None:
-        self._finding = None
-        if not lookup.cancelled() and lookup.exception() is None:
-            self._leader_url = lookup.result()
+        return await self._lookup.leader(timeout)
 
     def _leader_lost(self) -> None:
-        self._leader_url = None
+        self._lookup.lost()
 
     async def _propose_once(self, data: bytes, timeout: float) -> tuple[str, Any]:
         url = await self._leader(timeout)

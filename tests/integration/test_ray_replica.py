@@ -164,6 +164,7 @@ def test_sdk_commands_queries_watch_and_retries_apply_once(ray_session, tmp_path
 def test_concurrent_sdk_clients_of_one_process_share_one_leader_stream_and_keep_their_own_answers(
     ray_session, tmp_path, monkeypatch
 ):
+    from controlplane import client as client_module
     from controlplane.client import ControlPlane
     from controlplane.leader_stream import connection
     from controlplane.leader_stream.connection import streams_in_this_loop
@@ -179,11 +180,24 @@ def test_concurrent_sdk_clients_of_one_process_share_one_leader_stream_and_keep_
             opened.append(self)
 
     monkeypatch.setattr(connection, "LeaderStream", Recorded)
+    # Every leader lookup the process starts (each asks every replica's status).
+    lookups: list[int] = []
+
+    async def counted_find_leader(handles, timeout=15.0):
+        lookups.append(1)
+        return await find_leader(handles, timeout)
+
+    monkeypatch.setattr(client_module, "find_leader", counted_find_leader)
+
+    async def terms(replicas):
+        return {s["term"] for s in await asyncio.gather(*(h.status.remote() for h in replicas.values()))}
 
     async def go():
         replicas = deploy("shared", ["s1", "s2", "s3"], str(tmp_path))
         clients = [ControlPlane("shared", replicas) for _ in range(40)]
         try:
+            await find_leader(replicas, 60)
+            first_term = min(await terms(replicas))
             assert (await clients[0].command({"type": "register_station", "station": "s"}))["ok"]
             answers = await asyncio.gather(
                 *(
@@ -208,6 +222,8 @@ def test_concurrent_sdk_clients_of_one_process_share_one_leader_stream_and_keep_
                 *(c.command({"type": "update_uav", "uav": "u0", "battery": 5}) for c in clients)
             )
             assert sorted(a["version"] for a in again) == list(range(2, 42))  # each applied exactly once
+            # The 40 clients shared one lookup: another only after a leader change.
+            assert 1 <= len(lookups) <= 1 + max(await terms(replicas)) - first_term
         finally:
             for h in replicas.values():
                 ray.kill(h, no_restart=True)
