@@ -14,15 +14,25 @@ from controlplane.metrics.sink import Counter, Gauge, Histogram, Labels
 class _Labelled:
     def __init__(self, metric: Any) -> None:
         self._metric = metric
+        # prometheus_client's labels() checks and orders the names on every call (~5 us, a few
+        # per Raft message batch); a label set's child is the same object every time.
+        self._children: dict[tuple[tuple[str, str], ...], Any] = {}
+
+    def _child(self, labels: Labels) -> Any:
+        key = tuple(labels.items())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._metric.labels(**labels)
+        return child
 
     def inc(self, value: float, labels: Labels) -> None:
-        self._metric.labels(**labels).inc(value)
+        self._child(labels).inc(value)
 
     def set(self, value: float, labels: Labels) -> None:
-        self._metric.labels(**labels).set(value)
+        self._child(labels).set(value)
 
     def observe(self, value: float, labels: Labels) -> None:
-        self._metric.labels(**labels).observe(value)
+        self._child(labels).observe(value)
 
 
 class PrometheusSink:

@@ -68,3 +68,17 @@ def test_prometheus_exposition_carries_the_names_and_labels():
     assert content_type.startswith("text/plain")
     assert 'controlplane_proposals_total{group="fleet",replica="node_1"} 3.0' in text
     assert 'controlplane_raft_term{group="fleet",replica="node_1"} 7.0' in text
+
+
+def test_prometheus_series_of_different_labels_stay_apart_when_recorded_again():
+    sink = PrometheusSink()
+    metrics = ReplicaMetrics(sink, "fleet", "node_1")
+    for method, outcome, times in [("append", "ok", 3), ("append", "timeout", 2), ("vote", "ok", 1)]:
+        for _ in range(times):
+            metrics.rpc_attempts.inc(1, {**metrics.labels, "method": method, "outcome": outcome})
+    metrics.rpc_attempts.inc(1, {"outcome": "ok", "method": "vote", **metrics.labels})  # another order
+    text = sink.exposition()[0].decode()
+    series = 'controlplane_rpc_attempts_total{group="fleet",method="%s",outcome="%s",replica="node_1"} %s'
+    assert series % ("append", "ok", "3.0") in text
+    assert series % ("append", "timeout", "2.0") in text
+    assert series % ("vote", "ok", "2.0") in text
