@@ -78,7 +78,8 @@ class LeaderClient(abc.ABC):
         other, is applied once (for as long as the state remembers sessions)."""
         if idempotency_key is not None:
             return await self.propose(keyed_command(command, idempotency_key), timeout)
-        validate({**command})  # a bad command is refused before a session is opened for it
+        if self.session.client_id is None:  # once open, the session's encode() validates it
+            validate({**command})  # a bad command is refused before a session is opened for it
         await self.session.ensure_open(lambda data: self.propose(data, timeout))
         seq, data = self.session.command(command)
         answer: dict[str, Any] | None = None
