@@ -24,7 +24,6 @@ class LeaderLookup(Generic[Leader]):
         self._min_timeout = min_timeout
         self.known: Leader | None = None
         self._finding: asyncio.Future[Leader] | None = None
-        self.lookups = 0
 
     async def leader(self, timeout: float) -> Leader:
         """The known leader, or the one the running lookup finds (starting it if none runs).
@@ -32,7 +31,6 @@ class LeaderLookup(Generic[Leader]):
         if self.known is not None:
             return self.known
         if self._finding is None:
-            self.lookups += 1
             self._finding = asyncio.ensure_future(self._find(max(timeout, self._min_timeout)))
             self._finding.add_done_callback(self._found)
         try:
