@@ -101,6 +101,8 @@ class ControlPlane(LeaderClient):
         self.group = group
         self.replicas = replicas
         self._leader: int | None = None  # the leader this client's last try went to
+        self._shared_in: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._shared_record: _GroupLeader | None = None
 
     def another(self) -> ControlPlane:
         """A client of the same group with a session of its own."""
@@ -116,7 +118,11 @@ class ControlPlane(LeaderClient):
         return cls(group, replicas)
 
     def _shared(self) -> _GroupLeader:
-        return _group_leader(self.group, self.replicas)
+        """The running loop's record of this group (kept: found again only in another loop)."""
+        loop = asyncio.get_running_loop()
+        if self._shared_record is None or self._shared_in is None or self._shared_in() is not loop:
+            self._shared_record, self._shared_in = _group_leader(self.group, self.replicas), weakref.ref(loop)
+        return self._shared_record
 
     async def _leader_handle(self, timeout: float) -> Any:
         """The leader's actor handle; RetryElsewhere when none is found within `timeout`."""
