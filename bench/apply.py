@@ -29,11 +29,14 @@ def run(commands: int, uavs: int, feed: bool) -> dict[str, Any]:
     machine: Any = ChangeFeed(state) if feed else state
     index = 0
 
-    def apply(command: dict[str, Any]) -> dict[str, Any]:
+    def apply_bytes(data: bytes) -> dict[str, Any]:
         nonlocal index
         index += 1
-        answer: dict[str, Any] = machine.apply(Entry(1, index, json.dumps(command).encode()))
+        answer: dict[str, Any] = machine.apply(Entry(1, index, data))
         return answer
+
+    def apply(command: dict[str, Any]) -> dict[str, Any]:
+        return apply_bytes(json.dumps(command).encode())
 
     apply({"type": "register_station", "station": "alpha"})
     for k in range(uavs):
@@ -48,8 +51,7 @@ def run(commands: int, uavs: int, feed: bool) -> dict[str, Any]:
         encoded.append(json.dumps(command, sort_keys=True, separators=(",", ":")).encode())
     started = time.process_time()
     for data in encoded:
-        index += 1
-        answer = machine.apply(Entry(1, index, data))
+        answer = apply_bytes(data)
         if not answer.get("ok"):
             raise RuntimeError(f"a write was refused: {answer}")
     cpu = time.process_time() - started

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
@@ -101,8 +101,8 @@ class ControlPlane(LeaderClient):
         self.group = group
         self.replicas = replicas
         self._leader: int | None = None  # the leader this client's last try went to
-        self._shared_in: weakref.ref[asyncio.AbstractEventLoop] | None = None
-        self._shared_record: _GroupLeader | None = None
+        self._shared_record: _GroupLeader | None = None  # and the loop it belongs to:
+        self._shared_in: Callable[[], asyncio.AbstractEventLoop | None] = lambda: None
 
     def another(self) -> ControlPlane:
         """A client of the same group with a session of its own."""
@@ -120,7 +120,7 @@ class ControlPlane(LeaderClient):
     def _shared(self) -> _GroupLeader:
         """The running loop's record of this group (kept: found again only in another loop)."""
         loop = asyncio.get_running_loop()
-        if self._shared_record is None or self._shared_in is None or self._shared_in() is not loop:
+        if self._shared_record is None or self._shared_in() is not loop:
             self._shared_record, self._shared_in = _group_leader(self.group, self.replicas), weakref.ref(loop)
         return self._shared_record
 
