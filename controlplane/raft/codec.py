@@ -5,6 +5,7 @@ these dataclasses or raise CodecError."""
 from __future__ import annotations
 
 import dataclasses
+import operator
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -53,9 +54,6 @@ class _Reader:
     def u32(self) -> int:
         return int(_U32.unpack(self.take(4))[0])
 
-    def raw(self) -> bytes:
-        return bytes(self.take(self.u32()))
-
     def done(self) -> None:
         if self.pos != len(self.buf):
             raise CodecError(f"{len(self.buf) - self.pos} trailing bytes")
@@ -64,15 +62,6 @@ class _Reader:
 def _write_entry(out: list[bytes], e: Entry) -> None:
     out.append(_ENTRY_HEAD.pack(e.term, e.index, int(e.kind), len(e.data)))
     out.append(e.data)
-
-
-def _read_entry(r: _Reader) -> Entry:
-    term, index, kind, n = _ENTRY_HEAD.unpack(r.take(_ENTRY_HEAD.size))
-    try:
-        entry_kind = EntryKind(kind)
-    except ValueError:
-        raise CodecError(f"unknown entry kind {kind}") from None
-    return Entry(term, index, bytes(r.take(n)), entry_kind)
 
 
 def _write_entries(out: list[bytes], entries: tuple[Entry, ...]) -> None:
@@ -106,35 +95,65 @@ def _read_meta(r: _Reader) -> SnapshotMeta:
         raise CodecError(str(exc)) from None
 
 
-# Field kinds by annotation (annotations are strings under `from __future__ import annotations`).
-_WRITERS: dict[str, Callable[[list[bytes], Any], None]] = {
-    "int": lambda out, v: out.append(_U64.pack(v)),
-    "bool": lambda out, v: out.append(b"\x01" if v else b"\x00"),
-    "bytes": lambda out, v: out.extend((_U32.pack(len(v)), v)),
-    "SnapshotMeta": _write_meta,
-    "tuple[Entry, ...]": lambda out, v: _write_entries(out, v),
-}
+# Each message type is compiled once into steps, in field order: a run of consecutive int and
+# bool fields is one struct (one pack or unpack call for all of them), the rest (bytes,
+# entries, snapshot metadata) one step each. The wire format is the field-by-field one: u64
+# per int, one byte per bool, u32-prefixed bytes, u32-counted entries.
+_FIXED_FORMATS = {"int": "Q", "bool": "B"}
 
 
-def _read_bool(r: _Reader) -> bool:
-    b = r.take(1)[0]
-    if b > 1:
-        raise CodecError(f"invalid bool byte {b}")
-    return b == 1
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Fixed:
+    layout: struct.Struct
+    get: Callable[[Any], tuple[Any, ...]]
+    bools: tuple[int, ...]  # positions of bool fields within the run
 
 
-_READERS: dict[str, Callable[[_Reader], Any]] = {
-    "int": _Reader.u64,
-    "bool": _read_bool,
-    "bytes": _Reader.raw,
-    "SnapshotMeta": _read_meta,
-    "tuple[Entry, ...]": lambda r: tuple(_read_entry(r) for _ in range(r.u32())),
-}
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Variable:
+    name: str
+    kind: str
 
-_SCHEMAS: list[tuple[type, tuple[tuple[str, str], ...]]] = [
-    (cls, tuple((f.name, str(f.type)) for f in dataclasses.fields(cls))) for cls in MESSAGE_TYPES
-]
-_TAG_BY_TYPE = {cls: tag for tag, (cls, _) in enumerate(_SCHEMAS)}
+
+def _fields_getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    get = operator.attrgetter(*names)
+    if len(names) > 1:
+        return get
+    return lambda msg: (get(msg),)
+
+
+def _compile(cls: type) -> tuple[_Fixed | _Variable, ...]:
+    steps: list[_Fixed | _Variable] = []
+    run: list[tuple[str, str]] = []
+
+    def close_run() -> None:
+        if run:
+            steps.append(
+                _Fixed(
+                    struct.Struct("<" + "".join(_FIXED_FORMATS[kind] for _, kind in run)),
+                    _fields_getter([name for name, _ in run]),
+                    tuple(i for i, (_, kind) in enumerate(run) if kind == "bool"),
+                )
+            )
+            run.clear()
+
+    for field in dataclasses.fields(cls):
+        kind = str(field.type)
+        if kind in _FIXED_FORMATS:
+            run.append((field.name, kind))
+        elif kind in ("bytes", "SnapshotMeta", "tuple[Entry, ...]"):
+            close_run()
+            steps.append(_Variable(field.name, kind))
+        else:
+            raise TypeError(f"{cls.__name__}.{field.name}: no wire form for {kind}")
+    close_run()
+    return tuple(steps)
+
+
+_STEPS = [_compile(cls) for cls in MESSAGE_TYPES]
+_TAG_BY_TYPE = {cls: tag for tag, cls in enumerate(MESSAGE_TYPES)}
+_TAG_BYTES = [bytes((tag,)) for tag in range(len(MESSAGE_TYPES))]
+_ENTRY_KINDS = {int(kind): kind for kind in EntryKind}
 
 
 def encode_message(msg: Message) -> bytes:
@@ -143,35 +162,113 @@ def encode_message(msg: Message) -> bytes:
 
 def _message_parts(msg: Message) -> list[bytes]:
     tag = _TAG_BY_TYPE[type(msg)]
-    out = [bytes((tag,))]
-    for name, kind in _SCHEMAS[tag][1]:
-        _WRITERS[kind](out, getattr(msg, name))
+    out = [_TAG_BYTES[tag]]
+    for step in _STEPS[tag]:
+        if isinstance(step, _Fixed):
+            out.append(step.layout.pack(*step.get(msg)))
+        else:
+            value = getattr(msg, step.name)
+            if step.kind == "bytes":
+                out += (_U32.pack(len(value)), value)
+            elif step.kind == "tuple[Entry, ...]":
+                _write_entries(out, value)
+            else:
+                _write_meta(out, value)
     return out
 
 
-def decode_message(data: bytes | memoryview) -> Message:
-    r = _Reader(data)
-    tag = r.take(1)[0]
-    if tag >= len(_SCHEMAS):
+def _truncated(pos: int, need: int, end: int) -> CodecError:
+    return CodecError(f"truncated input: need {need} bytes at offset {pos}, have {max(end - pos, 0)}")
+
+
+def _read_entry(view: memoryview, pos: int, end: int) -> tuple[Entry, int]:
+    head = _ENTRY_HEAD.size
+    if pos + head > end:
+        raise _truncated(pos, head, end)
+    term, index, kind, n = _ENTRY_HEAD.unpack_from(view, pos)
+    pos += head
+    if pos + n > end:
+        raise _truncated(pos, n, end)
+    entry_kind = _ENTRY_KINDS.get(kind)
+    if entry_kind is None:
+        raise CodecError(f"unknown entry kind {kind}")
+    return Entry(term, index, bytes(view[pos : pos + n]), entry_kind), pos + n
+
+
+def _read_entries(view: memoryview, pos: int, end: int) -> tuple[tuple[Entry, ...], int]:
+    if pos + 4 > end:
+        raise _truncated(pos, 4, end)
+    (count,) = _U32.unpack_from(view, pos)
+    pos += 4
+    entries = []
+    for _ in range(count):
+        entry, pos = _read_entry(view, pos, end)
+        entries.append(entry)
+    return tuple(entries), pos
+
+
+def _decode_at(view: memoryview, pos: int, end: int) -> Message:
+    """The message that fills view[pos:end] exactly."""
+    if pos >= end:
+        raise _truncated(pos, 1, end)
+    tag = view[pos]
+    if tag >= len(_STEPS):
         raise CodecError(f"unknown message tag {tag}")
-    cls, fields = _SCHEMAS[tag]
-    values = {name: _READERS[kind](r) for name, kind in fields}
-    r.done()
-    msg: Message = cls(**values)
+    pos += 1
+    values: list[Any] = []
+    for step in _STEPS[tag]:
+        if isinstance(step, _Fixed):
+            size = step.layout.size
+            if pos + size > end:
+                raise _truncated(pos, size, end)
+            fixed = step.layout.unpack_from(view, pos)
+            pos += size
+            if step.bools:
+                fixed_list = list(fixed)
+                for i in step.bools:
+                    if fixed_list[i] > 1:
+                        raise CodecError(f"invalid bool byte {fixed_list[i]}")
+                    fixed_list[i] = fixed_list[i] == 1
+                values += fixed_list
+            else:
+                values += fixed
+        elif step.kind == "bytes":
+            if pos + 4 > end:
+                raise _truncated(pos, 4, end)
+            (n,) = _U32.unpack_from(view, pos)
+            pos += 4
+            if pos + n > end:
+                raise _truncated(pos, n, end)
+            values.append(bytes(view[pos : pos + n]))
+            pos += n
+        elif step.kind == "tuple[Entry, ...]":
+            entries, pos = _read_entries(view, pos, end)
+            values.append(entries)
+        else:
+            r = _Reader(view[pos:end])
+            values.append(_read_meta(r))
+            pos += r.pos
+    if pos != end:
+        raise CodecError(f"{end - pos} trailing bytes")
+    msg: Message = MESSAGE_TYPES[tag](*values)
     return msg
 
 
+def decode_message(data: bytes | memoryview) -> Message:
+    view = memoryview(data)
+    return _decode_at(view, 0, len(view))
+
+
 def encode_entry(e: Entry) -> bytes:
-    out: list[bytes] = []
-    _write_entry(out, e)
-    return b"".join(out)
+    return _ENTRY_HEAD.pack(e.term, e.index, int(e.kind), len(e.data)) + e.data
 
 
 def decode_entry(data: bytes | memoryview) -> Entry:
-    r = _Reader(data)
-    e = _read_entry(r)
-    r.done()
-    return e
+    view = memoryview(data)
+    entry, pos = _read_entry(view, 0, len(view))
+    if pos != len(view):
+        raise CodecError(f"{len(view) - pos} trailing bytes")
+    return entry
 
 
 def encode_hard_state(hs: HardState) -> bytes:
@@ -217,13 +314,28 @@ def encode_batch(messages: list[Message] | tuple[Message, ...]) -> bytes:
     for m in messages:
         # One join for the whole batch: entries' data (megabytes of telemetry) copied once.
         parts = _message_parts(m)
-        out.append(_U32.pack(sum(len(p) for p in parts)))
+        out.append(_U32.pack(sum(map(len, parts))))
         out += parts
     return b"".join(out)
 
 
 def decode_batch(data: bytes | memoryview) -> list[Message]:
-    r = _Reader(data)
-    messages = [decode_message(r.take(r.u32())) for _ in range(r.u32())]
-    r.done()
+    view = memoryview(data)
+    end = len(view)
+    if end < 4:
+        raise _truncated(0, 4, end)
+    (count,) = _U32.unpack_from(view, 0)
+    pos = 4
+    messages = []
+    for _ in range(count):
+        if pos + 4 > end:
+            raise _truncated(pos, 4, end)
+        (n,) = _U32.unpack_from(view, pos)
+        pos += 4
+        if pos + n > end:
+            raise _truncated(pos, n, end)
+        messages.append(_decode_at(view, pos, pos + n))
+        pos += n
+    if pos != end:
+        raise CodecError(f"{end - pos} trailing bytes")
     return messages
