@@ -181,6 +181,17 @@ def _truncated(pos: int, need: int, end: int) -> CodecError:
     return CodecError(f"truncated input: need {need} bytes at offset {pos}, have {max(end - pos, 0)}")
 
 
+def _length_prefixed(view: memoryview, pos: int, end: int) -> tuple[int, int]:
+    """Where the u32-length-prefixed bytes at `pos` start and stop."""
+    if pos + 4 > end:
+        raise _truncated(pos, 4, end)
+    (n,) = _U32.unpack_from(view, pos)
+    pos += 4
+    if pos + n > end:
+        raise _truncated(pos, n, end)
+    return pos, pos + n
+
+
 def _read_entry(view: memoryview, pos: int, end: int) -> tuple[Entry, int]:
     head = _ENTRY_HEAD.size
     if pos + head > end:
@@ -233,14 +244,8 @@ def _decode_at(view: memoryview, pos: int, end: int) -> Message:
             else:
                 values += fixed
         elif step.kind == "bytes":
-            if pos + 4 > end:
-                raise _truncated(pos, 4, end)
-            (n,) = _U32.unpack_from(view, pos)
-            pos += 4
-            if pos + n > end:
-                raise _truncated(pos, n, end)
-            values.append(bytes(view[pos : pos + n]))
-            pos += n
+            start, pos = _length_prefixed(view, pos, end)
+            values.append(bytes(view[start:pos]))
         elif step.kind == "tuple[Entry, ...]":
             entries, pos = _read_entries(view, pos, end)
             values.append(entries)
@@ -328,14 +333,8 @@ def decode_batch(data: bytes | memoryview) -> list[Message]:
     pos = 4
     messages = []
     for _ in range(count):
-        if pos + 4 > end:
-            raise _truncated(pos, 4, end)
-        (n,) = _U32.unpack_from(view, pos)
-        pos += 4
-        if pos + n > end:
-            raise _truncated(pos, n, end)
-        messages.append(_decode_at(view, pos, pos + n))
-        pos += n
+        start, pos = _length_prefixed(view, pos, end)
+        messages.append(_decode_at(view, start, pos))
     if pos != end:
         raise CodecError(f"{end - pos} trailing bytes")
     return messages
