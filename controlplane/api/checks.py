@@ -71,6 +71,8 @@ def _compile(schema: dict[str, Any]) -> Callable[[Any], bool]:
     tests: list[Callable[[Any], bool]] = []
     for keyword, arg in schema.items():
         if keyword == "type":
+            if not isinstance(arg, str) or arg not in _TYPES:
+                raise ValueError(f"type {arg!r}: only one of {sorted(_TYPES)} is compiled")
             tests.append(_TYPES[arg])
         elif keyword == "enum":
             if not all(isinstance(choice, str) for choice in arg):

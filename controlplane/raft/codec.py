@@ -99,12 +99,15 @@ def _read_meta(r: _Reader) -> SnapshotMeta:
 # bool fields is one struct (one pack or unpack call for all of them), the rest (bytes,
 # entries, snapshot metadata) one step each. The wire format is the field-by-field one: u64
 # per int, one byte per bool, u32-prefixed bytes, u32-counted entries.
-_FIXED_FORMATS = {"int": "Q", "bool": "B"}
+# A bool is written as "?" writes it (any true value as 1) and read as a byte that must be 0 or 1.
+_WRITE_FORMATS = {"int": "Q", "bool": "?"}
+_READ_FORMATS = {"int": "Q", "bool": "B"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Fixed:
-    layout: struct.Struct
+    writer: struct.Struct
+    reader: struct.Struct
     get: Callable[[Any], tuple[Any, ...]]
     bools: tuple[int, ...]  # positions of bool fields within the run
 
@@ -130,7 +133,8 @@ def _compile(cls: type) -> tuple[_Fixed | _Variable, ...]:
         if run:
             steps.append(
                 _Fixed(
-                    struct.Struct("<" + "".join(_FIXED_FORMATS[kind] for _, kind in run)),
+                    struct.Struct("<" + "".join(_WRITE_FORMATS[kind] for _, kind in run)),
+                    struct.Struct("<" + "".join(_READ_FORMATS[kind] for _, kind in run)),
                     _fields_getter([name for name, _ in run]),
                     tuple(i for i, (_, kind) in enumerate(run) if kind == "bool"),
                 )
@@ -139,7 +143,7 @@ def _compile(cls: type) -> tuple[_Fixed | _Variable, ...]:
 
     for field in dataclasses.fields(cls):
         kind = str(field.type)
-        if kind in _FIXED_FORMATS:
+        if kind in _WRITE_FORMATS:
             run.append((field.name, kind))
         elif kind in ("bytes", "SnapshotMeta", "tuple[Entry, ...]"):
             close_run()
@@ -165,7 +169,7 @@ def _message_parts(msg: Message) -> list[bytes]:
     out = [_TAG_BYTES[tag]]
     for step in _STEPS[tag]:
         if isinstance(step, _Fixed):
-            out.append(step.layout.pack(*step.get(msg)))
+            out.append(step.writer.pack(*step.get(msg)))
         else:
             value = getattr(msg, step.name)
             if step.kind == "bytes":
@@ -229,10 +233,10 @@ def _decode_at(view: memoryview, pos: int, end: int) -> Message:
     values: list[Any] = []
     for step in _STEPS[tag]:
         if isinstance(step, _Fixed):
-            size = step.layout.size
+            size = step.reader.size
             if pos + size > end:
                 raise _truncated(pos, size, end)
-            fixed = step.layout.unpack_from(view, pos)
+            fixed = step.reader.unpack_from(view, pos)
             pos += size
             if step.bools:
                 fixed_list = list(fixed)

@@ -93,3 +93,7 @@ def test_valid_requests_take_the_fast_path_and_invalid_ones_are_still_named():
 def test_a_schema_keyword_nobody_compiled_is_refused_by_name():
     with pytest.raises(ValueError, match="'oneOf'"):
         checks._compile({"oneOf": [{"type": "string"}, {"type": "integer"}]})
+    with pytest.raises(ValueError, match="type"):
+        checks._compile({"type": ["string", "null"]})
+    with pytest.raises(ValueError, match="additionalProperties"):
+        checks._compile({"additionalProperties": {"type": "string"}})

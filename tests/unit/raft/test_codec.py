@@ -70,6 +70,12 @@ def test_every_message_type_keeps_its_wire_form():
         assert [type(getattr(got, f)) for f in got.__slots__] == [type(getattr(sent, f)) for f in sent.__slots__]
 
 
+def test_a_true_value_in_a_bool_field_is_written_as_one():
+    assert encode_batch([AppendEntriesResponse(2, 1, 3, 2, 9)]) == encode_batch(
+        [AppendEntriesResponse(2, 1, 3, True, 9)]
+    )  # type: ignore[arg-type]
+
+
 def test_an_entry_keeps_its_wire_form_on_disk():
     wire = bytes.fromhex("0300000000000000060000000000000001020000000001")
     entry = Entry(3, 6, b"\x00\x01", EntryKind.CONF_CHANGE)
