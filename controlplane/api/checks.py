@@ -46,10 +46,14 @@ def _shown(value: Any) -> str:
 # meaning (integer: an int, not a bool nor 1.0; minimum and the like only for numbers, and so
 # on); jsonschema stays the judge of anything the predicate does not pass, and names the
 # error. tests/unit/api/test_checks.py holds the two to the same verdicts.
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Number) and not isinstance(v, bool)
+
+
 _TYPES: dict[str, Callable[[Any], bool]] = {
     "string": lambda v: isinstance(v, str),
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, numbers.Number) and not isinstance(v, bool),
+    "number": _is_number,
     "boolean": lambda v: isinstance(v, bool),
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
@@ -111,11 +115,11 @@ def _one_of(choices: tuple[str, ...], v: Any) -> bool:
 
 
 def _at_least(m: float, v: Any) -> bool:
-    return not _TYPES["number"](v) or not v < m
+    return not _is_number(v) or not v < m
 
 
 def _at_most(m: float, v: Any) -> bool:
-    return not _TYPES["number"](v) or not v > m
+    return not _is_number(v) or not v > m
 
 
 def _min_length(n: int, v: Any) -> bool:

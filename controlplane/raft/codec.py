@@ -24,6 +24,7 @@ from controlplane.raft.messages import (
 
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
+_INDEX_TERM = struct.Struct("<QQ")
 _ENTRY_HEAD = struct.Struct("<QQBI")  # term, index, kind, data length
 _HARD_STATE = struct.Struct("<QQQ")
 _CONF_CHANGE = struct.Struct("<BQ")
@@ -31,32 +32,6 @@ _CONF_CHANGE = struct.Struct("<BQ")
 
 class CodecError(ValueError):
     """Bytes that do not decode to a Raft type."""
-
-
-class _Reader:
-    __slots__ = ("buf", "pos")
-
-    def __init__(self, buf: bytes | memoryview) -> None:
-        self.buf = memoryview(buf)
-        self.pos = 0
-
-    def take(self, n: int) -> memoryview:
-        end = self.pos + n
-        if n < 0 or end > len(self.buf):
-            raise CodecError(f"truncated input: need {n} bytes at offset {self.pos}, have {len(self.buf) - self.pos}")
-        view = self.buf[self.pos : end]
-        self.pos = end
-        return view
-
-    def u64(self) -> int:
-        return int(_U64.unpack(self.take(8))[0])
-
-    def u32(self) -> int:
-        return int(_U32.unpack(self.take(4))[0])
-
-    def done(self) -> None:
-        if self.pos != len(self.buf):
-            raise CodecError(f"{len(self.buf) - self.pos} trailing bytes")
 
 
 def _write_entry(out: list[bytes], e: Entry) -> None:
@@ -75,24 +50,11 @@ def _write_ids(out: list[bytes], ids: frozenset[int]) -> None:
     out.extend(_U64.pack(i) for i in sorted(ids))
 
 
-def _read_ids(r: _Reader) -> frozenset[int]:
-    return frozenset(r.u64() for _ in range(r.u32()))
-
-
 def _write_meta(out: list[bytes], m: SnapshotMeta) -> None:
     out.append(_U64.pack(m.index))
     out.append(_U64.pack(m.term))
     _write_ids(out, m.conf.voters)
     _write_ids(out, m.conf.learners)
-
-
-def _read_meta(r: _Reader) -> SnapshotMeta:
-    index, term = r.u64(), r.u64()
-    voters, learners = _read_ids(r), _read_ids(r)
-    try:
-        return SnapshotMeta(index, term, ConfState(voters, learners))
-    except ValueError as exc:
-        raise CodecError(str(exc)) from None
 
 
 # Each message type is compiled once into steps, in field order: a run of consecutive int and
@@ -185,23 +147,39 @@ def _truncated(pos: int, need: int, end: int) -> CodecError:
     return CodecError(f"truncated input: need {need} bytes at offset {pos}, have {max(end - pos, 0)}")
 
 
+def _fixed_at(layout: struct.Struct, view: memoryview, pos: int, end: int) -> tuple[tuple[Any, ...], int]:
+    """`layout`'s values at `pos`, and the offset after them."""
+    if pos + layout.size > end:
+        raise _truncated(pos, layout.size, end)
+    return layout.unpack_from(view, pos), pos + layout.size
+
+
 def _length_prefixed(view: memoryview, pos: int, end: int) -> tuple[int, int]:
     """Where the u32-length-prefixed bytes at `pos` start and stop."""
-    if pos + 4 > end:
-        raise _truncated(pos, 4, end)
-    (n,) = _U32.unpack_from(view, pos)
-    pos += 4
+    (n,), pos = _fixed_at(_U32, view, pos, end)
     if pos + n > end:
         raise _truncated(pos, n, end)
     return pos, pos + n
 
 
+def _read_ids(view: memoryview, pos: int, end: int) -> tuple[frozenset[int], int]:
+    (count,), pos = _fixed_at(_U32, view, pos, end)
+    ids, pos = _fixed_at(struct.Struct(f"<{count}Q"), view, pos, end)
+    return frozenset(ids), pos
+
+
+def _read_meta(view: memoryview, pos: int, end: int) -> tuple[SnapshotMeta, int]:
+    (index, term), pos = _fixed_at(_INDEX_TERM, view, pos, end)
+    voters, pos = _read_ids(view, pos, end)
+    learners, pos = _read_ids(view, pos, end)
+    try:
+        return SnapshotMeta(index, term, ConfState(voters, learners)), pos
+    except ValueError as exc:
+        raise CodecError(str(exc)) from None
+
+
 def _read_entry(view: memoryview, pos: int, end: int) -> tuple[Entry, int]:
-    head = _ENTRY_HEAD.size
-    if pos + head > end:
-        raise _truncated(pos, head, end)
-    term, index, kind, n = _ENTRY_HEAD.unpack_from(view, pos)
-    pos += head
+    (term, index, kind, n), pos = _fixed_at(_ENTRY_HEAD, view, pos, end)
     if pos + n > end:
         raise _truncated(pos, n, end)
     entry_kind = _ENTRY_KINDS.get(kind)
@@ -211,10 +189,7 @@ def _read_entry(view: memoryview, pos: int, end: int) -> tuple[Entry, int]:
 
 
 def _read_entries(view: memoryview, pos: int, end: int) -> tuple[tuple[Entry, ...], int]:
-    if pos + 4 > end:
-        raise _truncated(pos, 4, end)
-    (count,) = _U32.unpack_from(view, pos)
-    pos += 4
+    (count,), pos = _fixed_at(_U32, view, pos, end)
     entries = []
     for _ in range(count):
         entry, pos = _read_entry(view, pos, end)
@@ -233,11 +208,7 @@ def _decode_at(view: memoryview, pos: int, end: int) -> Message:
     values: list[Any] = []
     for step in _STEPS[tag]:
         if isinstance(step, _Fixed):
-            size = step.reader.size
-            if pos + size > end:
-                raise _truncated(pos, size, end)
-            fixed = step.reader.unpack_from(view, pos)
-            pos += size
+            fixed, pos = _fixed_at(step.reader, view, pos, end)
             if step.bools:
                 fixed_list = list(fixed)
                 for i in step.bools:
@@ -254,9 +225,8 @@ def _decode_at(view: memoryview, pos: int, end: int) -> Message:
             entries, pos = _read_entries(view, pos, end)
             values.append(entries)
         else:
-            r = _Reader(view[pos:end])
-            values.append(_read_meta(r))
-            pos += r.pos
+            meta, pos = _read_meta(view, pos, end)
+            values.append(meta)
     if pos != end:
         raise CodecError(f"{end - pos} trailing bytes")
     msg: Message = MESSAGE_TYPES[tag](*values)
@@ -269,7 +239,9 @@ def decode_message(data: bytes | memoryview) -> Message:
 
 
 def encode_entry(e: Entry) -> bytes:
-    return _ENTRY_HEAD.pack(e.term, e.index, int(e.kind), len(e.data)) + e.data
+    out: list[bytes] = []
+    _write_entry(out, e)
+    return b"".join(out)
 
 
 def decode_entry(data: bytes | memoryview) -> Entry:
@@ -297,10 +269,11 @@ def encode_snapshot_meta(m: SnapshotMeta) -> bytes:
 
 
 def decode_snapshot_meta(data: bytes) -> SnapshotMeta:
-    r = _Reader(data)
-    m = _read_meta(r)
-    r.done()
-    return m
+    view = memoryview(data)
+    meta, pos = _read_meta(view, 0, len(view))
+    if pos != len(view):
+        raise CodecError(f"{len(view) - pos} trailing bytes")
+    return meta
 
 
 def encode_conf_change(c: ConfChange) -> bytes:
@@ -331,10 +304,7 @@ def encode_batch(messages: list[Message] | tuple[Message, ...]) -> bytes:
 def decode_batch(data: bytes | memoryview) -> list[Message]:
     view = memoryview(data)
     end = len(view)
-    if end < 4:
-        raise _truncated(0, 4, end)
-    (count,) = _U32.unpack_from(view, 0)
-    pos = 4
+    (count,), pos = _fixed_at(_U32, view, 0, end)
     messages = []
     for _ in range(count):
         start, pos = _length_prefixed(view, pos, end)
