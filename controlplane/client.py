@@ -144,10 +144,14 @@ class ControlPlane(LeaderClient):
         endpoint = shared.endpoints[self._leader]
         return None if endpoint is None else leader_stream(*endpoint)
 
-    @contextlib.contextmanager
-    def _on_the_stream(self) -> Iterator[None]:
+    async def _at_the_leader(self, timeout: float, by_stream: Any, by_actor: Any) -> Any:
+        """One try at the leader: over its stream, or by actor calls when it serves none."""
+        stream = await self._leader_stream(timeout)
+        if stream is None:
+            with _retry_elsewhere_on_ray_errors():
+                return await by_actor(await self._leader_handle(timeout))
         try:
-            yield
+            return await by_stream(stream)
         except RetryElsewhere:
             if self._leader is not None:  # a restarted replica serves on another port
                 self._shared().endpoints.pop(self._leader, None)
@@ -156,15 +160,6 @@ class ControlPlane(LeaderClient):
             if self._leader is not None:
                 self._shared().endpoints[self._leader] = None
             raise RetryElsewhere("the replica serves no leader stream; asking by actor calls") from None
-
-    async def _at_the_leader(self, timeout: float, by_stream: Any, by_actor: Any) -> Any:
-        """One try at the leader: over its stream, or by actor calls when it serves none."""
-        stream = await self._leader_stream(timeout)
-        if stream is None:
-            with _retry_elsewhere_on_ray_errors():
-                return await by_actor(await self._leader_handle(timeout))
-        with self._on_the_stream():
-            return await by_stream(stream)
 
     async def _propose_once(self, data: bytes, timeout: float) -> tuple[str, Any]:
         outcome: tuple[str, Any] = await self._at_the_leader(

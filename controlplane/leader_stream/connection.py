@@ -37,6 +37,15 @@ class StreamNotServed(ControlPlaneError):
     """The replica does not serve the leader stream."""
 
 
+class _NoAnswer(Exception):
+    """No answer to a request within its time."""
+
+
+def _time_out(answer: asyncio.Future[Any]) -> None:
+    if not answer.done():
+        answer.set_exception(_NoAnswer())
+
+
 class LeaderStream:
     def __init__(self, url: str, token: str | None) -> None:
         self.url = url
@@ -72,8 +81,12 @@ class LeaderStream:
 
     async def _ask(self, request: list[Any], timeout: float) -> tuple[str, Any]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        await self._open(min(timeout, CONNECT_TIMEOUT))
+        # A little past the replica's own deadline, so its "retry" arrives first. A timer on the
+        # answer itself, not wait_for: that wraps it in a second future and wakes the caller one
+        # turn of the loop later, a cost every request paid.
+        give_up_at = loop.time() + timeout + 0.5
+        if self._ws is None or self._ws.closed:
+            await self._open(min(timeout, CONNECT_TIMEOUT))
         rid = next(self._ids)
         answer: asyncio.Future[tuple[str, Any]] = loop.create_future()
         self._pending[rid] = answer
@@ -81,12 +94,13 @@ class LeaderStream:
         if not self._flushing:
             self._flushing = True
             loop.call_soon(self._flush)
+        give_up = loop.call_at(give_up_at, _time_out, answer)
         try:
-            # A little past the replica's own deadline, so its "retry" arrives first.
-            kind, value = await asyncio.wait_for(answer, max(deadline - loop.time(), 0.0) + 0.5)
-        except TimeoutError:
+            kind, value = await answer
+        except _NoAnswer:
             raise RetryElsewhere(f"{self.url} did not answer within {timeout:.1f}s") from None
         finally:
+            give_up.cancel()
             self._pending.pop(rid, None)
         if kind == "invalid":
             raise ValueError(f"{self.url} refused the request: {value}")
@@ -203,13 +217,14 @@ _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, 
 def leader_stream(url: str, token: str | None) -> LeaderStream:
     """The running loop's stream to `url`, shared by every client in the process."""
     streams = _per_loop.setdefault(asyncio.get_running_loop(), {})
-    for known, stream in list(streams.items()):  # a restarted replica listens on a new port
-        if stream.disposable:
-            del streams[known]
     key = (url, token)
-    if key not in streams:
-        streams[key] = LeaderStream(url, token)
-    return streams[key]
+    stream = streams.get(key)
+    if stream is None or stream.disposable:
+        for known, other in list(streams.items()):  # a restarted replica listens on a new port
+            if other.disposable:
+                del streams[known]
+        stream = streams[key] = LeaderStream(url, token)
+    return stream
 
 
 def streams_in_this_loop() -> list[LeaderStream]:

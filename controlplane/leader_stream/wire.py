@@ -13,22 +13,19 @@ resend the same bytes elsewhere; "error": the query's own CommandError
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 PATH = "/client/v1/stream"
 CONSISTENCIES = ("linearizable", "stale")
 
 
-@dataclass(frozen=True, slots=True)
-class Proposal:
+class Proposal(NamedTuple):  # a tuple: built for every request of every frame
     id: int
     command: bytes
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
+class Query(NamedTuple):
     id: int
     name: str
     args: dict[str, Any] | None
@@ -64,7 +61,7 @@ def decode_requests(text: str) -> tuple[list[Request], list[Answer]]:
     requests: list[Request] = []
     invalid: list[Answer] = []
     for item in items:
-        if not isinstance(item, list) or not item or not isinstance(item[0], int) or isinstance(item[0], bool):
+        if type(item) is not list or not item or type(item[0]) is not int:
             raise ValueError(f"a request is a list starting with an integer id, got {str(item)[:80]}")
         try:
             requests.append(_request(item))
@@ -74,12 +71,17 @@ def decode_requests(text: str) -> tuple[list[Request], list[Answer]]:
 
 
 def _request(item: list[Any]) -> Request:
-    match item:
-        case [int(rid), "propose", str(command), int() | float() as timeout] if not isinstance(timeout, bool):
+    # Exact types: the frame is JSON, whose ints, floats and strings are exactly those (bools
+    # are not ints here). Checked in line, not by `match`: a frame carries many requests.
+    if len(item) == 4 and item[1] == "propose":
+        rid, _, command, timeout = item
+        if type(command) is str and (type(timeout) is float or type(timeout) is int):
             if not 0 < timeout <= 60:
                 raise ValueError(f"a proposal's timeout must be in (0, 60] seconds, got {timeout}")
             return Proposal(rid, command.encode(), float(timeout))
-        case [int(rid), "query", str(name), args, str(consistency)] if args is None or isinstance(args, dict):
+    elif len(item) == 5 and item[1] == "query":
+        rid, _, name, args, consistency = item
+        if type(name) is str and (args is None or type(args) is dict) and type(consistency) is str:
             if consistency not in CONSISTENCIES:
                 raise ValueError(f"consistency must be one of {CONSISTENCIES}, got {consistency!r}")
             return Query(rid, name, args, consistency)

@@ -77,10 +77,11 @@ class UAVColumns:
         self.idle = np.concatenate([self.idle, np.zeros(new - old, dtype=bool)])
 
     def get(self, row: int) -> dict[str, Any]:
-        out: dict[str, Any] = {name: float(column[row]) for name, column in self.floats.items()}
-        t = float(self.report_time[row])
+        # .item(): the Python float (int) straight from the array, without a NumPy scalar between.
+        out: dict[str, Any] = {name: column.item(row) for name, column in self.floats.items()}
+        t = self.report_time.item(row)
         out["report_time"] = None if t == NO_TIME else t
-        out["report_seq"] = None if t == NO_TIME else int(self.report_seq[row])
+        out["report_seq"] = None if t == NO_TIME else self.report_seq.item(row)
         return out
 
     def set(self, row: int, values: dict[str, Any]) -> None:

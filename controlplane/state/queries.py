@@ -63,9 +63,9 @@ def run_query(state: FleetState, name: str, args: dict[str, Any] | None = None) 
         raise CommandError("query", f"must be one of {sorted(QUERIES)}, got {name!r}")
     allowed, run = QUERIES[name]
     args = dict(args or {})
-    unknown = set(args) - allowed
-    if unknown:
-        raise CommandError(sorted(unknown)[0], f"is not an argument of query {name!r} (allowed: {sorted(allowed)})")
+    if not args.keys() <= allowed:
+        unknown = sorted(set(args) - allowed)[0]
+        raise CommandError(unknown, f"is not an argument of query {name!r} (allowed: {sorted(allowed)})")
     for needed in ("id", "key"):
         if needed in allowed and needed not in args:
             raise CommandError(needed, f"query {name!r} needs {needed!r}")
