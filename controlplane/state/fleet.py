@@ -485,9 +485,8 @@ class FleetState:
         """The current record of a kind ("uav", "mission", "group", "station"); None if gone."""
         if kind == "station":
             return {"id": record_id} if record_id in self.stations else None
-        lookup = {"uav": self.uav, "mission": self.mission, "group": self.group}[kind]
         try:
-            return lookup(record_id)
+            return _RECORD_OF[kind](self, record_id)
         except CommandError:
             return None
 
@@ -572,6 +571,14 @@ class FleetState:
 
     def digest(self) -> str:
         return _sha(self.digests())
+
+
+# record(kind, id)'s readers, found once (the change feed asks for every changed record).
+_RECORD_OF: dict[str, Callable[[FleetState, str], dict[str, Any]]] = {
+    "uav": FleetState.uav,
+    "mission": FleetState.mission,
+    "group": FleetState.group,
+}
 
 
 def _nearest(rows: np.ndarray, distance: np.ndarray, battery: np.ndarray, ids: np.ndarray) -> int:

@@ -71,9 +71,10 @@ class ChangeFeed:
             record = self.state.record(kind, record_id)
             packed = None if record is None else marshal.dumps(record)
             self._changes.append(_Kept(entry.index, kind, record_id, packed))
-        applied_at = self._clock()
-        for counts in telemetry:
-            self._changes.append(_Kept(counts["index"], "telemetry", None, {**counts, "applied_at": applied_at}))
+        if telemetry:
+            applied_at = self._clock()
+            for counts in telemetry:
+                self._changes.append(_Kept(counts["index"], "telemetry", None, {**counts, "applied_at": applied_at}))
         self._trim()
         if changed or telemetry:
             self._notify()
