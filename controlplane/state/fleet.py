@@ -432,26 +432,32 @@ class FleetState:
     def _schedule(self) -> None:
         """Pending missions, highest priority first (then oldest), each to the idle UAV with
         enough battery that is nearest its first waypoint (then fullest battery, then id).
-        Costs nothing while no mission is pending; otherwise a few vectorized passes over the
-        UAV columns per pending mission that some idle UAV has the battery for."""
+        Costs nothing while no mission is pending; otherwise one pass over the UAV columns to
+        find the idle rows, then vectorized passes over those rows alone per pending mission
+        that some idle UAV has the battery for (a UAV registering while missions wait, as a
+        fleet's start or a restart's replay has thousands of, meets a handful of idle rows,
+        not every row of the fleet)."""
         if not self._pending:
             return
         columns = self.columns
-        available = columns.idle.copy()
-        if not available.any():
+        idle_rows = np.flatnonzero(columns.idle)  # ascending, as the rows of the whole columns
+        if not len(idle_rows):
             return
-        battery, lat, lon = columns.floats["battery"], columns.floats["lat"], columns.floats["lon"]
-        best_battery = float(battery[available].max())
+        battery = columns.floats["battery"][idle_rows]
+        lat, lon = columns.floats["lat"][idle_rows], columns.floats["lon"][idle_rows]
+        available = np.ones(len(idle_rows), dtype=bool)  # over idle_rows
+        best_battery = float(battery.max())
         position = 0  # in _pending, which loses each mission assigned here (never gains one)
         while position < len(self._pending):
             mission = self.missions[self._pending[position][2]]
             if mission.min_battery > best_battery:
                 position += 1
                 continue
-            rows = np.nonzero(available & (battery >= mission.min_battery))[0]
-            distance = great_circle_m(lat[rows], lon[rows], mission.route[0], mission.route[1])  # first waypoint
-            chosen = _nearest(rows, distance, battery[rows], columns.ids)
-            available[chosen] = False
+            able = np.nonzero(available & (battery >= mission.min_battery))[0]
+            distance = great_circle_m(lat[able], lon[able], mission.route[0], mission.route[1])  # first waypoint
+            rows = idle_rows[able]
+            chosen = _nearest(rows, distance, battery[able], columns.ids)
+            available[able[np.searchsorted(rows, chosen)]] = False
             uav = self.uavs[columns.ids[chosen]]
             self._set_mission(mission, MissionStatus.ASSIGNED, uav.id)
             mission.version += 1

@@ -381,3 +381,51 @@ def test_ids_refuse_exactly_the_characters_python_calls_whitespace():
     assert differ == []
     with pytest.raises(CommandError, match="without spaces"):
         validate({"type": "register_station", "station": "al\u2003pha"})  # an em space
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    uavs=st.lists(
+        st.tuples(st.sampled_from([47.0, 47.5]), st.sampled_from([8.0, 8.5]), st.sampled_from([40.0, 60.0, 95.0])),
+        min_size=1,
+        max_size=12,
+    ),
+    missions=st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from([10, 50, 95]), st.sampled_from([47.0, 47.5])), max_size=10
+    ),
+)
+def test_one_scheduling_pass_assigns_many_missions_by_the_rule(uavs, missions):
+    """Every mission waits (no UAV has the battery yet), then one telemetry batch charges
+    every UAV: the one scheduling pass that follows gives out many missions, each UAV at most
+    once, by the same rule as one at a time. Rows are out of id order (registered in reverse)."""
+    from controlplane.state.telemetry import encode_entry, normalize
+
+    s = FleetState()
+    ids = [f"u{i:02d}" for i in range(len(uavs))]
+    commands: list[dict] = [{"type": "register_station", "station": "a"}]
+    for uid, (lat, lon, _) in reversed(list(zip(ids, uavs, strict=True))):
+        commands.append({"type": "register_uav", "uav": uid, "home_station": "a", "lat": lat, "lon": lon, "battery": 0})
+    wanted = [
+        {"type": "create_mission", "mission": f"m{j}", "priority": prio, "min_battery": minb,
+         "waypoints": [{"lat": lat, "lon": 8.25, "alt": 10}], "order": j}
+        for j, (prio, minb, lat) in enumerate(missions)
+    ]  # fmt: skip
+    commands += [{k: v for k, v in m.items() if k != "order"} for m in wanted]
+    assert all(a["ok"] for a in run(s, *commands))
+    assert all(m.uav is None for m in s.missions.values())  # nobody could take any yet
+
+    reports = [
+        {"uav": uid, "time": 1.0, "seq": 1, "lat": lat, "lon": lon, "battery": battery}
+        for uid, (lat, lon, battery) in zip(ids, uavs, strict=True)
+    ]
+    table, rejected = normalize(reports, station="a")
+    assert rejected == []
+    assert s.apply(Entry(1, 10_000, encode_entry(table, auto_register=False)))["ok"]
+
+    charged = {
+        uid: {"status": "idle", "lat": lat, "lon": lon, "battery": battery}
+        for uid, (lat, lon, battery) in zip(ids, uavs, strict=True)
+    }
+    expected = _rule_assignments(charged, wanted)
+    assert {m: r.uav for m, r in s.missions.items() if r.uav is not None} == expected
+    assert all(s.uavs[u].mission == m for m, u in expected.items())
