@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,7 +53,8 @@ async def run(clients: int, seconds: float) -> dict[str, Any]:
     from controlplane.client import ControlPlane
 
     group = f"benchapi{os.getpid()}"
-    replicas = deploy(group, STATIONS, tempfile.mkdtemp(prefix="bench-api-"))
+    data_dir = tempfile.mkdtemp(prefix="bench-api-")
+    replicas = deploy(group, STATIONS, data_dir)
     port = free_port()
     env = {**os.environ, "CONTROLPLANE_API_TOKEN": TOKEN}
     address = ray.get_runtime_context().gcs_address
@@ -95,6 +97,7 @@ async def run(clients: int, seconds: float) -> dict[str, Any]:
         log.close()
         for h in replicas.values():
             ray.kill(h, no_restart=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def main() -> None:
