@@ -429,3 +429,45 @@ def test_one_scheduling_pass_assigns_many_missions_by_the_rule(uavs, missions):
     expected = _rule_assignments(charged, wanted)
     assert {m: r.uav for m, r in s.missions.items() if r.uav is not None} == expected
     assert all(s.uavs[u].mission == m for m, u in expected.items())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    uavs=st.lists(
+        st.tuples(st.sampled_from([47.0, 47.5]), st.sampled_from([8.0, 8.5]), st.sampled_from([40.0, 60.0, 95.0])),
+        min_size=1,
+        max_size=12,
+    ),
+    missions=st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from([10, 50, 95]), st.sampled_from([47.0, 47.5])), max_size=10
+    ),
+)
+def test_uavs_registering_one_by_one_while_missions_wait_take_them_by_the_rule(uavs, missions):
+    """Missions first, then UAVs one at a time: each registration schedules with the new UAV
+    idle beside those no mission fitted (often it alone, as in a fleet's start or a restart's
+    replay), by the same rule as the brute force."""
+    s = FleetState()
+    wanted = [
+        {"type": "create_mission", "mission": f"m{j}", "priority": prio, "min_battery": minb,
+         "waypoints": [{"lat": lat, "lon": 8.25, "alt": 10}], "order": j}
+        for j, (prio, minb, lat) in enumerate(missions)
+    ]  # fmt: skip
+    commands = [
+        {"type": "register_station", "station": "a"},
+        *({k: v for k, v in m.items() if k != "order"} for m in wanted),
+    ]
+    assert all(a["ok"] for a in run(s, *commands))
+    registered: dict[str, dict] = {}
+    expected: dict[str, str] = {}
+    for i, (lat, lon, battery) in enumerate(uavs):
+        uid = f"u{len(uavs) - i:02d}"  # ids falling: rows out of id order
+        [answer] = run(
+            s,
+            {"type": "register_uav", "uav": uid, "home_station": "a", "lat": lat, "lon": lon, "battery": battery},
+            start=1000 + i,
+        )
+        assert answer["ok"]
+        registered[uid] = {"status": "idle", "lat": lat, "lon": lon, "battery": battery}
+        idle = {u: r for u, r in registered.items() if u not in expected.values()}
+        expected.update(_rule_assignments(idle, [m for m in wanted if m["mission"] not in expected]))
+        assert {m: r.uav for m, r in s.missions.items() if r.uav is not None} == expected
