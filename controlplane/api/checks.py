@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import jsonschema
 from aiohttp import web
 
 from controlplane.api.openapi import SCHEMAS, Param, Route
@@ -23,6 +22,8 @@ MAX_REASON = 200
 def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
     """`pattern` with ECMA-262's `$` (the end of the string, not before a final newline, as
     Python's is)."""
+    import jsonschema
+
     if isinstance(instance, str) and not _compiled(pattern).search(instance):
         yield jsonschema.ValidationError(f"{_shown(instance)} does not match {pattern!r}")
 
@@ -32,7 +33,13 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern)
 
 
-Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _pattern})
+@functools.cache
+def validator_class() -> Any:
+    """Draft 4 with the ECMA `$`. Imported when a request first fails its compiled predicate
+    (below): jsonschema and what it imports cost a process ~80 ms at start, a restart's time."""
+    import jsonschema
+
+    return jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _pattern})
 
 
 def _shown(value: Any) -> str:
@@ -177,7 +184,9 @@ def _violation(schema: dict[str, Any], value: Any) -> tuple[str, str] | None:
     """(where, why) of the first way `value` breaks `schema`, or None."""
     if _passes(schema)(value):
         return None
-    error = jsonschema.exceptions.best_match(Validator(schema).iter_errors(value))
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(validator_class()(schema).iter_errors(value))
     if error is None:
         return None
     where = ""

@@ -8,6 +8,7 @@ refused by name; the lock keeps two processes out of one directory.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +60,10 @@ class DiskStorage:
                 if not fs.exists(self.dir / sub):
                     fs.makedirs(self.dir / sub)
             self.snapshots = FileSnapshotStore(self.dir / "snap", fs=fs)
-            self.wal = FileLogStore(self.dir / "wal", segment_bytes=segment_bytes, fs=fs)
             self._snapshot = self.snapshots.load()
+            # Entries below the snapshot's own are not read back: the log joins it at its index.
+            covered = self._snapshot.meta.index if self._snapshot is not None else 0
+            self.wal = FileLogStore(self.dir / "wal", segment_bytes=segment_bytes, fs=fs, skip_below=covered)
             self._join_log_to_snapshot()
         except BaseException:
             self._lock.release()
@@ -186,4 +189,4 @@ def peek_hard_state(directory: Path | str, fs: FileSystem = OS_FILESYSTEM) -> Ha
     wal_dir = Path(directory) / "wal"
     if not fs.exists(wal_dir):
         return None
-    return FileLogStore(wal_dir, fs=fs, read_only=True).hard_state
+    return FileLogStore(wal_dir, fs=fs, read_only=True, skip_below=sys.maxsize).hard_state

@@ -244,6 +244,17 @@ def encode_entry(e: Entry) -> bytes:
     return b"".join(out)
 
 
+def entry_index(data: bytes | memoryview) -> int:
+    """An encoded entry's index, its head checked against its length, without decoding it."""
+    view = memoryview(data)
+    (_, index, kind, n), pos = _fixed_at(_ENTRY_HEAD, view, 0, len(view))
+    if kind not in _ENTRY_KINDS:
+        raise CodecError(f"unknown entry kind {kind}")
+    if pos + n != len(view):
+        raise CodecError(f"entry of {n} data bytes in {len(view) - pos}")
+    return int(index)
+
+
 def decode_entry(data: bytes | memoryview) -> Entry:
     view = memoryview(data)
     entry, pos = _read_entry(view, 0, len(view))

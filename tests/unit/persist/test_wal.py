@@ -263,3 +263,41 @@ def test_a_replacing_write_across_a_segment_boundary_wins_on_replay(tmp_path):
     again = FileLogStore(tmp_path, segment_bytes=1024)
     assert again.entries() == entries(1, 24, term=1, size=30) + entries(25, 30, term=2, size=30)
     assert again.hard_state == HardState(2, 1, 24)
+
+
+def test_entries_below_skip_below_are_checked_but_not_kept(tmp_path):
+    """What a snapshot covers is not read back; what follows it is, replacements included,
+    and the log goes on from where it ended."""
+    store = FileLogStore(tmp_path, segment_bytes=1024)
+    store.append(entries(1, 100, size=30))
+    store.write(entries(60, 20, term=2, size=30), HardState(2, 1, 59))  # replaces 60..100
+    store.sync()
+    store.close()
+    again = FileLogStore(tmp_path, segment_bytes=1024, skip_below=50)
+    assert again.entries() == entries(50, 10, size=30) + entries(60, 20, term=2, size=30)
+    assert again.hard_state == HardState(2, 1, 59)
+    again.append(entries(80, 1, term=2, size=30))
+    again.sync()
+    again.close()
+    assert FileLogStore(tmp_path, segment_bytes=1024, skip_below=79).entries() == entries(79, 2, term=2, size=30)
+    everything = FileLogStore(tmp_path, segment_bytes=1024, skip_below=1000)
+    assert everything.entries() == [] and everything.next_index() == 81
+
+
+def test_a_gap_below_skip_below_is_still_refused(tmp_path):
+    store = FileLogStore(tmp_path, segment_bytes=1024)
+    store.append(entries(1, 20, size=30))
+    store.sync()
+    store.close()
+    segment = sorted(tmp_path.glob("wal-*.log"))[0]
+    data = bytearray(segment.read_bytes())
+    # Cut the third record out (whole, checksums intact; the first is the segment's hard
+    # state): entry 2 is missing on replay.
+    pos, starts = 0, []
+    while pos < len(data):
+        length = struct.unpack_from("<I", data, pos)[0]
+        starts.append(pos)
+        pos += HEADER_BYTES + length
+    segment.write_bytes(data[: starts[2]] + data[starts[3] :])
+    with pytest.raises(CorruptionError, match="entry index 3, expected at most 2"):
+        FileLogStore(tmp_path, segment_bytes=1024, skip_below=10)
