@@ -33,7 +33,8 @@ class UAVColumns:
         # The UAV at each row (None: free), and the rows the scheduler may assign: the
         # scheduler compares every idle UAV at once without walking Python objects.
         self.ids = np.full(capacity, None, dtype=object)
-        self.idle = np.zeros(capacity, dtype=bool)
+        self.idle = np.zeros(capacity, dtype=bool)  # written through set_idle, which counts them
+        self.idle_count = 0
         self._next_row = 0  # rows at or above it were never taken
         self._freed: list[int] = []  # a heap of released rows, all below _next_row
 
@@ -63,8 +64,13 @@ class UAVColumns:
 
     def release(self, row: int) -> None:
         self.ids[row] = None
-        self.idle[row] = False
+        self.set_idle(row, False)
         heapq.heappush(self._freed, row)
+
+    def set_idle(self, row: int, idle: bool) -> None:
+        if self.idle[row] != idle:
+            self.idle[row] = idle
+            self.idle_count += 1 if idle else -1
 
     def _grow(self) -> None:
         old = self.capacity

@@ -271,7 +271,7 @@ class FleetState:
 
     def _set_uav(self, uav: UAV, status: UAVStatus, mission: str | None) -> None:
         uav.status, uav.mission = status, mission
-        self.columns.idle[uav.row] = status is UAVStatus.IDLE and mission is None
+        self.columns.set_idle(uav.row, status is UAVStatus.IDLE and mission is None)
         self._touch("uav", uav.id)
 
     def _set_mission(self, mission: Mission, status: MissionStatus, uav: str | None) -> None:
@@ -440,11 +440,11 @@ class FleetState:
         if not self._pending:
             return
         columns = self.columns
-        idle_rows = np.flatnonzero(columns.idle)  # ascending, as the rows of the whole columns
-        if len(idle_rows) <= 1:
-            if len(idle_rows):
-                self._schedule_the_one_idle_row(int(idle_rows[0]))
+        if columns.idle_count <= 1:
+            if columns.idle_count:
+                self._schedule_the_one_idle_row(int(columns.idle.argmax()))  # stops at it
             return
+        idle_rows = np.flatnonzero(columns.idle)  # ascending, as the rows of the whole columns
         battery = columns.floats["battery"][idle_rows]
         lat, lon = columns.floats["lat"][idle_rows], columns.floats["lon"][idle_rows]
         available = np.ones(len(idle_rows), dtype=bool)  # over idle_rows
@@ -561,7 +561,7 @@ class FleetState:
         if data:
             decode_state(data, fresh)
         for u in fresh.uavs.values():
-            fresh.columns.idle[u.row] = u.status is UAVStatus.IDLE and u.mission is None
+            fresh.columns.set_idle(u.row, u.status is UAVStatus.IDLE and u.mission is None)
         fresh._pending = sorted(
             (-m.priority, m.created_index, m.id) for m in fresh.missions.values() if m.status is MissionStatus.PENDING
         )

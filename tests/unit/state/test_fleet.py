@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -238,6 +239,7 @@ def test_replicas_agree_under_faults_and_retries_apply_once(cmds, seed, drops):
         for e in entries:
             machines[nid].apply(e)
         digests.add(machines[nid].digest())
+        assert_idle_rows_match_the_records(machines[nid])
     assert len(digests) == 1
     # The same log with every retry removed gives the same state: retries changed nothing.
     # (A retry is the copy right after the original; equal bytes proposed at another time,
@@ -294,6 +296,13 @@ def test_queries():
         s.group_members("nope")
     with pytest.raises(ValueError):
         s.missions_by_status("flying")
+
+
+def assert_idle_rows_match_the_records(state: FleetState) -> None:
+    """The scheduler's idle column and its count say what the UAV records say."""
+    idle = {u.row for u in state.uavs.values() if u.status.value == "idle" and u.mission is None}
+    assert set(np.flatnonzero(state.columns.idle).tolist()) == idle
+    assert state.columns.idle_count == len(idle)
 
 
 def _rule_assignments(uavs: dict[str, dict], missions: list[dict]) -> dict[str, str]:
@@ -356,6 +365,7 @@ def test_the_scheduler_follows_its_rule_whatever_the_row_order(uavs, deleted, mi
         again = FleetState()
         again.restore(s.snapshot())
         s = again
+    assert_idle_rows_match_the_records(s)
     wanted = [
         {"type": "create_mission", "mission": f"m{j}", "priority": prio, "min_battery": minb,
          "waypoints": [{"lat": lat, "lon": 8.25, "alt": 10}], "order": j}
@@ -471,3 +481,4 @@ def test_uavs_registering_one_by_one_while_missions_wait_take_them_by_the_rule(u
         idle = {u: r for u, r in registered.items() if u not in expected.values()}
         expected.update(_rule_assignments(idle, [m for m in wanted if m["mission"] not in expected]))
         assert {m: r.uav for m, r in s.missions.items() if r.uav is not None} == expected
+        assert_idle_rows_match_the_records(s)
