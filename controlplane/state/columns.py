@@ -67,6 +67,11 @@ class UAVColumns:
         self.set_idle(row, False)
         heapq.heappush(self._freed, row)
 
+    def mark_idle(self, rows: list[int]) -> None:
+        """These rows idle, at once (a restored state's)."""
+        self.idle[rows] = True
+        self.idle_count = int(np.count_nonzero(self.idle))
+
     def set_idle(self, row: int, idle: bool) -> None:
         if self.idle[row] != idle:
             self.idle[row] = idle

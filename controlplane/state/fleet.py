@@ -560,8 +560,9 @@ class FleetState:
         fresh = FleetState(session_ttl_entries=self.session_ttl_entries)
         if data:
             decode_state(data, fresh)
-        for u in fresh.uavs.values():
-            fresh.columns.set_idle(u.row, u.status is UAVStatus.IDLE and u.mission is None)
+        fresh.columns.mark_idle(
+            [u.row for u in fresh.uavs.values() if u.status is UAVStatus.IDLE and u.mission is None]
+        )
         fresh._pending = sorted(
             (-m.priority, m.created_index, m.id) for m in fresh.missions.values() if m.status is MissionStatus.PENDING
         )
