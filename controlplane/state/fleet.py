@@ -432,11 +432,10 @@ class FleetState:
     def _schedule(self) -> None:
         """Pending missions, highest priority first (then oldest), each to the idle UAV with
         enough battery that is nearest its first waypoint (then fullest battery, then id).
-        Costs nothing while no mission is pending; otherwise one pass over the UAV columns to
-        find the idle rows, then vectorized passes over those rows alone per pending mission
-        that some idle UAV has the battery for (a UAV registering while missions wait, as a
-        fleet's start or a restart's replay has thousands of, meets a handful of idle rows,
-        not every row of the fleet)."""
+        Costs nothing while no mission is pending or no UAV is idle (the idle rows are
+        counted); one idle UAV is matched alone; otherwise one pass over the UAV columns finds
+        the idle rows, then vectorized passes over those rows alone per pending mission that
+        some idle UAV has the battery for."""
         if not self._pending:
             return
         columns = self.columns
