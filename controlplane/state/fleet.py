@@ -46,6 +46,7 @@ from controlplane.state.model import (
     great_circle_m,
     ident,
     pack_route,
+    route_start,
 )
 from controlplane.state.sessions import SESSION_FIELDS, SESSION_TTL_ENTRIES, Sessions, entry_digest
 from controlplane.state.snapshot_codec import decode_state, encode_state
@@ -455,7 +456,7 @@ class FleetState:
                 position += 1
                 continue
             able = np.nonzero(available & (battery >= mission.min_battery))[0]
-            distance = great_circle_m(lat[able], lon[able], mission.route[0], mission.route[1])  # first waypoint
+            distance = great_circle_m(lat[able], lon[able], *route_start(mission.route))
             rows = idle_rows[able]
             chosen = _nearest(rows, distance, battery[able], columns.ids)
             available[able[np.searchsorted(rows, chosen)]] = False

@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import struct
 import sys
-from array import array
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from controlplane.state.model import WAYPOINT_BYTES
 
 if TYPE_CHECKING:
     from controlplane.state.fleet import FleetState
@@ -60,7 +61,7 @@ def encode_state(state: FleetState) -> bytes:
                 "uav": pa.array([m.uav for m in missions], pa.string()),
                 "created_index": pa.array([m.created_index for m in missions], pa.int64()),
                 "version": pa.array([m.version for m in missions], pa.int64()),
-                "waypoints": pa.array([len(m.route) // 3 for m in missions], pa.int32()),
+                "waypoints": pa.array([len(m.route) // WAYPOINT_BYTES for m in missions], pa.int32()),
             }
         ),
         "waypoints": pa.table({"lat": route[0::3], "lon": route[1::3], "alt": route[2::3]}),
@@ -162,7 +163,7 @@ def decode_state(data: bytes, state: FleetState) -> None:
     missions = t["missions"]
     w = t["waypoints"]
     routes = np.column_stack([w.column(k).to_numpy() for k in ("lat", "lon", "alt")]).tobytes()
-    ends = (np.cumsum(missions.column("waypoints").to_numpy(), dtype=np.int64) * 24).tolist()  # 3 float64 each
+    ends = (np.cumsum(missions.column("waypoints").to_numpy(), dtype=np.int64) * WAYPOINT_BYTES).tolist()
     numbers = {
         k: missions.column(k).to_numpy().tolist() for k in ("priority", "min_battery", "created_index", "version")
     }
@@ -170,11 +171,9 @@ def decode_state(data: bytes, state: FleetState) -> None:
     state.missions, i, start = {}, 0, 0
     for m in _slices(missions.select(["id", "uav"])):
         for mid, uav in zip(m["id"], m["uav"], strict=True):
-            route = array("d")
-            route.frombytes(routes[start : ends[i]])
             state.missions[mid] = Mission(
-                mid, route, numbers["priority"][i], numbers["min_battery"][i], mission_statuses[i], uav,
-                numbers["created_index"][i], numbers["version"][i],
+                mid, routes[start : ends[i]], numbers["priority"][i], numbers["min_battery"][i], mission_statuses[i],
+                uav, numbers["created_index"][i], numbers["version"][i],
             )  # fmt: skip
             start = ends[i]
             i += 1

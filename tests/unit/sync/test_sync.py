@@ -45,6 +45,32 @@ def test_change_feed_serves_changes_after_an_index_then_resets_when_it_is_too_ol
         feed.changes_since(0, ["weather"])
 
 
+def test_each_change_carries_the_record_as_the_state_had_it_then():
+    """Every kind's record, nested values and key order included, as `state.record` gave it
+    when the change was applied; a deletion as None."""
+    feed = ChangeFeed(FleetState())
+    commands = [
+        {"type": "register_station", "station": "a"},
+        {"type": "register_uav", "uav": "u1", "home_station": "a", "lat": 47.5, "lon": 8.5, "battery": 80},
+        {"type": "create_mission", "mission": "m1", "waypoints": [{"lat": 47, "lon": 8, "alt": 30}] * 2, "priority": 2},
+        {"type": "create_group", "group": "g"},
+        {"type": "add_member", "group": "g", "uav": "u1"},
+        {"type": "update_uav", "uav": "u1", "battery": 55.5},
+        {"type": "register_uav", "uav": "u2", "home_station": "a"},
+        {"type": "delete_uav", "uav": "u2"},
+    ]
+    for index, cmd in enumerate(commands, start=1):
+        assert apply(feed, index, cmd)["ok"], cmd
+        changes = feed.changes_since(index - 1)["changes"]
+        assert changes, cmd
+        for change in changes:
+            now = feed.state.record(change["kind"], change["id"])
+            assert change["record"] == now and list(change["record"] or ()) == list(now or ())
+    assert [c["record"] for c in feed.changes_since(7)["changes"] if c["kind"] == "uav"] == [None]
+    history = [(c["kind"], c["id"]) for c in feed.changes_since(0)["changes"]]
+    assert ("mission", "m1") in history and ("group", "g") in history and ("station", "a") in history
+
+
 def test_change_feed_resets_watchers_after_a_snapshot_restore():
     source = FleetState()
     for i, cmd in enumerate(
