@@ -393,17 +393,19 @@ def test_ids_refuse_exactly_the_characters_python_calls_whitespace():
         validate({"type": "register_station", "station": "al\u2003pha"})  # an em space
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    uavs=st.lists(
-        st.tuples(st.sampled_from([47.0, 47.5]), st.sampled_from([8.0, 8.5]), st.sampled_from([40.0, 60.0, 95.0])),
-        min_size=1,
-        max_size=12,
-    ),
-    missions=st.lists(
-        st.tuples(st.integers(0, 2), st.sampled_from([10, 50, 95]), st.sampled_from([47.0, 47.5])), max_size=10
-    ),
+# (lat, lon, battery) per UAV and (priority, min_battery, lat) per mission: few values, so ties.
+CHARGED_FLEETS = st.lists(
+    st.tuples(st.sampled_from([47.0, 47.5]), st.sampled_from([8.0, 8.5]), st.sampled_from([40.0, 60.0, 95.0])),
+    min_size=1,
+    max_size=12,
 )
+WAITING_MISSIONS = st.lists(
+    st.tuples(st.integers(0, 2), st.sampled_from([10, 50, 95]), st.sampled_from([47.0, 47.5])), max_size=10
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(uavs=CHARGED_FLEETS, missions=WAITING_MISSIONS)
 def test_one_scheduling_pass_assigns_many_missions_by_the_rule(uavs, missions):
     """Every mission waits (no UAV has the battery yet), then one telemetry batch charges
     every UAV: the one scheduling pass that follows gives out many missions, each UAV at most
@@ -442,16 +444,7 @@ def test_one_scheduling_pass_assigns_many_missions_by_the_rule(uavs, missions):
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    uavs=st.lists(
-        st.tuples(st.sampled_from([47.0, 47.5]), st.sampled_from([8.0, 8.5]), st.sampled_from([40.0, 60.0, 95.0])),
-        min_size=1,
-        max_size=12,
-    ),
-    missions=st.lists(
-        st.tuples(st.integers(0, 2), st.sampled_from([10, 50, 95]), st.sampled_from([47.0, 47.5])), max_size=10
-    ),
-)
+@given(uavs=CHARGED_FLEETS, missions=WAITING_MISSIONS)
 def test_uavs_registering_one_by_one_while_missions_wait_take_them_by_the_rule(uavs, missions):
     """Missions first, then UAVs one at a time: each registration schedules with the new UAV
     idle beside those no mission fitted (often it alone, as in a fleet's start or a restart's
