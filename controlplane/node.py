@@ -209,6 +209,11 @@ class RaftNode:
             self.id, self.applied_index, time.perf_counter() - started, len(state.entries),
             max(0, state.hard_state.commit - self.applied_index),
         )  # fmt: skip
+        # A starting node knows no leader. Instead of a whole election timeout before its first
+        # campaign, its clock starts a heartbeat and a tick short of one (etcd's initial election
+        # tick advance): a live leader's heartbeat still comes first, and pre-vote keeps a
+        # restarted follower's campaign from disrupting that leader.
+        self._ticks = self.config.election_ticks - self.config.heartbeat_ticks - 1
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run()), loop.create_task(self._ticker())]
         self._wakeup.set()

@@ -281,3 +281,81 @@ def test_small_wal_writes_take_the_small_runner_and_large_ones_the_blocking_one(
         assert "blocking" in large
 
     run(go())
+
+
+def test_a_starting_node_campaigns_a_heartbeat_and_a_tick_short_of_a_whole_election_timeout():
+    """etcd's initial election tick advance: a group starting (or restarting) at once elects
+    within a few ticks instead of waiting out a randomized timeout of 10-19 ticks first."""
+    from controlplane.node import RaftNode, run_inline
+    from controlplane.raft import RaftConfig
+    from controlplane.raft.messages import RequestVote
+    from tests.node_cluster import KV, founder_storage
+
+    config_ticks, heartbeat_ticks = 10, 1
+
+    async def ticks_before_first_campaign(seed: int) -> int:
+        released = asyncio.Semaphore(0)
+        taken = 0
+
+        async def one_tick(_interval: float) -> None:
+            nonlocal taken
+            await released.acquire()
+            taken += 1
+
+        sent: list[object] = []
+        node = RaftNode(
+            RaftConfig(node_id=1, seed=seed, election_ticks=config_ticks, heartbeat_ticks=heartbeat_ticks),
+            founder_storage([1, 2, 3]),
+            KV(),
+            sent.append,
+            sleep=one_tick,
+            run_blocking=run_inline,
+        )
+        await node.start()
+        try:
+            for ticks in range(1, 3 * config_ticks):
+                released.release()
+                for _ in range(100):  # the ticker, then the Raft loop, take their turns
+                    if taken == ticks and node._ticks == 0 and not node._wakeup.is_set():
+                        break
+                    await asyncio.sleep(0)
+                else:
+                    raise AssertionError(f"tick {ticks} was not taken")
+                if any(isinstance(m, RequestVote) for m in sent):
+                    return ticks
+            raise AssertionError("no campaign within three election timeouts")
+        finally:
+            await node.stop()
+
+    async def go():
+        waits = [await ticks_before_first_campaign(seed) for seed in range(1, 21)]
+        # The randomized timeout is 10-19 ticks: what is left of it after the advance of 8 is 2-11.
+        assert all(heartbeat_ticks + 1 <= w <= config_ticks + 1 for w in waits), waits
+        assert len(set(waits)) > 1, waits  # still randomized, so that candidates rarely tie
+
+    run(go())
+
+
+def test_a_restarted_follower_rejoins_its_leader_without_an_election():
+    async def go():
+        c = Cluster(3)
+        for i in c.ids:
+            await c.start(i)
+        try:
+            leader = await c.leader()
+            term = leader.status().term
+            follower = next(n for n in c.ids if n != leader.id)
+            await leader.propose(b"a=1")
+            await c.stop(follower)
+            await leader.propose(b"b=2")
+            restarted = await c.start(follower)
+            await wait_for(lambda: c.kvs[follower].data.get("b") == "2")
+            # Past the restarted node's advanced clock and a whole randomized timeout beyond it.
+            elapsed = leader.tick_interval * 3 * restarted.config.election_ticks
+            await asyncio.sleep(elapsed)
+            assert leader.is_leader and leader.status().term == term
+            assert restarted.status().leader_id == leader.id and restarted.status().term == term
+        finally:
+            await c.close()
+
+    run(go())
