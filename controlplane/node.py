@@ -209,11 +209,14 @@ class RaftNode:
             self.id, self.applied_index, time.perf_counter() - started, len(state.entries),
             max(0, state.hard_state.commit - self.applied_index),
         )  # fmt: skip
-        # A starting node knows no leader. Instead of a whole election timeout before its first
-        # campaign, its clock starts a heartbeat and a tick short of one (etcd's initial election
-        # tick advance): a live leader's heartbeat still comes first, and pre-vote keeps a
-        # restarted follower's campaign from disrupting that leader.
-        self._ticks = self.config.election_ticks - self.config.heartbeat_ticks - 1
+        if state.hard_state.term > 1:
+            # A restarting node knows no leader. Instead of a whole election timeout before its
+            # first campaign, its clock starts a heartbeat and a tick short of one (etcd's initial
+            # election tick advance): a live leader's heartbeat still comes first, and pre-vote
+            # keeps a restarted follower's campaign from disrupting that leader. Not at a group's
+            # first start: founders that elected at once would leave one slower to start looking
+            # at a group that has run (a term past 1), which the shells refuse as a lost disk.
+            self._ticks = self.config.election_ticks - self.config.heartbeat_ticks - 1
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run()), loop.create_task(self._ticker())]
         self._wakeup.set()

@@ -283,17 +283,18 @@ def test_small_wal_writes_take_the_small_runner_and_large_ones_the_blocking_one(
     run(go())
 
 
-def test_a_starting_node_campaigns_a_heartbeat_and_a_tick_short_of_a_whole_election_timeout():
-    """etcd's initial election tick advance: a group starting (or restarting) at once elects
-    within a few ticks instead of waiting out a randomized timeout of 10-19 ticks first."""
+def test_a_restarting_node_campaigns_a_heartbeat_and_a_tick_short_of_a_whole_election_timeout():
+    """etcd's initial election tick advance: a group restarting at once elects within a few
+    ticks instead of waiting out a randomized timeout of 10-19 ticks first; a group's first
+    start waits the whole timeout (see RaftNode.start)."""
     from controlplane.node import RaftNode, run_inline
     from controlplane.raft import RaftConfig
-    from controlplane.raft.messages import RequestVote
+    from controlplane.raft.messages import HardState, RequestVote
     from tests.node_cluster import KV, founder_storage
 
     config_ticks, heartbeat_ticks = 10, 1
 
-    async def ticks_before_first_campaign(seed: int) -> int:
+    async def ticks_before_first_campaign(seed: int, term: int) -> int:
         released = asyncio.Semaphore(0)
         taken = 0
 
@@ -302,10 +303,12 @@ def test_a_starting_node_campaigns_a_heartbeat_and_a_tick_short_of_a_whole_elect
             await released.acquire()
             taken += 1
 
+        storage = founder_storage([1, 2, 3])  # term 1: a first start
+        storage.stable.save(HardState(term=term, vote=0, commit=3))
         sent: list[object] = []
         node = RaftNode(
             RaftConfig(node_id=1, seed=seed, election_ticks=config_ticks, heartbeat_ticks=heartbeat_ticks),
-            founder_storage([1, 2, 3]),
+            storage,
             KV(),
             sent.append,
             sleep=one_tick,
@@ -328,10 +331,12 @@ def test_a_starting_node_campaigns_a_heartbeat_and_a_tick_short_of_a_whole_elect
             await node.stop()
 
     async def go():
-        waits = [await ticks_before_first_campaign(seed) for seed in range(1, 21)]
+        waits = [await ticks_before_first_campaign(seed, term=4) for seed in range(1, 21)]
         # The randomized timeout is 10-19 ticks: what is left of it after the advance of 8 is 2-11.
         assert all(heartbeat_ticks + 1 <= w <= config_ticks + 1 for w in waits), waits
         assert len(set(waits)) > 1, waits  # still randomized, so that candidates rarely tie
+        first_start = [await ticks_before_first_campaign(seed, term=1) for seed in range(1, 21)]
+        assert all(config_ticks <= w < 2 * config_ticks for w in first_start), first_start
 
     run(go())
 
