@@ -193,6 +193,9 @@ class MeasuredStorage:
     def load(self) -> Any:
         return self._inner.load()
 
+    def record_peers_heard(self, peers: frozenset[int]) -> None:
+        self._inner.record_peers_heard(peers)
+
     def persist(self, rd: Ready) -> None:
         started = self._clock()
         self._inner.persist(rd)
