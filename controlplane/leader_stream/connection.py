@@ -233,7 +233,7 @@ def leader_stream(url: str, token: str | None) -> LeaderStream:
     """The running loop's stream to `url`, shared by every client in the process."""
     loop = asyncio.get_running_loop()
     streams = _per_loop.get(loop)
-    if streams is None:
+    if streams is None:  # not setdefault alone: it would build an empty dict on every request
         streams = _per_loop.setdefault(loop, {})
     key = (url, token)
     stream = streams.get(key)
