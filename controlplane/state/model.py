@@ -132,6 +132,7 @@ class UAV:
 
 
 WAYPOINT_BYTES = 24  # lat, lon, alt as float64 in the machine's order
+_START = struct.Struct("=2d")  # the first waypoint's lat, lon
 
 
 def pack_route(waypoints: Iterable[Waypoint]) -> bytes:
@@ -145,9 +146,6 @@ def route_start(route: bytes) -> tuple[float, float]:
     """The first waypoint's (lat, lon)."""
     lat, lon = _START.unpack_from(route)
     return lat, lon
-
-
-_START = struct.Struct("=2d")
 
 
 @dataclass(slots=True)
