@@ -27,6 +27,7 @@ from controlplane.placement.store import PlacementStore
 
 log = logging.getLogger(__name__)
 STATION_PREFIX = "station:"
+LOST_DISK_WAIT = 1.0  # seconds a pass waits for the replicas' answers to "do you refuse to serve?"
 
 
 class RayNodeStations:
@@ -78,6 +79,7 @@ class Controller:
         self.replaced: list[dict[str, Any]] = []  # what this controller did, newest last
         self.last_pass: dict[str, Any] = {}
         self.placement: dict[int, str] = {}  # as of the last pass
+        self._disk_questions: dict[int, asyncio.Future[bool]] = {}  # replica -> its status call, still open
 
     async def deploy(self) -> dict[int, Any]:
         """Place the founders on distinct healthy stations and start them (idempotent)."""
@@ -101,21 +103,36 @@ class Controller:
 
     async def lost_disks(self, placement: Mapping[int, str], moving: set[int]) -> list[int]:
         """Replicas on healthy stations that came back without their data directory and
-        refuse to serve (a replica on a lost station is the planner's to move: `moving`)."""
+        refuse to serve (a replica on a lost station is the planner's to move: `moving`).
+        A pass waits at most LOST_DISK_WAIT for the answers: a replica that does not answer
+        (a station lost but not yet noticed, a replica restoring) must not hold up the pass
+        that notices a lost station. Its question stays open; a later pass takes the answer."""
         healthy = {s.name for s in self.planner.last_healthy}
         asked = [r for r in sorted(self.handles) if placement.get(r) in healthy and r not in moving]
+        for replica in set(self._disk_questions) - set(asked):
+            self._disk_questions.pop(replica).cancel()
+        for replica in asked:
+            if replica not in self._disk_questions:
+                self._disk_questions[replica] = asyncio.ensure_future(self._refuses(replica))
+        if asked:
+            await asyncio.wait([self._disk_questions[r] for r in asked], timeout=LOST_DISK_WAIT)
+        lost = []
+        for replica in asked:
+            question = self._disk_questions[replica]
+            if question.done():
+                del self._disk_questions[replica]
+                if question.result():
+                    lost.append(replica)
+        return lost
 
-        async def refuses(replica: int) -> bool:
-            try:
-                await asyncio.wait_for(self.handles[replica].status.remote(), 5)
-            except ray.exceptions.RayTaskError as exc:
-                return isinstance(exc.cause, LostDiskError) or "refusing to rejoin" in str(exc)
-            except (ray.exceptions.RayActorError, TimeoutError):
-                pass  # down or restarting: the station's health decides
-            return False
-
-        answers = await asyncio.gather(*(refuses(r) for r in asked))
-        return [r for r, lost in zip(asked, answers, strict=True) if lost]
+    async def _refuses(self, replica: int) -> bool:
+        try:
+            await asyncio.wait_for(self.handles[replica].status.remote(), 5)
+        except ray.exceptions.RayTaskError as exc:
+            return isinstance(exc.cause, LostDiskError) or "refusing to rejoin" in str(exc)
+        except (ray.exceptions.RayActorError, TimeoutError):
+            pass  # down or restarting: the station's health decides
+        return False
 
     async def reconcile_once(self) -> list[tuple[Move, int]]:
         """One pass: returns (move, new replica id) for each replaced member. Every move is
