@@ -22,11 +22,12 @@ from typing import Any
 
 import ray
 
+from controlplane.blank_founder import PeerAnswer, why_it_may_have_taken_part
 from controlplane.cluster_secret import group_secret
 from controlplane.leader_stream.server import leader_stream_route
 from controlplane.metrics.ray_sink import RaySink
 from controlplane.metrics.replica import ReplicaMetrics
-from controlplane.persist import DiskStorage, StorageError, peek_hard_state
+from controlplane.persist import DiskStorage, StorageError, peek_hard_state, read_peers_heard
 from controlplane.persist.faults import with_disk_faults
 from controlplane.placement.discovery import create_service_discovery, is_shared
 from controlplane.process_memory import lean_arrow
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 
 
 class LostDiskError(StorageError):
-    """A founder restarted without its data directory while the group lives on."""
+    """A founder restarted without its data directory after it took part (a peer has had messages from it)."""
 
 
 @dataclass(frozen=True)
@@ -153,14 +154,14 @@ class RaftReplica:
         spec = self.spec
         storage = DiskStorage(spec.directory, cluster=spec.group, node_id=spec.replica)
         if storage.is_empty() and not spec.joining:
-            witness = await self._established_peer()
-            if witness is not None:
+            reason = why_it_may_have_taken_part(spec.replica, await self._peer_answers())
+            if reason is not None:
                 storage.close()
                 # DESIGN.md: a replica back without its disk must not vote under its old
                 # identity with a blank state; it needs a membership replacement instead.
                 raise LostDiskError(
-                    f"replica {spec.replica} of {spec.group!r} has no Raft state in {spec.directory}, but replica "
-                    f"{witness} shows the group already ran: refusing to rejoin under the old identity"
+                    f"replica {spec.replica} of {spec.group!r} has no Raft state in {spec.directory}, but "
+                    f"{reason}: refusing to rejoin under the old identity"
                 )
             storage.bootstrap(list(spec.founders))
         self.recovered_entries = len(storage.wal.entries())
@@ -240,26 +241,27 @@ class RaftReplica:
                 self.stats.flush()
         os._exit(70)  # EX_SOFTWARE; an unexpected exit, so Ray restarts the actor
 
-    async def _established_peer(self) -> int | None:
-        """A founder whose term shows the group has run (any election raises it past 1)."""
+    async def _peer_answers(self) -> dict[str, PeerAnswer | None]:
+        """Each other founder's term and the peers it has heard from (None: no answer)."""
+        answers: dict[str, PeerAnswer | None] = {}
         for peer in self.spec.founders:
             if peer == self.spec.replica:
                 continue
             try:
                 handle: Any = ray.get_actor(actor_name(self.spec.group, peer), namespace=NAMESPACE)
-                term: int = await asyncio.wait_for(handle.probe_term.remote(), 5.0)
+                term, heard = await asyncio.wait_for(handle.probe_participation.remote(), 5.0)
+                answers[f"replica {peer}"] = PeerAnswer(term, frozenset(heard))
             except (ValueError, TimeoutError, ray.exceptions.RayError):
-                continue
-            if term > 1:
-                return peer
-        return None
+                answers[f"replica {peer}"] = None
+        return answers
 
-    async def probe_term(self) -> int:
-        """This replica's current term, from memory or its disk; never starts the node."""
+    async def probe_participation(self) -> tuple[int, list[int]]:
+        """This replica's term and the peers it has had messages from, from memory or its disk;
+        never starts the node."""
         if self.replica is not None:
-            return self.replica.node.status().term
+            return self.replica.node.status().term, sorted(self.replica.node.peers_heard)
         hard_state = peek_hard_state(self.spec.directory)
-        return hard_state.term if hard_state is not None else 0
+        return (hard_state.term if hard_state else 0), sorted(read_peers_heard(self.spec.directory))
 
     async def get_spec(self) -> ReplicaSpec:
         return self.spec

@@ -63,8 +63,11 @@ class NodeStorage(Protocol):
         """Give a founding member its first state (the founders' configuration)."""
 
     def load(self) -> Any:
-        """An object with hard_state, snapshot and entries (raft.storage.StoredState,
+        """An object with hard_state, snapshot, entries and peers_heard (raft.storage.StoredState,
         persist.RecoveredState). raft.storage.MemoryStorage is the in-memory NodeStorage."""
+
+    def record_peers_heard(self, peers: frozenset[int]) -> None:
+        """Durably: every peer this node has had a message from (RaftNode.receive)."""
 
     def persist(self, rd: Ready) -> None: ...
 
@@ -178,6 +181,7 @@ class RaftNode:
         self.core: RaftCore | None = None
         self.failure: BaseException | None = None
         self._inbox: list[Message] = []
+        self.peers_heard: frozenset[int] = frozenset()
         self._ticks = 0
         self._proposals: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._admin: list[Callable[[RaftCore], None]] = []
@@ -198,6 +202,7 @@ class RaftNode:
 
     async def start(self) -> None:
         state = self.storage.load()
+        self.peers_heard = state.peers_heard
         started = time.perf_counter()
         kwargs: dict[str, Any] = {} if state.snapshot is None else {"snapshot": state.snapshot}
         self.core = RaftCore(self.config, hard_state=state.hard_state, entries=state.entries, **kwargs)
@@ -209,14 +214,11 @@ class RaftNode:
             self.id, self.applied_index, time.perf_counter() - started, len(state.entries),
             max(0, state.hard_state.commit - self.applied_index),
         )  # fmt: skip
-        if state.hard_state.term > 1:
-            # A restarting node knows no leader. Instead of a whole election timeout before its
-            # first campaign, its clock starts a heartbeat and a tick short of one (etcd's initial
-            # election tick advance): a live leader's heartbeat still comes first, and pre-vote
-            # keeps a restarted follower's campaign from disrupting that leader. Not at a group's
-            # first start: founders that elected at once would leave one slower to start looking
-            # at a group that has run (a term past 1), which the shells refuse as a lost disk.
-            self._ticks = self.config.election_ticks - self.config.heartbeat_ticks - 1
+        # A starting node knows no leader. Instead of a whole election timeout before its first
+        # campaign, its clock starts a heartbeat and a tick short of one (etcd's initial election
+        # tick advance): a live leader's heartbeat still comes first, and pre-vote keeps a
+        # restarted follower's campaign from disrupting that leader.
+        self._ticks = self.config.election_ticks - self.config.heartbeat_ticks - 1
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run()), loop.create_task(self._ticker())]
         self._wakeup.set()
@@ -236,6 +238,13 @@ class RaftNode:
     def receive(self, message: Message) -> None:
         if self.failure is not None:
             return
+        if message.src not in self.peers_heard:
+            # Durable before the core sees it: once a peer's answer may count in a vote or a
+            # commit, a founder back without its disk must find that it took part (the shells
+            # ask the others before bootstrapping an empty directory). Once per peer.
+            heard = self.peers_heard | {message.src}
+            self.storage.record_peers_heard(heard)
+            self.peers_heard = heard
         self._inbox.append(message)
         self._wakeup.set()
 

@@ -292,6 +292,7 @@ class Replica:
             "voters": sorted(s.conf.voters),
             "learners": sorted(s.conf.learners),
             "match": s.match,
+            "peers_heard": sorted(self.node.peers_heard),
             "uavs": len(self.state.uavs),
             "missions": len(self.state.missions),
         }

@@ -5,7 +5,7 @@ All file access goes through a FileSystem (fs.py), so the simulator runs this sa
 from controlplane.persist.errors import CorruptionError, StorageError
 from controlplane.persist.fs import OS_FILESYSTEM, FileSystem, OsFileSystem
 from controlplane.persist.snapshots import FileSnapshotStore
-from controlplane.persist.storage import DiskStorage, RecoveredState, peek_hard_state
+from controlplane.persist.storage import DiskStorage, RecoveredState, peek_hard_state, read_peers_heard
 from controlplane.persist.wal import FileLogStore
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "RecoveredState",
     "StorageError",
     "peek_hard_state",
+    "read_peers_heard",
 ]

@@ -36,6 +36,9 @@ class FaultyStorage:
     def load(self) -> object:
         return self.inner.load()
 
+    def record_peers_heard(self, peers: frozenset[int]) -> None:
+        self.inner.record_peers_heard(peers)
+
     def persist(self, rd: Ready) -> None:
         if rd.must_sync():
             self._maybe_fail()

@@ -23,6 +23,8 @@ from controlplane.raft.core import initial_entries
 from controlplane.raft.messages import Entry, EntryKind, HardState, Ready, Snapshot
 
 _IDENTITY_MAGIC = b"RID1"
+_PEERS_HEARD_MAGIC = b"PHR1"
+PEERS_HEARD_FILE = "peers-heard"
 # 1: hard state in its own file, WAL records without a header checksum. 2: today's.
 FORMAT = 2
 
@@ -34,6 +36,7 @@ class RecoveredState:
     entries: list[Entry]
     fresh: bool  # True when the directory was just created (a new member)
     repaired_tail_bytes: int
+    peers_heard: frozenset[int] = frozenset()
 
 
 class DiskStorage:
@@ -126,8 +129,16 @@ class DiskStorage:
     def load(self) -> RecoveredState:
         entries = self.wal.entries()
         return RecoveredState(
-            self._recovered_hard_state(entries), self._snapshot, entries, self.fresh, self.wal.repaired_tail_bytes
+            self._recovered_hard_state(entries),
+            self._snapshot,
+            entries,
+            self.fresh,
+            self.wal.repaired_tail_bytes,
+            read_peers_heard(self.dir, self.fs),
         )
+
+    def record_peers_heard(self, peers: frozenset[int]) -> None:
+        atomic_write(self.fs, self.dir / PEERS_HEARD_FILE, _PEERS_HEARD_MAGIC, json.dumps(sorted(peers)).encode())
 
     def _recovered_hard_state(self, entries: list[Entry]) -> HardState:
         """The stored hard state, its commit index raised to what the log itself proves.
@@ -181,6 +192,18 @@ class DiskStorage:
             self.wal.close()
         finally:
             self._lock.release()
+
+
+def read_peers_heard(directory: Path | str, fs: FileSystem = OS_FILESYSTEM) -> frozenset[int]:
+    """The peers a replica has had a message from (RaftNode.receive), read without locking the
+    directory: whether a founder back with an empty directory took part in the group before."""
+    path = Path(directory) / PEERS_HEARD_FILE
+    if not fs.exists(path):
+        return frozenset()
+    peers = json.loads(read_checked(fs, path, _PEERS_HEARD_MAGIC))
+    if not isinstance(peers, list) or not all(isinstance(p, int) and not isinstance(p, bool) for p in peers):
+        raise StorageError(f"{path}: expected a list of Raft ids, found {str(peers)[:80]!r}")
+    return frozenset(peers)
 
 
 def peek_hard_state(directory: Path | str, fs: FileSystem = OS_FILESYSTEM) -> HardState | None:

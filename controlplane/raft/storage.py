@@ -113,6 +113,7 @@ class StoredState:
     hard_state: HardState
     snapshot: Snapshot | None
     entries: list[Entry]
+    peers_heard: frozenset[int] = frozenset()
 
 
 class MemoryStorage:
@@ -123,13 +124,17 @@ class MemoryStorage:
         self.logs = MemoryLogStore()
         self.stable = MemoryStableStore()
         self.snapshots = MemorySnapshotStore()
+        self.peers_heard: frozenset[int] = frozenset()
 
     def bootstrap(self, founders: list[int]) -> None:
         self.logs.append(initial_entries(founders))
         self.stable.save(HardState(term=1, vote=0, commit=len(founders)))
 
     def load(self) -> StoredState:
-        return StoredState(self.stable.load(), self.snapshots.load(), self.logs.entries())
+        return StoredState(self.stable.load(), self.snapshots.load(), self.logs.entries(), self.peers_heard)
+
+    def record_peers_heard(self, peers: frozenset[int]) -> None:
+        self.peers_heard = peers
 
     def persist(self, rd: Ready) -> None:
         if rd.snapshot is not None:

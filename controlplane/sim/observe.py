@@ -86,6 +86,9 @@ class ObservedStorage:
             self._last = (state.snapshot.meta.index, state.snapshot.meta.term)
         return state
 
+    def record_peers_heard(self, peers: frozenset[int]) -> None:
+        self.inner.record_peers_heard(peers)
+
     def persist(self, rd: Ready) -> None:
         node = self._node()
         core = node.core if node is not None else None

@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from controlplane.api.server import FleetAPI
+from controlplane.blank_founder import PeerAnswer, why_it_may_have_taken_part
 from controlplane.metrics.prometheus import PrometheusSink
 from controlplane.metrics.replica import ReplicaMetrics
 from controlplane.persist import DiskStorage, StorageError
@@ -74,7 +75,7 @@ HANDOFF_TIMEOUT = 3.0  # seconds SIGTERM waits for a peer to take over leadershi
 
 
 class LostDataDirError(StorageError):
-    """A founder with an empty DATA_DIR while its group has run: it must rejoin as a new member."""
+    """A founder with an empty DATA_DIR that its peers have had messages from: it must rejoin as a new member."""
 
 
 class StandaloneNode:
@@ -103,12 +104,12 @@ class StandaloneNode:
         await self.peers.start()
         storage = self.storage = DiskStorage(c.data_dir, cluster=self.group, node_id=c.raft_id)
         if storage.is_empty() and not c.join:
-            witness = await self._established_peer()
-            if witness is not None:
+            reason = why_it_may_have_taken_part(c.raft_id, await self._peer_answers())
+            if reason is not None:
                 raise LostDataDirError(
-                    f"{c.data_dir} holds no Raft state, but {witness} shows the group already ran: a founder "
-                    "back without its data must not vote under its old identity. Remove it from the group "
-                    "and start it as a new member (a new NODE_ID, NODE_JOIN=1), or restore its DATA_DIR"
+                    f"{c.data_dir} holds no Raft state, but {reason}: a founder back without its data must "
+                    "not vote under its old identity. Remove it from the group and start it as a new member "
+                    "(a new NODE_ID, NODE_JOIN=1), or restore its DATA_DIR"
                 )
             storage.bootstrap(list(c.founders()))
         self.stats = ArrowStatsWriter(
@@ -160,22 +161,27 @@ class StandaloneNode:
             "peers": {str(m): self.peers.urls[m] for m in members if m in self.peers.urls},
         }
 
-    async def _established_peer(self) -> str | None:
-        """A founding peer whose term shows the group has run (any election raises it past 1)."""
+    async def _peer_answers(self) -> dict[str, PeerAnswer | None]:
+        """Each other peer's term and the peers it has heard from (None: no answer)."""
         assert self.peers is not None
         headers = {"Authorization": f"Bearer {self.config.cluster_token}"} if self.config.cluster_token else {}
+        answers: dict[str, PeerAnswer | None] = {}
         async with aiohttp.ClientSession(headers=headers) as http:
             for raft_id, url in self.peers.urls.items():
                 if raft_id == self.config.raft_id:
                     continue
+                name = str(self.peers.names.get(raft_id, raft_id))
                 try:
                     async with http.get(f"{url}{PREFIX}/status", timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
-                        status = await resp.json() if resp.status == 200 else {}
+                        status = await resp.json() if resp.status == 200 else None
                 except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
-                    continue
-                if int(status.get("term", 0)) > 1:
-                    return str(self.peers.names.get(raft_id, raft_id))
-        return None
+                    status = None
+                answers[name] = (
+                    PeerAnswer(int(status.get("term", 0)), frozenset(status.get("peers_heard", ())))
+                    if isinstance(status, dict)
+                    else None
+                )
+        return answers
 
     def _go_down(self, exc: BaseException) -> None:
         """The Raft loop failed: a replica that cannot make progress must not go on answering.

@@ -290,3 +290,33 @@ def test_each_node_serves_prometheus_metrics_that_move_under_load(nodes):
         _scrape(nodes, leader)["controlplane_api_requests_total"]
         >= before.get("controlplane_api_requests_total", 0) + 20
     )
+
+
+def test_a_founder_slower_to_its_first_start_than_the_others_election_joins(tmp_path):
+    """Its directory is empty as a lost disk's would be, but no peer has had a message from
+    it: it bootstraps and catches up instead of refusing as a founder back without its data;
+    while a peer that might have does not answer, it refuses."""
+    late = NodeProcesses(tmp_path, 3)
+    try:
+        early = [n for n in late.founders if n != "node_2"]
+        for name in early:
+            late.start(name)
+        leader = late.wait_for("a leader of two", lambda: late.leader(early))
+        late.sdk(lambda g: g.command({"type": "register_station", "station": "s1"}), via=early)
+        assert late.status(leader)["term"] > 1  # the group has run  # type: ignore[index]
+        silent = next(n for n in early if n != leader)
+        late.kill(silent)
+        assert late.start("node_2").wait(timeout=60) == 3
+        late.procs.pop("node_2")
+        assert f"{silent} did not answer" in late.log("node_2"), late.log("node_2")
+        late.start(silent)
+        late.start("node_2")
+        caught_up = late.wait_for(
+            "node_2 caught up",
+            lambda: (s := late.status("node_2")) is not None and s["applied"] >= late.status(leader)["commit"] and s,  # type: ignore[index]
+        )
+        assert caught_up["voters"] == [1, 2, 3]
+        status, station = late.api("node_2", "GET", "/v1/stations")
+        assert status == 200 and "s1" in json.dumps(station), station
+    finally:
+        late.stop_all()

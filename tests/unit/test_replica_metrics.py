@@ -82,3 +82,63 @@ def test_prometheus_series_of_different_labels_stay_apart_when_recorded_again():
     assert series % ("append", "ok", "3.0") in text
     assert series % ("append", "timeout", "2.0") in text
     assert series % ("vote", "ok", "2.0") in text
+
+
+class _CountingSink(MemorySink):
+    """A MemorySink that counts the records made into it (each costs ~10 us on Ray)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records = 0
+
+    def _counted(self, instrument):
+        sink = self
+
+        class Counted:
+            def inc(self, value, labels):
+                sink.records += 1
+                instrument.inc(value, labels)
+
+            def observe(self, value, labels):
+                sink.records += 1
+                instrument.observe(value, labels)
+
+        return Counted()
+
+    def counter(self, name, help, labels):
+        return self._counted(super().counter(name, help, labels))
+
+    def histogram(self, name, help, labels, buckets):
+        return self._counted(super().histogram(name, help, labels, buckets))
+
+
+def test_rpc_attempts_and_fsyncs_are_counted_on_the_raft_path_and_recorded_by_the_sample():
+    from controlplane.raft import Role
+    from controlplane.raft.messages import Entry, HardState, Ready
+    from controlplane.rpc.stats import AttemptRecord
+
+    sink = _CountingSink()
+    metrics = ReplicaMetrics(sink, "fleet", "node_1")
+    storage = MemoryStorage()
+    storage.bootstrap([1])
+    measured = metrics.storage(storage)
+    outcomes = [("append_entries", "ok")] * 60 + [("append_entries", "timeout")] * 3 + [("heartbeat", "ok")] * 20
+    for i, (method, outcome) in enumerate(outcomes):
+        metrics.record_attempt(AttemptRecord(0.0, "1", "2", method, 1, outcome, None, i / 10, 10, 0, 1, 1))
+    for index in range(2, 7):
+        entry = Entry(1, index, b"x")
+        measured.persist(Ready(HardState(1, 1, 0), (entry,), None, (), (), (), 1, Role.LEADER, 1))
+    assert sink.records == 0  # the Raft path only counted
+
+    metrics.record_timings()
+    assert sink.value("controlplane_rpc_attempts_total", method="append_entries", outcome="ok") == 60
+    assert sink.value("controlplane_rpc_attempts_total", method="append_entries", outcome="timeout") == 3
+    assert sink.value("controlplane_rpc_attempts_total", method="heartbeat") == 20
+    assert sorted(sink.observed("controlplane_rpc_seconds", method="append_entries")) == [
+        i / 10 / 1000 for i in range(63)
+    ]
+    assert len(sink.observed("controlplane_rpc_seconds", method="heartbeat")) == 20
+    assert len(sink.observed("controlplane_wal_fsync_seconds")) == 5
+    assert sink.records == 3 + 83 + 5  # one increment per series, one observation per timing
+    metrics.record_timings()  # recorded once: nothing twice
+    assert sink.records == 3 + 83 + 5

@@ -192,3 +192,26 @@ def test_recovery_rebuilds_the_core_exactly(tmp_path):
     assert again.log.snapshot == snap
     assert again.log.committed == expected[2]
     disk2.close()
+
+
+def test_the_peers_heard_from_survive_a_restart_and_a_damaged_record_is_refused_by_name(tmp_path):
+    from controlplane.persist import CorruptionError, read_peers_heard
+    from controlplane.persist.storage import PEERS_HEARD_FILE
+
+    bootstrap(tmp_path)
+    assert read_peers_heard(tmp_path) == frozenset()
+    disk = DiskStorage(tmp_path, cluster="c", node_id=1)
+    assert disk.load().peers_heard == frozenset()
+    disk.record_peers_heard(frozenset({2, 3}))
+    disk.close()
+    assert read_peers_heard(tmp_path) == {2, 3}  # read without the directory's lock
+    disk = DiskStorage(tmp_path, cluster="c", node_id=1)
+    assert disk.load().peers_heard == {2, 3}
+    disk.close()
+
+    path = tmp_path / PEERS_HEARD_FILE
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError, match=PEERS_HEARD_FILE):
+        read_peers_heard(tmp_path)
