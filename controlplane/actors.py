@@ -22,7 +22,7 @@ from typing import Any
 
 import ray
 
-from controlplane.blank_founder import PeerAnswer, why_it_may_have_taken_part
+from controlplane.blank_founder import PeerAnswer, ask_until_sure
 from controlplane.cluster_secret import group_secret
 from controlplane.leader_stream.server import leader_stream_route
 from controlplane.metrics.ray_sink import RaySink
@@ -154,7 +154,7 @@ class RaftReplica:
         spec = self.spec
         storage = DiskStorage(spec.directory, cluster=spec.group, node_id=spec.replica)
         if storage.is_empty() and not spec.joining:
-            reason = why_it_may_have_taken_part(spec.replica, await self._peer_answers())
+            reason = await ask_until_sure(spec.replica, self._peer_answers)
             if reason is not None:
                 storage.close()
                 # DESIGN.md: a replica back without its disk must not vote under its old
@@ -243,17 +243,18 @@ class RaftReplica:
 
     async def _peer_answers(self) -> dict[str, PeerAnswer | None]:
         """Each other founder's term and the peers it has heard from (None: no answer)."""
-        answers: dict[str, PeerAnswer | None] = {}
-        for peer in self.spec.founders:
-            if peer == self.spec.replica:
-                continue
+
+        async def ask(peer: int) -> PeerAnswer | None:
             try:
                 handle: Any = ray.get_actor(actor_name(self.spec.group, peer), namespace=NAMESPACE)
                 term, heard = await asyncio.wait_for(handle.probe_participation.remote(), 5.0)
-                answers[f"replica {peer}"] = PeerAnswer(term, frozenset(heard))
             except (ValueError, TimeoutError, ray.exceptions.RayError):
-                answers[f"replica {peer}"] = None
-        return answers
+                return None
+            return PeerAnswer(term, frozenset(heard))
+
+        peers = [p for p in self.spec.founders if p != self.spec.replica]
+        answers = await asyncio.gather(*(ask(p) for p in peers))
+        return {f"replica {p}": answer for p, answer in zip(peers, answers, strict=True)}
 
     async def probe_participation(self) -> tuple[int, list[int]]:
         """This replica's term and the peers it has had messages from, from memory or its disk;

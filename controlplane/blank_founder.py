@@ -6,13 +6,20 @@ in a commit, and voting again with a blank log can undo them. Every node keeps t
 has had a message from (RaftNode.receive, durable before the message counts), so the peers
 can tell: one that has heard from this node is proof it took part. The node that counted
 its answers may be the one that is down, though, so while the group has run (a term past 1)
-every peer must answer before the founder may bootstrap.
+every peer must answer before the founder may bootstrap. A silent peer may be restarting:
+`ask_until_sure` asks again for a while before it refuses for silence alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+PATIENCE = 10.0  # seconds a founder keeps asking silent peers before it refuses for their silence
 
 
 @dataclass(frozen=True)
@@ -24,7 +31,7 @@ class PeerAnswer:
 def why_it_may_have_taken_part(node_id: int, answers: Mapping[str, PeerAnswer | None]) -> str | None:
     """None when founder `node_id` may bootstrap; otherwise why not. `answers` has every other
     founder, by name: what it said, or None when it did not answer."""
-    heard_by = sorted(name for name, a in answers.items() if a is not None and node_id in a.peers_heard)
+    heard_by = _heard_from_it(node_id, answers)
     if heard_by:
         return f"{', '.join(heard_by)} {'has' if len(heard_by) == 1 else 'have'} had messages from it"
     ran = sorted(name for name, a in answers.items() if a is not None and a.term > 1)
@@ -35,3 +42,26 @@ def why_it_may_have_taken_part(node_id: int, answers: Mapping[str, PeerAnswer | 
             "took part cannot be told (start it again once every founder answers)"
         )
     return None
+
+
+def _heard_from_it(node_id: int, answers: Mapping[str, PeerAnswer | None]) -> list[str]:
+    return sorted(name for name, a in answers.items() if a is not None and node_id in a.peers_heard)
+
+
+async def ask_until_sure(
+    node_id: int,
+    ask: Callable[[], Awaitable[Mapping[str, PeerAnswer | None]]],
+    patience: float = PATIENCE,
+    pause: float = 0.5,
+) -> str | None:
+    """why_it_may_have_taken_part over the answers `ask` gathers, asked again every `pause`
+    seconds for up to `patience` while only a silent peer stands in the way."""
+    deadline = time.monotonic() + patience
+    while True:
+        answers = await ask()
+        reason = why_it_may_have_taken_part(node_id, answers)
+        if reason is None or _heard_from_it(node_id, answers) or time.monotonic() >= deadline:
+            return reason
+        silent = sorted(name for name, a in answers.items() if a is None)
+        log.info("founder %d: waiting for %s to answer before bootstrapping", node_id, ", ".join(silent))
+        await asyncio.sleep(pause)

@@ -26,7 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from controlplane.api.server import FleetAPI
-from controlplane.blank_founder import PeerAnswer, why_it_may_have_taken_part
+from controlplane.blank_founder import PeerAnswer, ask_until_sure
 from controlplane.metrics.prometheus import PrometheusSink
 from controlplane.metrics.replica import ReplicaMetrics
 from controlplane.persist import DiskStorage, StorageError
@@ -104,7 +104,7 @@ class StandaloneNode:
         await self.peers.start()
         storage = self.storage = DiskStorage(c.data_dir, cluster=self.group, node_id=c.raft_id)
         if storage.is_empty() and not c.join:
-            reason = why_it_may_have_taken_part(c.raft_id, await self._peer_answers())
+            reason = await ask_until_sure(c.raft_id, self._peer_answers)
             if reason is not None:
                 raise LostDataDirError(
                     f"{c.data_dir} holds no Raft state, but {reason}: a founder back without its data must "
@@ -165,23 +165,21 @@ class StandaloneNode:
         """Each other peer's term and the peers it has heard from (None: no answer)."""
         assert self.peers is not None
         headers = {"Authorization": f"Bearer {self.config.cluster_token}"} if self.config.cluster_token else {}
-        answers: dict[str, PeerAnswer | None] = {}
+        peers = {raft_id: url for raft_id, url in self.peers.urls.items() if raft_id != self.config.raft_id}
+
+        async def ask(http: aiohttp.ClientSession, url: str) -> PeerAnswer | None:
+            try:
+                async with http.get(f"{url}{PREFIX}/status", timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
+                    status = await resp.json() if resp.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+                return None
+            if not isinstance(status, dict):
+                return None
+            return PeerAnswer(int(status.get("term", 0)), frozenset(status.get("peers_heard", ())))
+
         async with aiohttp.ClientSession(headers=headers) as http:
-            for raft_id, url in self.peers.urls.items():
-                if raft_id == self.config.raft_id:
-                    continue
-                name = str(self.peers.names.get(raft_id, raft_id))
-                try:
-                    async with http.get(f"{url}{PREFIX}/status", timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
-                        status = await resp.json() if resp.status == 200 else None
-                except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
-                    status = None
-                answers[name] = (
-                    PeerAnswer(int(status.get("term", 0)), frozenset(status.get("peers_heard", ())))
-                    if isinstance(status, dict)
-                    else None
-                )
-        return answers
+            answers = await asyncio.gather(*(ask(http, url) for url in peers.values()))
+        return {str(self.peers.names.get(r, r)): a for r, a in zip(peers, answers, strict=True)}
 
     def _go_down(self, exc: BaseException) -> None:
         """The Raft loop failed: a replica that cannot make progress must not go on answering.
