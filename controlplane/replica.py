@@ -7,13 +7,13 @@ each handing in its own storage, transport, clock and blocking-work runner.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane import fastjson
 from controlplane.node import BlockingRunner, NodeStorage, RaftNode, run_in_thread, write_on_the_loop
 from controlplane.raft import ConfChange, ConfChangeOp, NotLeaderError, RaftConfig, RaftError
 from controlplane.raft.codec import decode_batch, encode_batch
@@ -96,7 +96,7 @@ def refusal(command: bytes) -> dict[str, Any] | None:
     try:
         if is_telemetry(command):
             raise CommandError("command", "telemetry goes through submit_segments, not as a command")
-        validate(json.loads(command))
+        validate(fastjson.loads(command))
     except CommandError as exc:
         return {"ok": False, "field": exc.field, "error": exc.reason, "conflict": False, "not_found": False}
     except (ValueError, TypeError):

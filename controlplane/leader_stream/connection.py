@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import weakref
 from typing import Any
 
 import aiohttp
 
+from controlplane import fastjson
 from controlplane.leader_client import ControlPlaneError, RetryElsewhere
 from controlplane.leader_stream.wire import PATH, encode, unencodable
 from controlplane.standalone.wire import decode_error
@@ -199,7 +199,7 @@ class LeaderStream:
             async for message in ws:
                 if message.type is not aiohttp.WSMsgType.TEXT:
                     continue
-                for rid, kind, value in json.loads(message.data):
+                for rid, kind, value in fastjson.loads(message.data):
                     waiting = self._pending.get(rid)
                     if waiting is not None and not waiting.done():
                         waiting.set_result((kind, value))

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
+from controlplane import fastjson
+
 PATH = "/client/v1/stream"
 CONSISTENCIES = ("linearizable", "stale")
 
@@ -37,7 +39,7 @@ Answer = list[Any]  # [id, kind, value]
 
 
 def encode(items: list[Any]) -> str:
-    return json.dumps(items, separators=(",", ":"))
+    return fastjson.dumps(items).decode()
 
 
 def unencodable(item: Any) -> str | None:
@@ -53,7 +55,7 @@ def decode_requests(text: str) -> tuple[list[Request], list[Answer]]:
     """The well-formed requests of a frame, and an "invalid" answer for each malformed one
     that has an id. ValueError when the frame itself is not a list of requests."""
     try:
-        items = json.loads(text)
+        items = fastjson.loads(text)
     except ValueError:
         raise ValueError("the frame is not JSON") from None
     if not isinstance(items, list):

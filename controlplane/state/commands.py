@@ -7,9 +7,9 @@ Clients use this without the state machine (state/fleet.py), which checks again 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from controlplane import fastjson
 from controlplane.state.columns import KINEMATICS
 from controlplane.state.control_kv import check_cas
 from controlplane.state.model import CommandError, MissionStatus, UAVStatus, Waypoint, _number, ident
@@ -103,4 +103,4 @@ def validate(command: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode(command: dict[str, Any]) -> bytes:
-    return json.dumps(validate(command), sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return fastjson.dumps(validate(command), sort_keys=True, allow_nan=False)

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from controlplane import bugs
+from controlplane import bugs, fastjson
 from controlplane.raft.messages import Entry
 from controlplane.state.columns import KINEMATICS, UAVColumns
 from controlplane.state.commands import COMMANDS as COMMANDS  # re-exported: the commands' names
@@ -113,7 +113,7 @@ class FleetState:
 
     def _apply_command(self, entry: Entry) -> dict[str, Any]:
         try:
-            cmd = json.loads(entry.data)
+            cmd = fastjson.loads(entry.data)
         except ValueError:
             return self._reject(entry.index, CommandError("command", "not valid JSON"))
         self.sessions.expire(entry.index)
