@@ -7,11 +7,12 @@ orjson does the same work several times faster. But the two disagree at the edge
 replica parsing a committed entry differently from another (a rolling upgrade) would diverge:
 orjson refuses NaN and Infinity literals, lone surrogates and numbers past a double's range,
 and reads integers past 64 bits as floats; it writes NaN and infinities as null and refuses
-integers past 64 bits and dict keys that are not strings. So each function here answers
+integers past 64 bits and dict keys that are not strings. So `loads` and `dumps` answer
 exactly what `json` answers: orjson where it is known to agree, `json` everywhere else
 (tests/unit/test_fastjson.py compares the two over generated documents and the edge cases),
 but for Enum members and UUIDs, which orjson writes (as their value, as text) where `json`
-refuses them; no command, frame or answer holds one.
+refuses them; no command, frame or answer holds one. `dumps_portable` is for the leader
+stream's frames, which must be JSON any reader reads, and writes a NaN as null.
 """
 
 from __future__ import annotations
@@ -55,3 +56,15 @@ def dumps(value: Any, *, sort_keys: bool = False, allow_nan: bool = True) -> byt
         if b"null" not in written:  # else a NaN or an infinity may have been written as null
             return written
     return json.dumps(value, separators=(",", ":"), sort_keys=sort_keys, allow_nan=allow_nan).encode()
+
+
+def dumps_portable(value: Any) -> bytes:
+    """JSON as RFC 8259 has it, for a wire any JSON reader may read: json.dumps(value,
+    separators=(",", ":"))'s meaning but for non-finite floats, which JSON has no word for:
+    written as null (as JavaScript's JSON.stringify does), where `json` writes NaN, which only
+    Python reads. What orjson refuses goes to `json`, which refuses a non-finite float there
+    (ValueError) rather than write NaN."""
+    try:
+        return orjson.dumps(value, option=_WRITE_OPTIONS)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()

@@ -4,6 +4,10 @@ the id the client gave. Many callers' requests made in the same moment share a f
 Requests:  [id, "propose", command_text, timeout]  |  [id, "query", name, args, consistency]
 Answers:   [id, "ok", value]  |  [id, "retry", why]  |  [id, "error", query_error]  |  [id, "invalid", why]
 
+Frames are JSON as RFC 8259 has it (fastjson.dumps_portable): a non-finite number, which
+JSON has no word for, travels as null (a NaN timeout or query argument is then refused as
+missing, naming it).
+
 "ok" is the state machine's answer (a command's, which may itself say refused) or the
 query's; "retry": nothing is known to have been applied here (not the leader, timed out),
 resend the same bytes elsewhere; "error": the query's own CommandError
@@ -12,7 +16,6 @@ resend the same bytes elsewhere; "error": the query's own CommandError
 
 from __future__ import annotations
 
-import json
 from typing import Any, NamedTuple
 
 from controlplane import fastjson
@@ -39,13 +42,13 @@ Answer = list[Any]  # [id, kind, value]
 
 
 def encode(items: list[Any]) -> str:
-    return fastjson.dumps(items).decode()
+    return fastjson.dumps_portable(items).decode()
 
 
 def unencodable(item: Any) -> str | None:
     """Why JSON cannot carry `item` (a frame's one request or answer), None when it can."""
     try:
-        json.dumps(item)
+        fastjson.dumps_portable(item)
     except (TypeError, ValueError) as exc:
         return str(exc)
     return None

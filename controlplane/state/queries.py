@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 from controlplane.state.fleet import FleetState
-from controlplane.state.model import CommandError
+from controlplane.state.model import CommandError, _number
 
 
 def _bbox(args: dict[str, Any]) -> tuple[float, float, float, float] | None:
@@ -16,7 +17,9 @@ def _bbox(args: dict[str, Any]) -> tuple[float, float, float, float] | None:
         return None
     if not isinstance(box, list | tuple) or len(box) != 4:
         raise CommandError("bbox", "must be [min_lat, min_lon, max_lat, max_lon]")
-    return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+    # Finite numbers only: a NaN edge held nothing, silently; a null failed inside the query.
+    min_lat, min_lon, max_lat, max_lon = (_number(edge, "bbox", -math.inf, math.inf) for edge in box)
+    return min_lat, min_lon, max_lat, max_lon
 
 
 def _enum_arg(args: dict[str, Any], name: str) -> str | None:

@@ -90,3 +90,31 @@ def test_the_edges_of_writing():
         fastjson.dumps({"x": math.inf}, allow_nan=False)
     assert fastjson.dumps({"b": 1, "a": "é"}, sort_keys=True) == '{"a":"é","b":1}'.encode()
     assert fastjson.dumps({"b": 1, "a": 2}) == b'{"b":1,"a":2}'
+
+
+def without_non_finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [without_non_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: without_non_finite(v) for k, v in value.items()}
+    return value
+
+
+@given(documents)
+@settings(max_examples=400, deadline=None)
+def test_portable_json_is_jsons_meaning_with_non_finite_numbers_as_null(document):
+    ours = written(fastjson.dumps_portable, document)
+    theirs = written(lambda v: json.dumps(without_non_finite(v), separators=(",", ":")), document)
+    if ours[0] == "error":  # only where orjson refuses and json then meets a non-finite number
+        assert ours == ("error", "ValueError") and theirs[0] == "value"
+        return
+    assert theirs[0] == "value" and same(ours[1], theirs[1])
+
+
+def test_portable_json_writes_nan_as_null_and_what_orjson_refuses_as_json_does():
+    assert fastjson.dumps_portable([1.5, math.nan, -math.inf, None]) == b"[1.5,null,null,null]"
+    assert fastjson.dumps_portable({1: 2**70}) == b'{"1":1180591620717411303424}'
+    with pytest.raises(ValueError, match="Out of range float"):
+        fastjson.dumps_portable([2**70, math.nan])

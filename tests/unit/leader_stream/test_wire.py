@@ -80,3 +80,9 @@ def test_a_frame_without_ids_to_answer_is_refused_whole(frame):
 
 def test_answers_encode_compactly():
     assert encode([[1, "ok", {"a": 1}]]) == json.dumps([[1, "ok", {"a": 1}]], separators=(",", ":"))
+
+
+def test_a_non_finite_number_travels_as_null_the_json_word_for_none():
+    frame = encode([[1, "query", "uavs", {"bbox": [float("nan"), 0, 1, float("inf")]}, "stale"]])
+    requests, invalid = decode_requests(frame)
+    assert invalid == [] and requests[0].args == {"bbox": [None, 0, 1, None]}

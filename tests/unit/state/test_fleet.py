@@ -475,3 +475,14 @@ def test_uavs_registering_one_by_one_while_missions_wait_take_them_by_the_rule(u
         expected.update(_rule_assignments(idle, [m for m in wanted if m["mission"] not in expected]))
         assert {m: r.uav for m, r in s.missions.items() if r.uav is not None} == expected
         assert_idle_rows_match_the_records(s)
+
+
+@pytest.mark.parametrize(
+    "box", [[None, 0, 1, 1], [float("nan"), 0, 1, 1], [0, float("inf"), 1, 1], ["47", 0, 1, 1], [True, 0, 1, 1]]
+)
+def test_a_bbox_that_is_not_four_finite_numbers_is_refused_naming_it(box):
+    from controlplane.state.queries import run_query
+
+    with pytest.raises(CommandError, match="bbox") as refused:
+        run_query(base(), "uavs", {"bbox": box})
+    assert refused.value.field == "bbox"
