@@ -5,8 +5,8 @@ Requests:  [id, "propose", command_text, timeout]  |  [id, "query", name, args, 
 Answers:   [id, "ok", value]  |  [id, "retry", why]  |  [id, "error", query_error]  |  [id, "invalid", why]
 
 Frames are JSON as RFC 8259 has it (fastjson.dumps_portable): a non-finite number, which
-JSON has no word for, travels as null (a NaN timeout or query argument is then refused as
-missing, naming it).
+JSON has no word for, travels as null and is refused there (a NaN timeout makes the request
+"invalid"; a NaN query argument is refused by the query, naming it).
 
 "ok" is the state machine's answer (a command's, which may itself say refused) or the
 query's; "retry": nothing is known to have been applied here (not the leader, timed out),

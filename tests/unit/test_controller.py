@@ -37,13 +37,20 @@ def answered(value=None):
     return future
 
 
+async def replica_2_silent():
+    """A controller over three replicas placed on three stations; replica 2's status call
+    answers when the test resolves the future returned."""
+    store = EmbeddedServiceDiscovery(EmbeddedRegistry())
+    controller = Controller("g", 3, "/nonexistent", store, stations=FixedStations(), grace=5, metrics=MemorySink())
+    silent = asyncio.get_running_loop().create_future()
+    controller.handles = {1: Handle(answered()), 2: Handle(silent), 3: Handle(answered())}
+    placement, _ = await controller.planner.reconcile()
+    return controller, placement, silent
+
+
 def test_a_replica_that_does_not_answer_holds_up_no_pass_and_its_late_refusal_still_counts():
     async def go():
-        store = EmbeddedServiceDiscovery(EmbeddedRegistry())
-        controller = Controller("g", 3, "/nonexistent", store, stations=FixedStations(), grace=5, metrics=MemorySink())
-        silent = asyncio.get_running_loop().create_future()
-        controller.handles = {1: Handle(answered()), 2: Handle(silent), 3: Handle(answered())}
-        placement, _ = await controller.planner.reconcile()
+        controller, placement, silent = await replica_2_silent()
 
         # Replica 2 is slow to answer (its station lost but not yet noticed, say): the pass
         # goes on without its answer, well before the status call's own 5 s timeout.
@@ -60,11 +67,7 @@ def test_a_replica_that_does_not_answer_holds_up_no_pass_and_its_late_refusal_st
 
 def test_a_question_to_a_replica_that_is_moving_is_dropped():
     async def go():
-        store = EmbeddedServiceDiscovery(EmbeddedRegistry())
-        controller = Controller("g", 3, "/nonexistent", store, stations=FixedStations(), grace=5, metrics=MemorySink())
-        silent = asyncio.get_running_loop().create_future()
-        controller.handles = {1: Handle(answered()), 2: Handle(silent), 3: Handle(answered())}
-        placement, _ = await controller.planner.reconcile()
+        controller, placement, silent = await replica_2_silent()
         assert await controller.lost_disks(placement, set()) == []
         assert await controller.lost_disks(placement, {2}) == []
         assert silent.cancelled()  # its open question was dropped, not left to answer a stale pass
