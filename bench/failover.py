@@ -164,7 +164,7 @@ async def standalone(kills: int, root: str, progress: bool) -> list[float]:
         nodes.start(name)
     times: list[float] = []
     try:
-        await asyncio.to_thread(nodes.wait_for, "a leader", nodes.leader, 60.0)
+        await asyncio.to_thread(nodes.wait_for_group, 60.0)
         await group.command({"type": "register_station", "station": "alpha"})
 
         async def write(n: int) -> bool:

@@ -157,6 +157,15 @@ class NodeProcesses:
             time.sleep(0.05)
         raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
+    def wait_for_group(self, timeout: float = 30.0) -> str:
+        """A leader, and every started node serving its API: two founders may elect before
+        the third has opened its ports. The leader's name."""
+        leader: str = self.wait_for("a leader", self.leader, timeout)
+        self.wait_for(
+            "every node's API", lambda: all(self.api(n, "GET", "/healthz", timeout=1.0)[0] for n in self.procs), timeout
+        )
+        return leader
+
     def leader(self, among: list[str] | None = None) -> str | None:
         for name in among or list(self.procs):
             status = self.status(name)
@@ -172,7 +181,7 @@ def running_group(base: Path, count: int = 3, *, discovery: dict[str, str] | Non
     try:
         for name in nodes.founders:
             nodes.start(name)
-        nodes.wait_for("a leader", nodes.leader)
+        nodes.wait_for_group()
         yield nodes
     finally:
         nodes.stop_all()

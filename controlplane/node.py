@@ -238,13 +238,6 @@ class RaftNode:
     def receive(self, message: Message) -> None:
         if self.failure is not None:
             return
-        if message.src not in self.peers_heard:
-            # Durable before the core sees it: once a peer's answer may count in a vote or a
-            # commit, a founder back without its disk must find that it took part (the shells
-            # ask the others before bootstrapping an empty directory). Once per peer.
-            heard = self.peers_heard | {message.src}
-            self.storage.record_peers_heard(heard)
-            self.peers_heard = heard
         self._inbox.append(message)
         self._wakeup.set()
 
@@ -401,6 +394,8 @@ class RaftNode:
             core.tick()
         inbox, self._inbox = self._inbox, []
         for m in inbox:
+            if m.src not in self.peers_heard:
+                self._record_heard(m.src)
             core.step(m)
         admin, self._admin = self._admin, []
         for op in admin:
@@ -420,6 +415,15 @@ class RaftNode:
             return
         for p, (_, f) in zip(placed, live, strict=True):
             self._waiting[p.index] = (p.term, f)
+
+    def _record_heard(self, peer: int) -> None:
+        """Durably, before the core sees the peer's first message: once a peer's answer may
+        count in a vote or a commit, a founder back without its disk must find that it took
+        part (the shells ask the others before bootstrapping an empty directory). A disk that
+        fails here fails the loop, as any other write of it does."""
+        heard = self.peers_heard | {peer}
+        self.storage.record_peers_heard(heard)
+        self.peers_heard = heard
 
     async def _handle_ready(self, core: RaftCore, rd: Ready) -> None:
         early = rd.send_before_persist or bugs.enabled("early_ack")

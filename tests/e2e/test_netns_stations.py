@@ -41,7 +41,7 @@ def test_partitions_between_station_hosts(hosts, tmp_path):
     try:
         for name in nodes.founders:
             nodes.start(name)
-        leader = nodes.wait_for("a leader", nodes.leader, timeout=60)
+        leader = nodes.wait_for_group(timeout=60)
         assert all(nodes.nodes[n]["address"].startswith(hosts.subnet) for n in nodes.founders)
         nodes.sdk(lambda sdk: sdk.command({"type": "register_station", "station": "s1"}))
         for i in range(5):

@@ -28,7 +28,7 @@ def nodes(request, tmp_path_factory):
     try:
         for name in group.founders:
             group.start(name)
-        group.wait_for("a leader", group.leader)
+        group.wait_for_group()
         group.sdk(lambda g: g.command({"type": "register_station", "station": "s1"}))
         yield group
     finally:
@@ -183,7 +183,7 @@ def test_with_etcd_a_fourth_node_joins_through_discovery_and_a_node_is_removed(t
     try:
         for name in group.founders:
             group.start(name)
-        group.wait_for("a leader", group.leader)
+        group.wait_for_group()
         listed = _members(discovery, "list")
         assert listed.returncode == 0, listed.stderr
         assert sorted(s["name"] for s in json.loads(listed.stdout)) == group.founders  # found through etcd
