@@ -35,7 +35,7 @@ def why_it_may_have_taken_part(node_id: int, answers: Mapping[str, PeerAnswer | 
     if heard_by:
         return f"{', '.join(heard_by)} {'has' if len(heard_by) == 1 else 'have'} had messages from it"
     ran = sorted(name for name, a in answers.items() if a is not None and a.term > 1)
-    silent = sorted(name for name, a in answers.items() if a is None)
+    silent = _silent(answers)
     if ran and silent:
         return (
             f"{ran[0]} shows the group has run and {', '.join(silent)} did not answer, so whether it "
@@ -46,6 +46,10 @@ def why_it_may_have_taken_part(node_id: int, answers: Mapping[str, PeerAnswer | 
 
 def _heard_from_it(node_id: int, answers: Mapping[str, PeerAnswer | None]) -> list[str]:
     return sorted(name for name, a in answers.items() if a is not None and node_id in a.peers_heard)
+
+
+def _silent(answers: Mapping[str, PeerAnswer | None]) -> list[str]:
+    return sorted(name for name, a in answers.items() if a is None)
 
 
 async def ask_until_sure(
@@ -62,6 +66,5 @@ async def ask_until_sure(
         reason = why_it_may_have_taken_part(node_id, answers)
         if reason is None or _heard_from_it(node_id, answers) or time.monotonic() >= deadline:
             return reason
-        silent = sorted(name for name, a in answers.items() if a is None)
-        log.info("founder %d: waiting for %s to answer before bootstrapping", node_id, ", ".join(silent))
+        log.info("founder %d: waiting for %s to answer before bootstrapping", node_id, ", ".join(_silent(answers)))
         await asyncio.sleep(pause)

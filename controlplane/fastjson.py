@@ -37,7 +37,7 @@ def loads(data: bytes | str) -> Any:
     raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
     if _LONG_RUN not in raw.translate(_DIGITS_ONLY):
         try:
-            return orjson.loads(data)
+            return orjson.loads(raw)  # the UTF-8 already made, not made again inside orjson
         except orjson.JSONDecodeError:
             pass  # NaN, Infinity, a lone surrogate, 1e400 ...: json's answer, or json's error
     return json.loads(data)
