@@ -30,6 +30,7 @@ class HarnessFleet:
 
     def _sync(self) -> dict[int, Any]:
         self.net.settle()
+        self.net.heartbeat()
         answers = {}
         for nid, replica in self.net.replicas.items():
             for e in replica.core.log.entries:

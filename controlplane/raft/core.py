@@ -176,7 +176,6 @@ class RaftCore:
         self._incoming_snapshot: tuple[SnapshotMeta, bytearray] | None = None
         self._needs_broadcast = False
         self._needs_read_heartbeat = False
-        self._broadcast_commit = self.log.committed
         self._prev_hard_state = HardState(self.term, self.vote, self.log.committed)
         self._prev_role = self.role
         self._reset_timers()
@@ -327,11 +326,13 @@ class RaftCore:
             or self.log.applying < self.log.committed
             or self.hard_state() != self._prev_hard_state
             or self.role is not self._prev_role
-            or (self.role is Role.LEADER and self._broadcast_commit < self.log.committed)
         )
 
     def ready(self) -> Ready:
-        if self.role is Role.LEADER and (self._needs_broadcast or self._broadcast_commit < self.log.committed):
+        # A commit alone is not broadcast: it rides on the next append or heartbeat (at most a
+        # tick later; Raft §5.3), since telling each follower at once cost every write one more
+        # message and answer per follower, on the path before the client's reply.
+        if self.role is Role.LEADER and self._needs_broadcast:
             self._broadcast_append()
         if self.role is Role.LEADER and self._needs_read_heartbeat:
             self._broadcast_heartbeat()
@@ -487,7 +488,6 @@ class RaftCore:
         for nid, pr in self.progress.items():
             if nid != self.id:
                 self._send_append(nid, pr, allow_empty=True)
-        self._broadcast_commit = self.log.committed
 
     def _broadcast_heartbeat(self) -> None:
         for nid, pr in self.progress.items():
@@ -655,6 +655,7 @@ class RaftCore:
         if change.op is ConfChangeOp.REMOVE:
             self.progress.pop(change.node_id, None)
             if change.node_id == self.id:
+                self._broadcast_append()  # no heartbeat of ours will carry this commit
                 self._become_follower(self.term, NO_NODE)
                 return
             if change.node_id == self.transfer_target:

@@ -143,6 +143,12 @@ class Network:
                 self.replicas[n].core.tick()
             self.settle()
 
+    def heartbeat(self) -> None:
+        """The leader's next heartbeat: how followers learn a commit no append has carried."""
+        leader = self.leader()
+        if leader is not None:
+            self.tick(leader)
+
     def elect(self, nid: int) -> None:
         self.core(nid).campaign()
         self.settle()

@@ -37,6 +37,7 @@ def test_add_learner_catch_up_and_promote():
     net.tick(times=2)
     net.core(1).propose_conf_change(change(ConfChangeOp.ADD_VOTER, 4))
     net.settle()
+    net.heartbeat()
     assert all(r.core.conf.voters == {1, 2, 3, 4} for r in net.replicas.values())
 
 
@@ -64,6 +65,7 @@ def test_remove_follower_shrinks_the_quorum():
     assert net.core(1).conf.voters == {1, 2}
     net.isolate(3)
     net.propose(1, b"two-of-two")
+    net.heartbeat()
     assert net.replicas[2].applied[-1] == b"two-of-two"
 
 
@@ -73,6 +75,8 @@ def test_removed_leader_steps_down_and_the_rest_elect():
     net.core(1).propose_conf_change(change(ConfChangeOp.REMOVE, 1))
     net.settle()
     assert net.core(1).role is Role.FOLLOWER
+    # It told them the removal committed: no heartbeat of its own would.
+    assert all(net.core(nid).conf.voters == {2, 3} for nid in (2, 3))
     net.isolate(1)
     net.tick(times=40)
     assert net.leader() in (2, 3)

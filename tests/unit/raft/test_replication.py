@@ -16,7 +16,38 @@ def test_proposals_replicate_and_apply_everywhere_in_order():
     for i in range(50):
         net.propose(1, b"cmd%d" % i)
     expected = [b"cmd%d" % i for i in range(50)]
+    assert net.replicas[1].applied == expected
+    net.heartbeat()
     assert all(r.applied == expected for r in net.replicas.values())
+
+
+def test_a_commit_rides_on_the_next_append_or_heartbeat_not_a_message_of_its_own():
+    net = Network(3)
+    net.elect(1)
+    net.heartbeat()
+    net.core(1).propose(b"first")
+    sent = net.replicas[1].process()
+    assert sorted(type(m).__name__ for m in sent) == ["AppendEntries", "AppendEntries"]
+    answers = []
+    for m in sent:
+        net.core(m.dst).step(m)
+        answers += net.replicas[m.dst].process()
+    assert len(answers) == 2 and all(isinstance(m, AppendEntriesResponse) for m in answers)
+    for m in answers:
+        net.core(1).step(m)
+    # Committing sent nothing: the followers hear of it with what the leader sends next.
+    assert net.replicas[1].process() == []
+    committed = net.core(1).log.committed
+    assert net.core(1).log.term(committed) == net.core(1).term and net.replicas[1].applied[-1] == b"first"
+    assert all(net.core(nid).log.committed < committed for nid in (2, 3))
+    net.core(1).propose(b"second")
+    carried = _appends(net.replicas[1].process())
+    assert len(carried) == 2 and all(m.commit == committed for m in carried)
+    net.send(carried)
+    net.settle()
+    assert all(net.replicas[nid].applied[-1] == b"first" for nid in (2, 3))
+    net.heartbeat()
+    assert all(r.applied[-1] == b"second" for r in net.replicas.values())
 
 
 def test_proposals_between_readies_go_out_as_one_batch():
