@@ -90,18 +90,24 @@ class ReplicaSettings:
         )
 
 
-def refusal(command: bytes) -> dict[str, Any] | None:
-    """None for a well-formed fleet command (types included, state/fleet.py validate), else the
-    answer refusing it. Telemetry does not come this way (Replica.submit_segments)."""
+def check(command: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the command parsed, None) for a well-formed fleet command (types included,
+    state/fleet.py validate), else (None, the answer refusing it). Telemetry does not come
+    this way (Replica.submit_segments)."""
     try:
         if is_telemetry(command):
             raise CommandError("command", "telemetry goes through submit_segments, not as a command")
-        validate(fastjson.loads(command))
+        return validate(fastjson.loads(command)), None
     except CommandError as exc:
-        return {"ok": False, "field": exc.field, "error": exc.reason, "conflict": False, "not_found": False}
+        return None, {"ok": False, "field": exc.field, "error": exc.reason, "conflict": False, "not_found": False}
     except (ValueError, TypeError):
-        return {"ok": False, "field": "command", "error": "not a JSON object", "conflict": False, "not_found": False}
-    return None
+        return None, {
+            "ok": False,
+            "field": "command",
+            "error": "not a JSON object",
+            "conflict": False,
+            "not_found": False,
+        }
 
 
 class Replica:
@@ -209,9 +215,13 @@ class Replica:
         leader, dropped by a newer term, timed out, failed); resend the same bytes, which
         the command's (client, seq) makes safe. A command that is not a valid fleet command
         is refused here, before the log, with the field and reason (nothing was applied)."""
-        refusals = [refusal(c) for c in commands]
-        outcomes: list[Any] = list(refusals)
-        valid = [i for i, r in enumerate(refusals) if r is None]
+        checks = [check(c) for c in commands]
+        outcomes: list[Any] = [refused for _, refused in checks]
+        valid = []
+        for i, (parsed, _) in enumerate(checks):
+            if parsed is not None:
+                self.state.checked(commands[i], parsed)
+                valid.append(i)
         loop = asyncio.get_running_loop()
         started = loop.time()
         proposed = await self.node.propose_many([commands[i] for i in valid], timeout)

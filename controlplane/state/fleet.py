@@ -61,6 +61,9 @@ from controlplane.state.telemetry import (
 )
 
 CHECKPOINTS_KEPT = 16
+# Commands a leader checked before proposing them, kept for its own apply; a leader deposed
+# before they commit never applies them itself, so the map is emptied past this many.
+CHECKED_KEPT = 4096
 
 
 class FleetState:
@@ -82,6 +85,7 @@ class FleetState:
         self._pending: list[tuple[int, int, str]] = []  # sorted (-priority, created_index, id)
         self._id_index: tuple[pa.Array, np.ndarray] | None = None  # known ids and their rows
         self.checkpoints: OrderedDict[int, dict[str, str]] = OrderedDict()  # index -> table digests
+        self._checked: dict[bytes, dict[str, Any]] = {}  # command bytes -> parsed and valid
         # The change feed (sync/changefeed.py) switches this on and drains the changes.
         self.track_changes = False
         self._changes: dict[tuple[str, str], None] = {}
@@ -111,16 +115,29 @@ class FleetState:
                 "error": f"applying it failed ({type(exc).__name__}: {exc}); the state may be partly changed",
             }
 
+    def checked(self, data: bytes, command: dict[str, Any]) -> None:
+        """`command` is `data` parsed and validated (commands.validate), as a leader does before
+        proposing it: its apply here takes it as it is instead of reading and checking the
+        bytes again (~8 % of a leader's loop under many writers). The same bytes always parse
+        to the same command and validation reads nothing else, so the answer is the one
+        every other replica computes from the bytes."""
+        if len(self._checked) >= CHECKED_KEPT:
+            self._checked.clear()
+        self._checked[data] = command
+
     def _apply_command(self, entry: Entry) -> dict[str, Any]:
-        try:
-            cmd = fastjson.loads(entry.data)
-        except ValueError:
-            return self._reject(entry.index, CommandError("command", "not valid JSON"))
+        cmd: Any = self._checked.pop(entry.data, None)
+        valid = cmd is not None
+        if not valid:
+            try:
+                cmd = fastjson.loads(entry.data)
+            except ValueError:
+                return self._reject(entry.index, CommandError("command", "not valid JSON"))
         self.sessions.expire(entry.index)
         if isinstance(cmd, dict) and cmd.get("type") == "open_session" and not set(cmd) & set(SESSION_FIELDS):
             return {"ok": True, "index": entry.index, "session": self.sessions.open(entry.index)}
         if not isinstance(cmd, dict) or "client" not in cmd:
-            return self._execute(cmd, entry.index)
+            return self._execute(cmd, entry.index, valid)
         try:
             client, seq, ack = _session_fields(cmd)
         except CommandError as exc:
@@ -135,13 +152,13 @@ class FleetState:
             return {"ok": False, "index": entry.index, "expired": True, "field": "seq", "error": seen.reason}
         if seen.kind in ("reused", "older"):
             return self._reject(entry.index, CommandError("seq", seen.reason), reused=seen.kind == "reused")
-        answer = self._execute(cmd, entry.index)
+        answer = self._execute(cmd, entry.index, valid)
         self.sessions.record(client, seq, digest, answer, entry.index)
         return answer
 
-    def _execute(self, cmd: Any, index: int) -> dict[str, Any]:
+    def _execute(self, cmd: Any, index: int, valid: bool = False) -> dict[str, Any]:
         try:
-            answer = {"ok": True, "index": index, **self._apply(_validate(cmd), index)}
+            answer = {"ok": True, "index": index, **self._apply(cmd if valid else _validate(cmd), index)}
         except CommandError as exc:
             return self._reject(index, exc)
         self._schedule()

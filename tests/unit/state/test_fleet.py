@@ -13,13 +13,18 @@ from hypothesis import strategies as st
 
 from controlplane.raft.harness import Network
 from controlplane.raft.messages import Entry
-from controlplane.state.fleet import FleetState, encode, validate
+from controlplane.replica import check
+from controlplane.state.fleet import CHECKED_KEPT, FleetState, encode, validate
 from controlplane.state.model import CommandError
 from controlplane.state.telemetry import encode_entry, normalize
 
 
 def run(state: FleetState, *commands: dict, start: int = 1) -> list[dict]:
     return [state.apply(Entry(1, i, json.dumps(c).encode())) for i, c in enumerate(commands, start=start)]
+
+
+def run_bytes(state: FleetState, *commands: bytes, start: int = 1) -> list[dict]:
+    return [state.apply(Entry(1, i, data)) for i, data in enumerate(commands, start=start)]
 
 
 def base() -> FleetState:
@@ -220,7 +225,8 @@ def entry_bytes(cmd: dict, seq: int) -> bytes:
 def test_replicas_agree_under_faults_and_retries_apply_once(cmds, seed, drops):
     """Any command sequence (telemetry batches included) on 3 replicas, with a follower cut
     off part of the time and every command proposed twice (a client retry), gives identical
-    digests everywhere."""
+    digests and answers everywhere; the leader applies the commands it checked before
+    proposing them as it does in production (Replica.propose_many), the others read bytes."""
     net = Network(3, seed=seed)
     machines = {nid: FleetState() for nid in net.replicas}
     net.elect(1)
@@ -228,19 +234,22 @@ def test_replicas_agree_under_faults_and_retries_apply_once(cmds, seed, drops):
         data = entry_bytes(cmd, i + 1)
         if i < len(drops) and drops[i]:
             net.isolate(3)
-        net.core(1).propose(data)
-        net.core(1).propose(data)  # the retry
+        for _ in range(2):  # the command and a client's retry of it
+            parsed, _refused = check(data)
+            if parsed is not None:
+                machines[1].checked(data, parsed)
+            net.core(1).propose(data)
         net.settle()
         net.heal()
     net.tick(times=3)
-    digests = set()
+    digests, answers = set(), {}
     for nid, replica in net.replicas.items():
         entries = [e for e in replica.core.log.entries if e.data and e.kind.value == 0]
-        for e in entries:
-            machines[nid].apply(e)
+        answers[nid] = [machines[nid].apply(e) for e in entries]
         digests.add(machines[nid].digest())
         assert_idle_rows_match_the_records(machines[nid])
     assert len(digests) == 1
+    assert answers[1] == answers[2] == answers[3]
     # The same log with every retry removed gives the same state: retries changed nothing.
     # (A retry is the copy right after the original; equal bytes proposed at another time,
     # such as the same telemetry batch before and after its station exists, are not retries.)
@@ -251,6 +260,32 @@ def test_replicas_agree_under_faults_and_retries_apply_once(cmds, seed, drops):
                 applied_once.apply(e)
             previous = e.data
     assert machines[1].digest() == applied_once.digest()
+
+
+def test_a_command_checked_before_proposing_is_applied_from_its_check_once():
+    state = base()
+    data = encode({"type": "create_group", "group": "g"})
+    parsed, refused = check(data)
+    assert refused is None and parsed is not None
+    state.checked(data, {**parsed, "group": "from-the-check"})  # which one applies shows
+    [first] = run_bytes(state, data, start=10)
+    assert first["ok"] and "from-the-check" in state.groups and "g" not in state.groups
+    [again] = run_bytes(state, data, start=11)
+    assert again["ok"] and "g" in state.groups  # the check is used once; then the bytes
+    assert check(b'{"type": "create_group"}') == (
+        None,
+        {"ok": False, "field": "group", "error": "is required", "conflict": False, "not_found": False},
+    )
+
+
+def test_checked_commands_a_deposed_leader_never_applies_are_not_kept_without_bound():
+    state = base()
+    for i in range(CHECKED_KEPT + 10):
+        data = encode({"type": "create_group", "group": f"g{i}"})
+        state.checked(data, json.loads(data))
+    assert len(state._checked) <= CHECKED_KEPT
+    [answer] = run_bytes(state, encode({"type": "create_group", "group": "g1"}), start=10)
+    assert answer["ok"] and "g1" in state.groups
 
 
 def test_encode_validates():
