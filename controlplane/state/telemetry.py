@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow as pa  # pyarrow.compute is imported where used: ~85 ms of a process's start
 
 from controlplane import bugs
 from controlplane.state.columns import KINEMATICS, UAVColumns
@@ -103,6 +102,8 @@ def _original_rows(table: pa.Table, rejected: list[Rejection], total: int) -> pa
 
 
 def _coerce(table: pa.Table) -> pa.Table:
+    import pyarrow.compute as pc
+
     unknown = [n for n in table.column_names if REPORT_SCHEMA.get_field_index(n) < 0 and n != "_row"]
     if unknown:
         raise ReportError(f"unknown report columns {unknown}; allowed: {REPORT_SCHEMA.names}")
@@ -154,6 +155,8 @@ def to_table(reports: Any) -> pa.Table:
 def normalize(reports: Any, station: str | None = None) -> tuple[pa.Table, list[Rejection]]:
     """Validate reports row by row: returns the good rows as a REPORT_SCHEMA table and a
     reason for every bad one (its row number in the input, the field, what is wrong)."""
+    import pyarrow.compute as pc
+
     if isinstance(reports, list):
         table, rejected = _from_dicts(reports)
     else:
@@ -177,6 +180,8 @@ def normalize(reports: Any, station: str | None = None) -> tuple[pa.Table, list[
 def invalid_rows(table: pa.Table, *, check_ids: bool = True) -> tuple[np.ndarray, dict[int, tuple[str, str]]]:
     """A mask of rows that break a rule, and (field, reason) for each (the first rule broken).
     check_ids=False skips the uav column (the state machine checks each distinct id once)."""
+    import pyarrow.compute as pc
+
     n = table.num_rows
     bad = np.zeros(n, dtype=bool)
     reasons: dict[int, tuple[str, str]] = {}
@@ -206,6 +211,8 @@ def invalid_rows(table: pa.Table, *, check_ids: bool = True) -> tuple[np.ndarray
 
 def _floats(table: pa.Table, name: str, absent: float = math.nan) -> np.ndarray:
     """A float column as numpy; nulls (absent values) become `absent`."""
+    import pyarrow.compute as pc
+
     column = table.column(name)
     if column.null_count == len(column):  # a field no report carries (vx, vy, vz often)
         return np.full(len(column), absent)
@@ -216,6 +223,8 @@ def _floats(table: pa.Table, name: str, absent: float = math.nan) -> np.ndarray:
 
 def int_values(column: pa.ChunkedArray | pa.Array, absent: int) -> np.ndarray:
     """An integer column as int64 numpy; nulls become `absent`."""
+    import pyarrow.compute as pc
+
     if column.null_count:
         column = pc.fill_null(column, absent)
     return np.asarray(column.to_numpy(), dtype=np.int64)
@@ -228,6 +237,8 @@ def encode_segment(table: pa.Table) -> bytes:
     """Reports as one Arrow IPC stream (lz4), the uav and station columns dictionary-encoded
     (one string per UAV, not per report). Stations encode their own segments, so the leader
     only joins bytes."""
+    import pyarrow.compute as pc
+
     table = table.select(REPORT_SCHEMA.names).combine_chunks()
     for name in ("uav", "station"):
         i = table.schema.get_field_index(name)
@@ -285,6 +296,8 @@ def check_segment(segment: bytes) -> None:
 def _decode_segment(data: memoryview) -> pa.Table:
     """One segment as a report table with exactly REPORT_SCHEMA's columns and types (ids
     dictionary-encoded); ValueError when it is anything else."""
+    import pyarrow.compute as pc
+
     try:
         table = pa.ipc.open_stream(pa.py_buffer(data)).read_all().combine_chunks()
     except pa.ArrowException as exc:

@@ -67,3 +67,36 @@ def test_a_lean_process_keeps_less_after_snapshots():
     Arrow's defaults (pandas imported, mimalloc keeping its pages)."""
     lean, default = _growth_over_snapshots(True), _growth_over_snapshots(False)
     assert lean < default - 30, f"lean +{lean:.0f} MB, default +{default:.0f} MB"
+
+
+RESTART = """
+import json, sys
+from controlplane.process_memory import lean_arrow
+lean_arrow()
+import controlplane.standalone.process  # what a node imports before it restores
+from controlplane.raft.messages import Entry
+from controlplane.state.fleet import FleetState
+state = FleetState()
+state.restore(open(sys.argv[1], "rb").read())
+for i, command in enumerate([
+    {"type": "register_uav", "uav": "late", "home_station": "station-0"},
+    {"type": "update_uav", "uav": "late", "battery": 50},
+    {"type": "create_mission", "mission": "late", "waypoints": [{"lat": 1, "lon": 1, "alt": 10}]},
+]):
+    assert state.apply(Entry(1, state.applied_index + 1 + i, json.dumps(command).encode()))["ok"]
+print(sorted(m for m in ("pyarrow.compute", "pandas") if m in sys.modules))
+"""
+
+
+def test_a_restart_restores_and_replays_without_importing_arrow_compute(tmp_path):
+    """pyarrow.compute costs ~85 ms of a process's start; a restarting replica needs it only
+    once it writes a snapshot or applies telemetry."""
+    snapshot = tmp_path / "snapshot"
+    write = f"from bench.snapshot import build; open({str(snapshot)!r}, 'wb').write(build(50).snapshot())"
+    made = subprocess.run([sys.executable, "-c", write], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    result = subprocess.run(
+        [sys.executable, "-c", RESTART, str(snapshot)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
