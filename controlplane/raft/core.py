@@ -129,6 +129,8 @@ def initial_entries(voters: list[int]) -> list[Entry]:
 
 
 INITIAL_HARD_STATE = HardState()
+# A commit of at least this many entries is told to followers at once (_commit_worth_telling).
+EAGER_COMMIT_ENTRIES = 2
 EMPTY_SNAPSHOT = Snapshot(SnapshotMeta(0, 0, ConfState(frozenset())), b"")
 
 
@@ -176,6 +178,7 @@ class RaftCore:
         self._incoming_snapshot: tuple[SnapshotMeta, bytearray] | None = None
         self._needs_broadcast = False
         self._needs_read_heartbeat = False
+        self._broadcast_commit = self.log.committed
         self._prev_hard_state = HardState(self.term, self.vote, self.log.committed)
         self._prev_role = self.role
         self._reset_timers()
@@ -326,13 +329,19 @@ class RaftCore:
             or self.log.applying < self.log.committed
             or self.hard_state() != self._prev_hard_state
             or self.role is not self._prev_role
+            or (self.role is Role.LEADER and self._commit_worth_telling())
         )
 
+    def _commit_worth_telling(self) -> bool:
+        """A commit of one entry rides on the next append or heartbeat (at most a tick later;
+        Raft §5.3): telling each follower at once cost a lone writer one more message and
+        answer per follower per write, on the path before the client's reply. A commit of a
+        batch is told at once, so followers apply it while the leader answers, not during the
+        next round."""
+        return self.log.committed - self._broadcast_commit >= EAGER_COMMIT_ENTRIES
+
     def ready(self) -> Ready:
-        # A commit alone is not broadcast: it rides on the next append or heartbeat (at most a
-        # tick later; Raft §5.3), since telling each follower at once cost every write one more
-        # message and answer per follower, on the path before the client's reply.
-        if self.role is Role.LEADER and self._needs_broadcast:
+        if self.role is Role.LEADER and (self._needs_broadcast or self._commit_worth_telling()):
             self._broadcast_append()
         if self.role is Role.LEADER and self._needs_read_heartbeat:
             self._broadcast_heartbeat()
@@ -488,6 +497,7 @@ class RaftCore:
         for nid, pr in self.progress.items():
             if nid != self.id:
                 self._send_append(nid, pr, allow_empty=True)
+        self._broadcast_commit = self.log.committed
 
     def _broadcast_heartbeat(self) -> None:
         for nid, pr in self.progress.items():

@@ -50,6 +50,26 @@ def test_a_commit_rides_on_the_next_append_or_heartbeat_not_a_message_of_its_own
     assert all(r.applied[-1] == b"second" for r in net.replicas.values())
 
 
+def test_a_committed_batch_is_told_at_once_so_followers_apply_it_before_the_next_round():
+    net = Network(3)
+    net.elect(1)
+    net.heartbeat()
+    net.core(1).propose_many([b"a", b"b"])
+    answers = []
+    for m in net.replicas[1].process():
+        net.core(m.dst).step(m)
+        answers += net.replicas[m.dst].process()
+    for m in answers:
+        net.core(1).step(m)
+    told = net.replicas[1].process()
+    committed = net.core(1).log.committed
+    assert net.replicas[1].applied[-2:] == [b"a", b"b"]
+    assert len(told) == 2 and all(isinstance(m, AppendEntries) and not m.entries for m in told)
+    assert all(m.commit == committed for m in told)
+    net.send(told)
+    assert all(r.applied[-2:] == [b"a", b"b"] for r in net.replicas.values())
+
+
 def test_proposals_between_readies_go_out_as_one_batch():
     net = Network(3)
     net.elect(1)
