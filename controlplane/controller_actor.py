@@ -101,9 +101,10 @@ class ControllerService:
 
     async def status(self) -> dict[str, Any]:
         if self.controller is None:
-            return {"group": self.group, "started": False, "error": self.build_error}
+            return {"group": self.group, "started": False, "started_at": self.started_at, "error": self.build_error}
         report = await self.controller.report()
         report["started"] = True
+        report["started_at"] = self.started_at  # which instance answers: Ray restarts it
         report["discovery"] = self.discovery_env.get("DISCOVERY_TYPE") or "group state"
         if self._loop_task is not None and self._loop_task.done():
             report["loop"] = "stopped"  # should not happen: run() catches every pass's failure

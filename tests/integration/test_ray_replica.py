@@ -620,7 +620,12 @@ def test_the_controller_actor_runs_unattended_and_keeps_its_map_in_the_group(ray
             assert record["version"] == first["map_version"]  # the map is in the replicated state
 
             ray.kill(controller, no_restart=False)  # Ray restarts it; it reads the map back
-            again = await wait_for(stored, "the restarted controller")
+
+            async def restarted():  # the kill lands a moment later: the old instance may answer first
+                report = await stored()
+                return report if report and report["started_at"] > first["started_at"] else None
+
+            again = await wait_for(restarted, "the restarted controller")
             assert again["placement"] == first["placement"] and again["map_version"] == first["map_version"]
 
             victim = next(r for r in handles if r != leader)
@@ -629,7 +634,7 @@ def test_the_controller_actor_runs_unattended_and_keeps_its_map_in_the_group(ray
 
             async def replaced():
                 report = await controller.status.remote()
-                return report if report["replaced"] else None
+                return report if report.get("replaced") else None  # a restarting one has no report yet
 
             report = await wait_for(replaced, "the disk-less replica's replacement", 90)
             [done] = report["replaced"]
