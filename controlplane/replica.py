@@ -99,15 +99,13 @@ def check(command: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]
             raise CommandError("command", "telemetry goes through submit_segments, not as a command")
         return validate(fastjson.loads(command)), None
     except CommandError as exc:
-        return None, {"ok": False, "field": exc.field, "error": exc.reason, "conflict": False, "not_found": False}
+        return None, _refused(exc.field, exc.reason)
     except (ValueError, TypeError):
-        return None, {
-            "ok": False,
-            "field": "command",
-            "error": "not a JSON object",
-            "conflict": False,
-            "not_found": False,
-        }
+        return None, _refused("command", "not a JSON object")
+
+
+def _refused(field: str, error: str) -> dict[str, Any]:
+    return {"ok": False, "field": field, "error": error, "conflict": False, "not_found": False}
 
 
 class Replica:
