@@ -129,8 +129,10 @@ def initial_entries(voters: list[int]) -> list[Entry]:
 
 
 INITIAL_HARD_STATE = HardState()
-# A commit of at least this many entries is told to followers at once (_commit_worth_telling).
+# A commit of at least this many entries, or of this many bytes, is told to followers at
+# once (_commit_worth_telling).
 EAGER_COMMIT_ENTRIES = 2
+EAGER_COMMIT_BYTES = 4096
 EMPTY_SNAPSHOT = Snapshot(SnapshotMeta(0, 0, ConfState(frozenset())), b"")
 
 
@@ -336,9 +338,13 @@ class RaftCore:
         """A commit of one entry rides on the next append or heartbeat (at most a tick later;
         Raft §5.3): telling each follower at once cost a lone writer one more message and
         answer per follower per write, on the path before the client's reply. A commit of a
-        batch is told at once, so followers apply it while the leader answers, not during the
-        next round."""
-        return self.log.committed - self._broadcast_commit >= EAGER_COMMIT_ENTRIES
+        batch, or of one large entry (a telemetry segment), is told at once: followers apply
+        it while the leader answers, not a tick later, and one more message is little beside
+        the work of applying it."""
+        untold = self.log.committed - self._broadcast_commit
+        if untold >= EAGER_COMMIT_ENTRIES:
+            return True
+        return untold == 1 and self.log.data_size(self.log.committed) >= EAGER_COMMIT_BYTES
 
     def ready(self) -> Ready:
         if self.role is Role.LEADER and (self._needs_broadcast or self._commit_worth_telling()):

@@ -54,6 +54,12 @@ class RaftLog:
             return None
         return self.entries[index - self.snap_index - 1].term
 
+    def data_size(self, index: int) -> int:
+        """Bytes of the entry's data at index; 0 when compacted away or not yet written."""
+        if index <= self.snap_index or index > self.last_index():
+            return 0
+        return len(self.entries[index - self.snap_index - 1].data)
+
     def match_term(self, index: int, term: int) -> bool:
         return self.term(index) == term
 

@@ -1,6 +1,7 @@
 """Raft §5.3 log replication: batching, pipelining, fast backtracking, commit rules."""
 
 from controlplane.raft import RaftConfig, Role
+from controlplane.raft.core import EAGER_COMMIT_BYTES
 from controlplane.raft.harness import Network
 from controlplane.raft.messages import AppendEntries, AppendEntriesResponse
 from controlplane.raft.progress import ProgressState
@@ -68,6 +69,36 @@ def test_a_committed_batch_is_told_at_once_so_followers_apply_it_before_the_next
     assert all(m.commit == committed for m in told)
     net.send(told)
     assert all(r.applied[-2:] == [b"a", b"b"] for r in net.replicas.values())
+
+
+def test_a_large_committed_entry_is_told_at_once_so_followers_apply_it_without_waiting_a_tick():
+    net = Network(3)
+    net.elect(1)
+    net.heartbeat()
+    large = b"t" * EAGER_COMMIT_BYTES
+    net.core(1).propose(large)
+    answers = []
+    for m in net.replicas[1].process():
+        net.core(m.dst).step(m)
+        answers += net.replicas[m.dst].process()
+    for m in answers:
+        net.core(1).step(m)
+    told = net.replicas[1].process()
+    committed = net.core(1).log.committed
+    assert net.replicas[1].applied[-1] == large
+    assert len(told) == 2 and all(isinstance(m, AppendEntries) and not m.entries for m in told)
+    assert all(m.commit == committed for m in told)
+    net.send(told)
+    assert all(r.applied[-1] == large for r in net.replicas.values())
+    # One byte less is a lone small commit: it rides on the next message.
+    net.core(1).propose(b"s" * (EAGER_COMMIT_BYTES - 1))
+    answers = []
+    for m in net.replicas[1].process():
+        net.core(m.dst).step(m)
+        answers += net.replicas[m.dst].process()
+    for m in answers:
+        net.core(1).step(m)
+    assert net.replicas[1].process() == []
 
 
 def test_proposals_between_readies_go_out_as_one_batch():
