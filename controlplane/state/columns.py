@@ -23,11 +23,16 @@ KINEMATICS: dict[str, tuple[float, float]] = {
 DEFAULTS: dict[str, float] = {"lat": 0.0, "lon": 0.0, "alt": 0.0, "battery": 100.0, "vx": 0.0, "vy": 0.0, "vz": 0.0}
 # "No report yet": any real report is newer.
 NO_TIME = -np.inf
+# A row's values as UAVColumns.values gives them.
+ROW_FIELDS = (*KINEMATICS, "report_time", "report_seq")
 
 
 class UAVColumns:
     def __init__(self, capacity: int = 1024) -> None:
-        self.floats = {name: np.zeros(capacity) for name in KINEMATICS}
+        # One row of KINEMATICS per UAV, so that a UAV's record is read in one call (every
+        # replica reads each changed UAV's for the change feed); `floats` names its columns.
+        self.kinematics = np.zeros((capacity, len(KINEMATICS)))
+        self.floats = self._columns()
         self.report_time = np.full(capacity, NO_TIME)
         self.report_seq = np.full(capacity, -1, dtype=np.int64)
         # The UAV at each row (None: free), and the rows the scheduler may assign: the
@@ -77,23 +82,25 @@ class UAVColumns:
             self.idle[row] = idle
             self.idle_count += 1 if idle else -1
 
+    def _columns(self) -> dict[str, np.ndarray]:
+        return {name: self.kinematics[:, j] for j, name in enumerate(KINEMATICS)}
+
     def _grow(self) -> None:
         old = self.capacity
         new = max(1024, old * 2)
-        for name, column in self.floats.items():
-            self.floats[name] = np.concatenate([column, np.zeros(new - old)])
+        self.kinematics = np.concatenate([self.kinematics, np.zeros((new - old, len(KINEMATICS)))])
+        self.floats = self._columns()
         self.report_time = np.concatenate([self.report_time, np.full(new - old, NO_TIME)])
         self.report_seq = np.concatenate([self.report_seq, np.full(new - old, -1, dtype=np.int64)])
         self.ids = np.concatenate([self.ids, np.full(new - old, None, dtype=object)])
         self.idle = np.concatenate([self.idle, np.zeros(new - old, dtype=bool)])
 
-    def get(self, row: int) -> dict[str, Any]:
+    def values(self, row: int) -> tuple[Any, ...]:
+        """The row's values in ROW_FIELDS order (report time and seq None before any report)."""
         # .item(): the Python float (int) straight from the array, without a NumPy scalar between.
-        out: dict[str, Any] = {name: column.item(row) for name, column in self.floats.items()}
         t = self.report_time.item(row)
-        out["report_time"] = None if t == NO_TIME else t
-        out["report_seq"] = None if t == NO_TIME else self.report_seq.item(row)
-        return out
+        report = (None, None) if t == NO_TIME else (t, self.report_seq.item(row))
+        return (*self.kinematics[row].tolist(), *report)
 
     def set(self, row: int, values: dict[str, Any]) -> None:
         for name, value in values.items():

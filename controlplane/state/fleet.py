@@ -23,7 +23,7 @@ import pyarrow as pa  # pyarrow.compute is imported where used: ~85 ms of a proc
 
 from controlplane import bugs, fastjson
 from controlplane.raft.messages import Entry
-from controlplane.state.columns import KINEMATICS, UAVColumns
+from controlplane.state.columns import KINEMATICS, ROW_FIELDS, UAVColumns
 from controlplane.state.commands import COMMANDS as COMMANDS  # re-exported: the commands' names
 from controlplane.state.commands import MAX_WAYPOINTS as MAX_WAYPOINTS
 from controlplane.state.commands import _session_fields, _validate
@@ -504,15 +504,10 @@ class FleetState:
     # --- queries (read the local state; callers choose linearizable or stale) -------------
 
     def uav(self, uav_id: str) -> dict[str, Any]:
-        u = self._uav(uav_id)
-        return {
-            "id": u.id,
-            "home_station": u.home_station,
-            "status": u.status.value,
-            "mission": u.mission,
-            "version": u.version,
-            **self.columns.get(u.row),
-        }
+        return dict(zip(UAV_FIELDS, self._uav_values(self._uav(uav_id))))  # noqa: B905 (same length by construction)
+
+    def _uav_values(self, u: UAV) -> tuple[Any, ...]:
+        return (u.id, u.home_station, u.status.value, u.mission, u.version, *self.columns.values(u.row))
 
     def mission(self, mission_id: str) -> dict[str, Any]:
         return self._mission(mission_id).to_dict()
@@ -520,6 +515,16 @@ class FleetState:
     def group(self, group_id: str) -> dict[str, Any]:
         g = self._group(group_id)
         return {"id": g.id, "members": sorted(g.members), "version": g.version}
+
+    def record_values(self, kind: str, record_id: str) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
+        """record() as its field names and values (the change feed keeps them so): a UAV's
+        straight from its columns, without a dict between (every replica does this for every
+        changed UAV)."""
+        if kind == "uav":
+            u = self.uavs.get(record_id)
+            return None if u is None else (UAV_FIELDS, self._uav_values(u))
+        record = self.record(kind, record_id)
+        return None if record is None else (tuple(record), tuple(record.values()))
 
     def record(self, kind: str, record_id: str) -> dict[str, Any] | None:
         """The current record of a kind ("uav", "mission", "group", "station"); None if gone."""
@@ -615,6 +620,7 @@ class FleetState:
 
 
 # record(kind, id)'s readers, found once (the change feed asks for every changed record).
+UAV_FIELDS = ("id", "home_station", "status", "mission", "version", *ROW_FIELDS)
 _RECORD_OF: dict[str, Callable[[FleetState, str], dict[str, Any]]] = {
     "uav": FleetState.uav,
     "mission": FleetState.mission,

@@ -72,13 +72,13 @@ class ChangeFeed:
         answer = self.state.apply(entry)
         changed, telemetry = self.state.drain_changes()
         for kind, record_id in changed:
-            record = self.state.record(kind, record_id)
-            if record is None:
+            found = self.state.record_values(kind, record_id)
+            if found is None:
                 self._changes.append(_Kept(entry.index, kind, record_id, (), None))
                 continue
-            fields = tuple(record)
+            fields, values = found
             fields = self._shapes.setdefault(fields, fields)
-            self._changes.append(_Kept(entry.index, kind, record_id, fields, marshal.dumps(tuple(record.values()))))
+            self._changes.append(_Kept(entry.index, kind, record_id, fields, marshal.dumps(values)))
         if telemetry:
             applied_at = self._clock()
             for counts in telemetry:
