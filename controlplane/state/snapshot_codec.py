@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from controlplane.state.fleet import FleetState
 
 MAGIC = b"FLT1"
-_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+# On one thread: Arrow's pool cost ~30 % more CPU writing a 100k fleet's snapshot here
+# (0.34-0.36 -> 0.25-0.27 s of CPU), beside replicas that keep every core busy.
+_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd", use_threads=False)
 
 
 def _ipc(table: pa.Table) -> bytes:
