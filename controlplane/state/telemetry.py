@@ -200,7 +200,7 @@ def invalid_rows(table: pa.Table, *, check_ids: bool = True) -> tuple[np.ndarray
         uav = table.column("uav")
         flag(np.asarray(uav.is_null()), "uav", "is required")
         length = pc.fill_null(pc.utf8_length(uav), 1).to_numpy()
-        spaced = pc.fill_null(pc.match_substring_regex(uav, r"\s"), False).to_numpy()
+        spaced = spaced_ids(uav)
         flag((length == 0) | (length > 128) | spaced, "uav", "must be a non-empty id without spaces (<= 128 chars)")
     time = _floats(table, "time")
     flag(~np.isfinite(time), "time", "must be a finite number (seconds)")
@@ -211,6 +211,28 @@ def invalid_rows(table: pa.Table, *, check_ids: bool = True) -> tuple[np.ndarray
         with np.errstate(invalid="ignore"):
             flag(~np.isfinite(values) | (values < lo) | (values > hi), name, f"must be within [{lo}, {hi}]")
     return bad, reasons
+
+
+# The bytes RE2's \s matches (ASCII whitespace but \v): none occurs inside another
+# character's UTF-8 sequence, whose bytes are all >= 0x80.
+_SPACE_BYTE = np.zeros(256, dtype=bool)
+_SPACE_BYTE[list(b"\t\n\f\r ")] = True
+
+
+def spaced_ids(ids: pa.ChunkedArray) -> np.ndarray:
+    r"""Which ids hold whitespace (the regex \s). When no chunk's string data holds a space
+    byte, none does: one look at the bytes, ~15x cheaper than the regex, which was half of a
+    station's validation; otherwise the regex says which ids."""
+    import pyarrow.compute as pc
+
+    if not any(_holds_space_byte(chunk) for chunk in ids.chunks):
+        return np.zeros(len(ids), dtype=bool)
+    return np.asarray(pc.fill_null(pc.match_substring_regex(ids, r"\s"), False).to_numpy(), dtype=bool)
+
+
+def _holds_space_byte(chunk: pa.Array) -> bool:
+    data = chunk.buffers()[2]  # validity, offsets, data; a sliced chunk may hold more: then the regex decides
+    return data is not None and bool(_SPACE_BYTE[np.frombuffer(data, dtype=np.uint8)].any())
 
 
 def _floats(table: pa.Table, name: str, absent: float = math.nan) -> np.ndarray:

@@ -7,6 +7,7 @@ import json
 import math
 import random
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -25,6 +26,7 @@ from controlplane.state.telemetry import (
     encode_segment,
     join_segments,
     normalize,
+    spaced_ids,
 )
 
 
@@ -287,3 +289,22 @@ def test_any_split_and_order_gives_sequential_last_writer_wins(raw, batches, rnd
         assert (got["report_time"], got["report_seq"]) == (t, q)
     distinct = {(r["uav"], r["time"], r["seq"]) for r in reports}
     assert accepted <= len(distinct)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.text(alphabet=st.sampled_from("ab9-_\t\n\x0b\x0c\r \u00a0\u2003é"), max_size=6) | st.none(), max_size=8
+        ),
+        max_size=4,
+    ),
+    st.integers(0, 3),
+)
+def test_whitespace_in_ids_is_found_exactly_as_the_regex_finds_it(chunks, cut):
+    import pyarrow.compute as pc
+
+    ids = pa.chunked_array([pa.array(chunk, pa.string()) for chunk in chunks], pa.string())
+    ids = ids.slice(min(cut, len(ids)))  # chunks whose buffers hold bytes outside the slice
+    expected = np.asarray(pc.fill_null(pc.match_substring_regex(ids, r"\s"), False).to_numpy(), dtype=bool)
+    assert spaced_ids(ids).tolist() == expected.tolist()
