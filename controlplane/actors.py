@@ -1,5 +1,6 @@
-"""Raft replicas (and the station agents and ingest actors beside them) as named, detached
-Ray actors; controller_actor.py is the one other module that decorates with Ray.
+"""Raft replicas (and the station agents beside them) as named, detached Ray actors;
+controller_actor.py and station_ingest.py (a station's telemetry ingest) are the other
+modules that decorate with Ray.
 
 RaftReplica is plain Python; `RaftActor` is its Ray decoration. A replica keeps its Raft
 state on its station's disk (data_root/<group>/<replica>), never in Ray's GCS, and rebuilds
@@ -37,6 +38,7 @@ from controlplane.ray_group import actor_name as actor_name
 from controlplane.ray_group import answer_while_leading as answer_while_leading
 from controlplane.ray_group import find_leader as find_leader
 from controlplane.ray_group import group_replicas as group_replicas
+from controlplane.ray_group import on_station as on_station
 from controlplane.replica import LEADER_TELEMETRY, Replica, ReplicaSettings
 from controlplane.rpc.config import RPCConfig
 from controlplane.rpc.faults import with_faults
@@ -45,8 +47,10 @@ from controlplane.rpc.ray import RayResolvedHTTPTransport, RayTransport
 from controlplane.rpc.stats import ArrowStatsWriter
 from controlplane.rpc.stats_files import StatsRetention, keep_flushing, window_files
 from controlplane.rpc.stream import StreamTransport
+from controlplane.station_ingest import IngestActor as IngestActor
+from controlplane.station_ingest import StationIngest as StationIngest
+from controlplane.station_ingest import start_ingest as start_ingest
 from controlplane.sync.coalescer import CoalescerConfig
-from controlplane.sync.ingest import TelemetryIngest
 
 log = logging.getLogger(__name__)
 
@@ -420,86 +424,11 @@ class StationAgent:
 StationAgentActor = ray.remote(StationAgent)
 
 
-def on_station(actor_class: Any, name: str, station: str, **options: Any) -> Any:
-    """A named, detached, always-restarted actor pinned to one station by its resource
-    (0.01 CPU: Ray ignores placement hints for actors asking for none)."""
-    return actor_class.options(
-        name=name,
-        namespace=NAMESPACE,
-        lifetime="detached",
-        max_restarts=-1,
-        num_cpus=0.01,
-        resources={f"station:{station}": 0.01},
-        get_if_exists=True,
-        **options,
-    )
-
-
 def start_station_agents(stations: list[str], discovery_env: dict[str, str], ttl: float = 10.0) -> dict[str, Any]:
     """One detached agent per station; returns when all have registered."""
     agents = {s: on_station(StationAgentActor, f"station-agent-{s}", s).remote(s, discovery_env, ttl) for s in stations}
     ray.get([a.start.remote() for a in agents.values()])
     return agents
-
-
-class StationIngest(TelemetryIngest):
-    """A station's telemetry ingest as a Ray actor: each coalesced table is `ray.put` once
-    and its ObjectRef handed to the group's leader, found by asking the replicas and found
-    again after a NotLeader answer or a dead leader. A batch re-sent after a lost answer is
-    harmless: last-writer-wins counts the repeat as duplicates."""
-
-    def __init__(self, group: str, station: str, config: CoalescerConfig | None = None, timeout: float = 15.0) -> None:
-        super().__init__(station, self._forward, config)
-        self.group = group
-        self.timeout = timeout
-        self._leader: Any = None
-        self._reports = RaySink().counter(
-            "controlplane_ingest_reports_total",
-            "telemetry rows through a station's ingest",
-            ("group", "station", "outcome"),
-        )
-        self._counted = {"accepted": 0, "rejected": 0, "committed": 0, "failed": 0}
-
-    async def report(self, reports: Any, wait: bool = False) -> dict[str, Any]:
-        try:
-            return await super().report(reports, wait)
-        finally:
-            for outcome, seen in self._counted.items():  # counts of rows, as TelemetryIngest keeps them
-                total = getattr(self, outcome)
-                if total > seen:
-                    self._reports.inc(total - seen, {"group": self.group, "station": self.station, "outcome": outcome})
-                    self._counted[outcome] = total
-
-    async def _forward(self, segment: bytes, rows: int) -> Any:
-        ref = ray.put(segment)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        while True:
-            try:
-                if self._leader is None:
-                    replicas = group_replicas(self.group)
-                    if not replicas:
-                        raise TimeoutError(f"group {self.group!r} has no replicas")
-                    self._leader = replicas[await find_leader(replicas, max(0.5, deadline - loop.time()))]
-                return await answer_while_leading(self._leader, self._leader.submit_telemetry.remote([ref]))
-            except ray.exceptions.RayTaskError as exc:
-                if not isinstance(exc.cause, NotLeaderError | TimeoutError):
-                    raise
-                error: Exception = exc
-            except (ray.exceptions.RayActorError, TimeoutError) as exc:
-                error = exc
-            self._leader = None
-            if loop.time() > deadline:
-                raise TimeoutError(f"telemetry batch not committed within {self.timeout}s: {error}")
-            await asyncio.sleep(0.05)
-
-
-IngestActor = ray.remote(StationIngest)
-
-
-def start_ingest(group: str, station: str, config: CoalescerConfig | None = None) -> Any:
-    """Create (or find) the detached telemetry ingest actor of one station."""
-    return on_station(IngestActor, f"ingest-{group}-{station}", station).remote(group, station, config)
 
 
 def start_replica(spec: ReplicaSpec, station: str) -> Any:

@@ -91,3 +91,18 @@ async def find_leader(handles: dict[int, Any], timeout: float = 15.0, *, ask_tim
             await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.sleep(max(0.0, started + ELECTION_POLL - loop.time()))
     raise TimeoutError(f"no leader among {sorted(handles)} within {timeout}s")
+
+
+def on_station(actor_class: Any, name: str, station: str, **options: Any) -> Any:
+    """A named, detached, always-restarted actor pinned to one station by its resource
+    (0.01 CPU: Ray ignores placement hints for actors asking for none)."""
+    return actor_class.options(
+        name=name,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        max_restarts=-1,
+        num_cpus=0.01,
+        resources={f"station:{station}": 0.01},
+        get_if_exists=True,
+        **options,
+    )

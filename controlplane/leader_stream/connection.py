@@ -16,13 +16,14 @@ import asyncio
 import itertools
 import logging
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
 from controlplane import fastjson
 from controlplane.leader_client import ControlPlaneError, RetryElsewhere
-from controlplane.leader_stream.wire import PATH, encode, unencodable
+from controlplane.leader_stream.wire import PATH, encode, encode_segment, unencodable
 from controlplane.standalone.wire import decode_error
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,20 @@ class LeaderStream:
             raise decode_error(value)
         return value
 
+    async def submit_segment(self, segment: bytes, timeout: float) -> Any:
+        """A station's telemetry segment, in a binary frame of its own: the apply counts of
+        the entry it went in once applied on the leader."""
+        timeout = min(max(timeout, 0.05), 60.0)
+        kind, value = await self._answer(lambda rid: self._send_segment(rid, timeout, segment), timeout)
+        if kind == "retry":
+            raise RetryElsewhere(f"{self.url}: {value}")
+        return value
+
     async def _ask(self, request: list[Any], timeout: float) -> tuple[str, Any]:
+        return await self._answer(lambda rid: self._queue([rid, *request]), timeout)
+
+    async def _answer(self, send: Callable[[int], None], timeout: float) -> tuple[str, Any]:
+        """Send a request under a new id; its answer, matched by that id."""
         loop = asyncio.get_running_loop()
         # A little past the replica's own deadline, so its "retry" arrives first. Not wait_for:
         # that wraps the answer in a second future and wakes the caller a turn of the loop later.
@@ -89,10 +103,7 @@ class LeaderStream:
         rid = next(self._ids)
         answer: asyncio.Future[tuple[str, Any]] = loop.create_future()
         self._pending[rid] = answer
-        self._outgoing.append([rid, *request])
-        if not self._flushing:
-            self._flushing = True
-            loop.call_soon(self._flush)
+        send(rid)
         self._give_up_at[rid] = give_up_at
         if self._sweeping is None:
             self._sweeping = loop.call_later(SWEEP_INTERVAL, self._sweep)
@@ -106,6 +117,23 @@ class LeaderStream:
         if kind == "invalid":
             raise ValueError(f"{self.url} refused the request: {value}")
         return kind, value
+
+    def _queue(self, request: list[Any]) -> None:
+        """Requests queued in the same turn of the loop leave as one frame."""
+        self._outgoing.append(request)
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _send_segment(self, rid: int, timeout: float, segment: bytes) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            self._fail([[rid]], "the stream closed")
+            return
+        self.frames_sent += 1
+        self.requests_sent += 1
+        sending = asyncio.ensure_future(ws.send_bytes(encode_segment(rid, timeout, segment)))
+        sending.add_done_callback(lambda sent: self._failed_to_send(sent, [[rid]]))
 
     def _sweep(self) -> None:
         """Give up the requests whose time has passed; look again while any is pending."""

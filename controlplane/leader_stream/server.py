@@ -14,7 +14,17 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from controlplane.leader_stream.wire import PATH, Answer, Proposal, Query, decode_requests, encode, unencodable
+from controlplane.leader_stream.wire import (
+    PATH,
+    Answer,
+    Proposal,
+    Query,
+    Segment,
+    decode_requests,
+    decode_segment,
+    encode,
+    unencodable,
+)
 from controlplane.raft import RaftError
 from controlplane.standalone.wire import encode_error
 from controlplane.state.model import CommandError
@@ -28,6 +38,8 @@ class LeaderCalls(Protocol):
     async def query_many(
         self, queries: list[tuple[str, dict[str, Any] | None]], consistency: str = "linearizable"
     ) -> list[tuple[bool, Any]]: ...
+
+    async def submit_segments(self, segments: list[bytes], timeout: float = 10.0) -> list[Any]: ...
 
 
 def leader_stream_route(replica: LeaderCalls) -> web.RouteDef:
@@ -43,6 +55,18 @@ def leader_stream_route(replica: LeaderCalls) -> web.RouteDef:
 
         try:
             async for message in ws:
+                if message.type is aiohttp.WSMsgType.BINARY:
+                    try:
+                        segment, refused = decode_segment(message.data)
+                    except ValueError as exc:
+                        log.warning("closing a leader stream from %s: %s", request.remote, exc)
+                        await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA, message=str(exc)[:120].encode())
+                        break
+                    if refused is not None:
+                        await ws.send_str(encode([refused]))
+                    if segment is not None:
+                        answer(_submit(replica, segment))
+                    continue
                 if message.type is not aiohttp.WSMsgType.TEXT:
                     continue
                 try:
@@ -90,6 +114,19 @@ def _carried(answer: Answer) -> Answer:
 async def _propose(replica: LeaderCalls, proposals: list[Proposal]) -> list[Answer]:
     outcomes = await replica.propose_many([p.command for p in proposals], max(p.timeout for p in proposals))
     return [[p.id, outcome, value] for p, (outcome, value) in zip(proposals, outcomes, strict=True)]
+
+
+async def _submit(replica: LeaderCalls, segment: Segment) -> list[Answer]:
+    try:
+        applied = await replica.submit_segments([segment.data], segment.timeout)
+    except ValueError as exc:  # a malformed segment, refused before the log
+        return [[segment.id, "invalid", str(exc)]]
+    except (RaftError, TimeoutError) as exc:  # not the leader, or no answer in time: unknown
+        return [[segment.id, "retry", f"{type(exc).__name__}: {exc}"]]
+    except Exception as exc:  # the outcome is unknown: a retry is a duplicate at worst
+        log.exception("a telemetry segment failed on the leader stream")
+        return [[segment.id, "retry", f"{type(exc).__name__}: {exc}"]]
+    return [[segment.id, "ok", applied]]
 
 
 async def _query(replica: LeaderCalls, queries: list[Query]) -> list[Answer]:

@@ -4,6 +4,11 @@ the id the client gave. Many callers' requests made in the same moment share a f
 Requests:  [id, "propose", command_text, timeout]  |  [id, "query", name, args, consistency]
 Answers:   [id, "ok", value]  |  [id, "retry", why]  |  [id, "error", query_error]  |  [id, "invalid", why]
 
+A station's telemetry segment (state/telemetry.py, Arrow bytes) travels alone in a binary
+frame: u64 id, f64 timeout (seconds), then the segment. Its answer comes in a text frame
+like any other: "ok" with the apply counts of the entry it went in, "retry", or "invalid"
+(a malformed segment, which never reaches the log).
+
 Frames are JSON as RFC 8259 has it (fastjson.dumps_portable): a non-finite number, which
 JSON has no word for, travels as null and is refused there (a NaN timeout makes the request
 "invalid"; a NaN query argument is refused by the query, naming it).
@@ -16,6 +21,8 @@ resend the same bytes elsewhere; "error": the query's own CommandError
 
 from __future__ import annotations
 
+import math
+import struct
 from typing import Any, NamedTuple
 
 from controlplane import fastjson
@@ -39,6 +46,30 @@ class Query(NamedTuple):
 
 Request = Proposal | Query
 Answer = list[Any]  # [id, kind, value]
+
+
+SEGMENT_HEADER = struct.Struct("<Qd")  # id, timeout
+
+
+class Segment(NamedTuple):
+    id: int
+    timeout: float
+    data: bytes
+
+
+def encode_segment(rid: int, timeout: float, segment: bytes) -> bytes:
+    return SEGMENT_HEADER.pack(rid, timeout) + segment
+
+
+def decode_segment(frame: bytes) -> tuple[Segment | None, Answer | None]:
+    """The segment of a frame, or an "invalid" answer for it (a timeout not in (0, 60]
+    seconds). ValueError when the frame is too short to name its id: nobody to answer."""
+    if len(frame) < SEGMENT_HEADER.size:
+        raise ValueError(f"a segment frame starts with a {SEGMENT_HEADER.size}-byte header, got {len(frame)} bytes")
+    rid, timeout = SEGMENT_HEADER.unpack_from(frame)
+    if not (math.isfinite(timeout) and 0 < timeout <= 60):
+        return None, [rid, "invalid", f"a segment's timeout must be in (0, 60] seconds, got {timeout}"]
+    return Segment(rid, timeout, frame[SEGMENT_HEADER.size :]), None
 
 
 def encode(items: list[Any]) -> str:

@@ -1,8 +1,8 @@
 """TelemetryIngest: a station's entry point for UAV reports. It validates each batch row by
 row (bad rows come back with reasons, good rows go on), coalesces the good rows by size
 and time, encodes each coalesced batch as a log-entry segment (compressed Arrow IPC) on the
-station's own CPU, and forwards it (Ray: as an ObjectRef, to the leader's synchronizer,
-which then only joins bytes). Plain Python; actors.StationIngest is its Ray decoration."""
+station's own CPU, and forwards it to the leader, which then only joins bytes. Plain
+Python; station_ingest.StationIngest is its Ray actor (segments over the leader's stream)."""
 
 from __future__ import annotations
 

@@ -237,16 +237,24 @@ def test_replicas_serving_no_http_are_reached_by_actor_calls(ray_session, tmp_pa
     from controlplane.leader_stream.connection import streams_in_this_loop
 
     async def go():
+        from controlplane.actors import start_ingest
+
         replicas = deploy("actors-only", ["s1", "s2", "s3"], str(tmp_path), transport="ray")
         cp = ControlPlane("actors-only", replicas)
+        ingest = start_ingest("actors-only", "s1")
         try:
             assert (await cp.command({"type": "register_station", "station": "s"}))["ok"]
             assert (await cp.command({"type": "register_uav", "uav": "u1", "home_station": "s"}))["ok"]
             assert (await cp.query("uav", {"id": "u1"}))["home_station"] == "s"
             assert streams_in_this_loop() == []
             assert replica_calls.sent_in_this_loop()["propose"][1] >= 3  # two commands and a session
+            # A station's telemetry reaches such a leader by an actor call too.
+            answer = await ingest.report.remote([{"uav": "u1", "time": 5.0, "seq": 1, "battery": 42.0}], wait=True)
+            assert sum(a["accepted"] for a in answer["applied"]) == 1
+            assert (await cp.query("uav", {"id": "u1"}))["battery"] == 42.0
+            assert (await ingest.flush.remote())["forwarded"] == {"stream": 0, "ray": 1}
         finally:
-            for h in replicas.values():
+            for h in [*replicas.values(), ingest]:
                 ray.kill(h, no_restart=True)
 
     asyncio.run(go())
@@ -440,6 +448,8 @@ def test_telemetry_through_station_ingest_survives_a_leader_kill(ray_session, tm
             answer = await ingest.report.remote(newer + older, wait=True)  # finds the new leader itself
             assert sum(a["stale"] for a in answer["applied"]) == 5
             assert (await cp.query("uav", {"id": "d3"}))["lat"] == 1.0
+            # Both batches went over the leaders' streams, not as actor calls.
+            assert (await ingest.flush.remote())["forwarded"] == {"stream": 2, "ray": 0}
             await cp.command({"type": "create_group", "group": "g"})
             deadline = asyncio.get_running_loop().time() + 15
             while "g" not in sync.groups:  # the change feed brought it to the local view

@@ -13,7 +13,7 @@ import pytest
 from controlplane.leader_client import ControlPlaneError, RetryElsewhere
 from controlplane.leader_stream.connection import LeaderStream, StreamNotServed
 from controlplane.leader_stream.server import leader_stream_route
-from controlplane.leader_stream.wire import PATH
+from controlplane.leader_stream.wire import PATH, SEGMENT_HEADER, encode_segment
 from controlplane.raft import NotLeaderError
 from controlplane.rpc.http import HTTPTransportServer
 from controlplane.state.model import CommandError, NotFoundError
@@ -25,6 +25,7 @@ class FakeReplica:
     def __init__(self) -> None:
         self.proposal_rounds: list[list[bytes]] = []
         self.query_rounds: list[tuple[list[tuple[str, object]], str]] = []
+        self.segment_rounds: list[tuple[list[bytes], float]] = []
         self.delay = 0.0
         self.leading = True
 
@@ -34,6 +35,15 @@ class FakeReplica:
         if not self.leading:
             return [("retry", "NotLeaderError: not the leader")] * len(commands)
         return [("ok", {"ok": True, "echo": json.loads(c)}) for c in commands]
+
+    async def submit_segments(self, segments: list[bytes], timeout: float = 10.0) -> list[object]:
+        self.segment_rounds.append((segments, timeout))
+        await asyncio.sleep(self.delay)
+        if not self.leading:
+            raise NotLeaderError(2)
+        if segments[0].startswith(b"bad"):
+            raise ValueError("telemetry segment is not an Arrow stream")
+        return [{"accepted": len(segments[0]), "first": segments[0][:4].decode()}]
 
     async def query_many(self, queries, consistency="linearizable"):
         self.query_rounds.append((queries, consistency))
@@ -290,3 +300,66 @@ def test_an_answer_json_cannot_carry_comes_back_as_an_error_not_a_silence():
         assert results[1] == {"id": "u1"}
 
     run(go())
+
+
+def test_segments_travel_in_binary_frames_beside_requests_each_answered_by_its_id():
+    async def go():
+        replica = FakeReplica()
+        server = await _serve(replica)
+        stream = LeaderStream(server.address, TOKEN)
+        try:
+            segments = [b"seg%d" % i + bytes(range(256)) * i for i in range(8)]
+            results = await asyncio.gather(
+                *(stream.submit_segment(s, 3.0) for s in segments), stream.propose(b'{"n": 1}', 2.0)
+            )
+        finally:
+            await stream.close()
+            await server.close()
+        assert results[:8] == [[{"accepted": len(s), "first": s[:4].decode()}] for s in segments]
+        assert results[8] == ("ok", {"ok": True, "echo": {"n": 1}})
+        assert sorted(r[0][0] for r in replica.segment_rounds) == sorted(segments)  # the bytes, whole
+        assert {r[1] for r in replica.segment_rounds} == {3.0}  # the caller's timeout reaches the replica
+
+    run(go())
+
+
+def test_a_malformed_segment_is_refused_by_name_and_one_on_a_follower_says_retry_elsewhere():
+    async def go():
+        replica = FakeReplica()
+        server = await _serve(replica)
+        stream = LeaderStream(server.address, TOKEN)
+        try:
+            with pytest.raises(ValueError, match="not an Arrow stream"):
+                await stream.submit_segment(b"bad bytes", 2.0)
+            replica.leading = False
+            with pytest.raises(RetryElsewhere, match="NotLeaderError"):
+                await stream.submit_segment(b"good bytes", 2.0)
+            replica.leading, replica.delay = True, 2.0
+            with pytest.raises(RetryElsewhere, match="did not answer"):  # unknown, not refused
+                await stream.submit_segment(b"slow bytes", 0.2)
+        finally:
+            await stream.close()
+            await server.close()
+
+    run(go())
+
+
+def test_a_segment_frame_with_a_bad_timeout_is_refused_and_one_without_a_header_closes_the_stream(caplog):
+    async def go():
+        server = await _serve(FakeReplica(), token=None)
+        try:
+            async with aiohttp.ClientSession() as session, session.ws_connect(server.address + PATH) as ws:
+                await ws.send_bytes(encode_segment(7, 0.0, b"seg"))
+                assert json.loads((await ws.receive(timeout=5)).data) == [
+                    [7, "invalid", "a segment's timeout must be in (0, 60] seconds, got 0.0"]
+                ]
+                await ws.send_bytes(b"\x01" * (SEGMENT_HEADER.size - 1))
+                message = await ws.receive(timeout=5)
+                assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+                assert ws.close_code == aiohttp.WSCloseCode.UNSUPPORTED_DATA
+        finally:
+            await server.close()
+
+    with caplog.at_level(logging.WARNING):
+        run(go())
+    assert "header" in caplog.text
