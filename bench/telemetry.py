@@ -4,8 +4,8 @@
                               [--quick] [--json]
 
 Three station ingest actors receive Arrow batches of UAV reports from this driver (each
-report stamped with the time it was made); they coalesce them, `ray.put` each batch and
-hand the ObjectRef to the leader, which folds them into log entries. For every log entry
+report stamped with the time it was made); they coalesce them, encode each batch as a
+segment and send it to the leader over its stream, which folds them into log entries. For every log entry
 each replica records when it applied it (its change feed), so a report's latency is the
 time from being made to being applied on *every* replica. Per offered rate it prints the
 replicated-and-applied updates/s (reports that became the UAV's state: a report overtaken by

@@ -13,7 +13,10 @@ driver's batch per station and tick, one segment per batch, one log entry per 3 
   ray_call   a batch handed to an actor as an argument (driver and actor CPU, real Ray)
   validate   a station checking a batch (state.telemetry.normalize)
   encode     a station encoding its segment (encode_segment)
-  ray_put    a station putting the segment in the object store, the leader getting it
+  to_leader  a station's segment to the leader over the leader's stream, answered (both ends;
+             the way segments go since 2026-12-03)
+  ray_put    a station putting the segment in the object store, the leader getting it (the
+             way they went before: kept for the comparison, and for replicas serving no stream)
   check      the leader re-checking a segment before it goes into the log (check_segment)
   join       the leader joining 3 stations' segments into one entry (join_segments)
   persist    one replica writing and fsyncing the entry (the WAL, persist/wal.py)
@@ -119,6 +122,7 @@ def in_process_parts(args: argparse.Namespace, rows: int, data_dir: Path) -> dic
 
     parts["persist"] = measure(persist, 3 * rows, args.seconds)
     parts["stream"] = stream_part(entries[0], 3 * rows, args.seconds)
+    parts["to_leader"] = to_leader_part(segments[0], rows, args.seconds)
     wal.close()
 
     # A replica's state: the stations, every UAV (registered by its first report), the change
@@ -177,6 +181,44 @@ def stream_part(entry: bytes, rows: int, seconds: float) -> dict[str, Any]:
             return per_rows(time.process_time() - cpu0, time.perf_counter() - wall0, calls * rows)
         finally:
             await transport.close()
+            await server.close()
+
+    return asyncio.run(run())
+
+
+def to_leader_part(segment: bytes, rows: int, seconds: float) -> dict[str, Any]:
+    """A station's segment to the leader on the leader's stream (LeaderStream to the replica's
+    route on an HTTPTransportServer on 127.0.0.1, both in this process, so both sides count),
+    the leader's stand-in answering at once: framed, written, read, answered."""
+    from controlplane.leader_stream.connection import LeaderStream
+    from controlplane.leader_stream.server import leader_stream_route
+    from controlplane.rpc.http import HTTPTransportServer
+
+    class Leader:
+        async def submit_segments(self, segments: list[bytes], timeout: float = 10.0) -> list[Any]:
+            return [{"accepted": rows, "bytes": len(segments[0])}]
+
+        async def propose_many(self, commands: list[bytes], timeout: float = 5.0) -> list[tuple[str, Any]]:
+            raise NotImplementedError
+
+        async def query_many(self, queries: list[Any], consistency: str = "linearizable") -> list[tuple[bool, Any]]:
+            raise NotImplementedError
+
+    async def run() -> dict[str, Any]:
+        async def deliver(body: bytes) -> None:
+            pass
+
+        server = HTTPTransportServer()
+        await server.start(deliver, [leader_stream_route(Leader())])
+        stream = LeaderStream(server.address, None)
+        try:
+            calls, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
+            while calls < 3 or time.perf_counter() - wall0 < seconds:
+                await stream.submit_segment(segment, 10.0)
+                calls += 1
+            return per_rows(time.process_time() - cpu0, time.perf_counter() - wall0, calls * rows)
+        finally:
+            await stream.close()
             await server.close()
 
     return asyncio.run(run())
@@ -319,8 +361,10 @@ def budget(parts: dict[str, dict[str, Any]], pipeline: dict[str, Any] | None, ra
     def receiver(name: str) -> float:  # the receiving process's share of a Ray part
         return parts[name]["receiver_cpu_us_per_1k"] / 1000 if name in parts else 0.0
 
-    call_taker, put_taker = receiver("ray_call"), receiver("ray_put")
-    call_sender, put_sender = us.get("ray_call", 0.0) - call_taker, us.get("ray_put", 0.0) - put_taker
+    call_taker = receiver("ray_call")
+    call_sender = us.get("ray_call", 0.0) - call_taker
+    # A segment to the leader on its stream: both ends in one process, half to each.
+    put_taker = put_sender = us["to_leader"] / 2
     processes = {
         "load generator": us["generate"] + call_sender,
         "station ingests (3, together)": us["validate"] + us["encode"] + call_taker + put_sender,
