@@ -59,8 +59,7 @@ def leader_stream_route(replica: LeaderCalls) -> web.RouteDef:
                     try:
                         segment, refused = decode_segment(message.data)
                     except ValueError as exc:
-                        log.warning("closing a leader stream from %s: %s", request.remote, exc)
-                        await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA, message=str(exc)[:120].encode())
+                        await _close(ws, request, aiohttp.WSCloseCode.UNSUPPORTED_DATA, exc)
                         break
                     if refused is not None:
                         await ws.send_str(encode([refused]))
@@ -72,8 +71,7 @@ def leader_stream_route(replica: LeaderCalls) -> web.RouteDef:
                 try:
                     requests, invalid = decode_requests(message.data)
                 except ValueError as exc:
-                    log.warning("closing a leader stream from %s: %s", request.remote, exc)
-                    await ws.close(code=aiohttp.WSCloseCode.INVALID_TEXT, message=str(exc)[:120].encode())
+                    await _close(ws, request, aiohttp.WSCloseCode.INVALID_TEXT, exc)
                     break
                 if invalid:
                     await ws.send_str(encode(invalid))
@@ -89,6 +87,12 @@ def leader_stream_route(replica: LeaderCalls) -> web.RouteDef:
         return ws
 
     return web.get(PATH, serve)
+
+
+async def _close(ws: web.WebSocketResponse, request: web.Request, code: int, why: ValueError) -> None:
+    """A frame nobody can answer: the stream is closed, saying why."""
+    log.warning("closing a leader stream from %s: %s", request.remote, why)
+    await ws.close(code=code, message=str(why)[:120].encode())
 
 
 async def _send_when_known(ws: web.WebSocketResponse, work: Any) -> None:

@@ -11,6 +11,17 @@ def _appends(msgs):
     return [m for m in msgs if isinstance(m, AppendEntries)]
 
 
+def _after_one_round(net):
+    """Leader 1's appends delivered, each follower's answers back: what the leader sends then."""
+    answers = []
+    for m in net.replicas[1].process():
+        net.core(m.dst).step(m)
+        answers += net.replicas[m.dst].process()
+    for m in answers:
+        net.core(1).step(m)
+    return net.replicas[1].process()
+
+
 def test_proposals_replicate_and_apply_everywhere_in_order():
     net = Network(3)
     net.elect(1)
@@ -56,13 +67,7 @@ def test_a_committed_batch_is_told_at_once_so_followers_apply_it_before_the_next
     net.elect(1)
     net.heartbeat()
     net.core(1).propose_many([b"a", b"b"])
-    answers = []
-    for m in net.replicas[1].process():
-        net.core(m.dst).step(m)
-        answers += net.replicas[m.dst].process()
-    for m in answers:
-        net.core(1).step(m)
-    told = net.replicas[1].process()
+    told = _after_one_round(net)
     committed = net.core(1).log.committed
     assert net.replicas[1].applied[-2:] == [b"a", b"b"]
     assert len(told) == 2 and all(isinstance(m, AppendEntries) and not m.entries for m in told)
@@ -77,13 +82,7 @@ def test_a_large_committed_entry_is_told_at_once_so_followers_apply_it_without_w
     net.heartbeat()
     large = b"t" * EAGER_COMMIT_BYTES
     net.core(1).propose(large)
-    answers = []
-    for m in net.replicas[1].process():
-        net.core(m.dst).step(m)
-        answers += net.replicas[m.dst].process()
-    for m in answers:
-        net.core(1).step(m)
-    told = net.replicas[1].process()
+    told = _after_one_round(net)
     committed = net.core(1).log.committed
     assert net.replicas[1].applied[-1] == large
     assert len(told) == 2 and all(isinstance(m, AppendEntries) and not m.entries for m in told)
@@ -92,13 +91,7 @@ def test_a_large_committed_entry_is_told_at_once_so_followers_apply_it_without_w
     assert all(r.applied[-1] == large for r in net.replicas.values())
     # One byte less is a lone small commit: it rides on the next message.
     net.core(1).propose(b"s" * (EAGER_COMMIT_BYTES - 1))
-    answers = []
-    for m in net.replicas[1].process():
-        net.core(m.dst).step(m)
-        answers += net.replicas[m.dst].process()
-    for m in answers:
-        net.core(1).step(m)
-    assert net.replicas[1].process() == []
+    assert _after_one_round(net) == []
 
 
 def test_proposals_between_readies_go_out_as_one_batch():
