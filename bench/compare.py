@@ -43,6 +43,7 @@ GOALS = {  # issue 14's
     "W4": "ours >= 1,000,000 updates/s applied on every replica with p99 <= 250 ms, and >= pysyncobj-nobatch",
 }
 W4_P99_MS = 250.0
+STEP_FIELDS = ("offered_per_s", "updates_per_s", "p50_ms", "p99_ms")
 NOT_RUN = {("pysyncobj", "W3"): "PySyncObj has no linearizable read"}
 
 
@@ -179,6 +180,8 @@ def main() -> None:
         for system, per_workload in results.items():
             if w in per_workload:
                 row[system] = {k: v for k, v in per_workload[w].items() if k != "steps"}
+                if "steps" in per_workload[w]:  # each offered rate, as its verdict reads them
+                    row[system]["steps"] = [{k: s[k] for k in STEP_FIELDS} for s in per_workload[w]["steps"]]
             elif (system.split("-")[0], w) in NOT_RUN:
                 row[system] = {"not_run": NOT_RUN[(system.split("-")[0], w)]}
         if "ours" in row:
@@ -189,6 +192,9 @@ def main() -> None:
             }
         table[w] = row
     print_table(table)
+    for step in table.get("W4", {}).get("ours", {}).get("steps", []):
+        print("W4 ours, offered {offered_per_s:,}/s: applied on every replica {updates_per_s:,}/s, "
+              "p50 {p50_ms} ms, p99 {p99_ms} ms".format(**step))  # fmt: skip
     breakdown = table.get("W1", {}).get("ours", {}).get("breakdown")
     if breakdown:
         print("W1 ours, p50 of: an actor call to the leader {actor_call_p50_ms} ms (control path only); a round "
