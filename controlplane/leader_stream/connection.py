@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -130,10 +130,7 @@ class LeaderStream:
         if ws is None or ws.closed:
             self._fail([[rid]], "the stream closed")
             return
-        self.frames_sent += 1
-        self.requests_sent += 1
-        sending = asyncio.ensure_future(ws.send_bytes(encode_segment(rid, timeout, segment)))
-        sending.add_done_callback(lambda sent: self._failed_to_send(sent, [[rid]]))
+        self._write(ws.send_bytes(encode_segment(rid, timeout, segment)), [[rid]])
 
     def _sweep(self) -> None:
         """Give up the requests whose time has passed; look again while any is pending."""
@@ -162,10 +159,14 @@ class LeaderStream:
             if not batch:
                 return
             frame = encode(batch)
+        self._write(ws.send_str(frame), batch)
+
+    def _write(self, sending: Awaitable[None], batch: list[list[Any]]) -> None:
+        """A frame on its way; its requests' callers are told if it never gets there."""
         self.frames_sent += 1
         self.requests_sent += len(batch)
-        sending = asyncio.ensure_future(ws.send_str(frame))
-        sending.add_done_callback(lambda sent: self._failed_to_send(sent, batch))
+        future = asyncio.ensure_future(sending)
+        future.add_done_callback(lambda sent: self._failed_to_send(sent, batch))
 
     def _without_unencodable(self, batch: list[list[Any]]) -> list[list[Any]]:
         """The requests that JSON can carry; each other one's caller is told why not."""

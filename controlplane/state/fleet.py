@@ -619,8 +619,9 @@ class FleetState:
         return _sha(self.digests())
 
 
-# record(kind, id)'s readers, found once (the change feed asks for every changed record).
+# A UAV's record, in the order uav() and record_values() give it.
 UAV_FIELDS = ("id", "home_station", "status", "mission", "version", *ROW_FIELDS)
+# record(kind, id)'s readers, found once (the change feed asks for every changed record).
 _RECORD_OF: dict[str, Callable[[FleetState, str], dict[str, Any]]] = {
     "uav": FleetState.uav,
     "mission": FleetState.mission,
