@@ -31,7 +31,7 @@ from controlplane.metrics.replica import ReplicaMetrics
 from controlplane.persist import DiskStorage, StorageError, peek_hard_state, read_peers_heard
 from controlplane.persist.faults import with_disk_faults
 from controlplane.placement.discovery import create_service_discovery, is_shared
-from controlplane.process_memory import lean_arrow
+from controlplane.process_memory import freeze_started_process, lean_arrow
 from controlplane.raft import NotLeaderError
 from controlplane.ray_group import NAMESPACE as NAMESPACE  # the client-side helpers, re-exported
 from controlplane.ray_group import actor_name as actor_name
@@ -212,6 +212,7 @@ class RaftReplica:
             keep_flushing(stats.flush, stats.retain, spec.stats_flush_interval, f"replica {spec.replica}")
         )
         self._metrics_task = asyncio.get_running_loop().create_task(metrics.sample_every(replica))
+        freeze_started_process()
         return replica
 
     @property

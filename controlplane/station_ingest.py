@@ -17,6 +17,7 @@ import ray
 from controlplane.leader_client import RetryElsewhere
 from controlplane.leader_stream.connection import LeaderStream, StreamNotServed, leader_stream
 from controlplane.metrics.ray_sink import RaySink
+from controlplane.process_memory import freeze_started_process
 from controlplane.raft import NotLeaderError
 from controlplane.ray_group import answer_while_leading, find_leader, group_replicas, on_station
 from controlplane.sync.coalescer import CoalescerConfig
@@ -40,6 +41,7 @@ class StationIngest(TelemetryIngest):
             ("group", "station", "outcome"),
         )
         self._counted = {"accepted": 0, "rejected": 0, "committed": 0, "failed": 0}
+        freeze_started_process()  # an actor: this process is the station's ingest, and only that
 
     async def report(self, reports: Any, wait: bool = False) -> dict[str, Any]:
         try:

@@ -31,7 +31,7 @@ from controlplane.metrics.prometheus import PrometheusSink
 from controlplane.metrics.replica import ReplicaMetrics
 from controlplane.persist import DiskStorage, StorageError
 from controlplane.placement.discovery import DiscoveryError, ServiceDiscovery, create_service_discovery
-from controlplane.process_memory import lean_arrow
+from controlplane.process_memory import freeze_started_process, lean_arrow
 from controlplane.raft import Role
 from controlplane.replica import Replica, ReplicaSettings
 from controlplane.rpc.http import HTTPTransportServer
@@ -246,6 +246,7 @@ async def serve(config: NodeConfig, group: str) -> int:
         print(f"controlplane node: cannot start: {exc}", file=sys.stderr, flush=True)
         await node.stop()
         return EXIT_DATA_DIR
+    freeze_started_process()
     print(f"controlplane node {config.name}: serving (peers {config.url}, API http://{config.address}:"
           f"{config.api_port})", flush=True)  # fmt: skip
     await stop.wait()

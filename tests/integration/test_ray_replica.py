@@ -123,6 +123,12 @@ def test_a_replica_whose_raft_loop_fails_goes_down_and_comes_back_from_its_disk(
     asyncio.run(go())
 
 
+def _frozen_objects(actor: object) -> int:
+    import gc
+
+    return gc.get_freeze_count()
+
+
 def test_sdk_commands_queries_watch_and_retries_apply_once(ray_session, tmp_path):
     from controlplane.client import ControlPlane
     from controlplane.state.fleet import encode
@@ -152,6 +158,9 @@ def test_sdk_commands_queries_watch_and_retries_apply_once(ray_session, tmp_path
             assert [(c["kind"], c["id"]) for c in changes["changes"]] == [("uav", "uav-7"), ("group", "g")]
             statuses = await cp.status()
             assert len(statuses) == 3 and all("role" in s for s in statuses)
+            # Each started replica froze what it held (full collections no longer walk it).
+            frozen = await asyncio.gather(*(h.__ray_call__.remote(_frozen_objects) for h in cp.replicas.values()))
+            assert all(n > 10_000 for n in frozen), frozen
             with pytest.raises(ValueError, match="consistency"):
                 await cp.query("uav", {"id": "uav-7"}, consistency="eventual")
         finally:
@@ -450,6 +459,7 @@ def test_telemetry_through_station_ingest_survives_a_leader_kill(ray_session, tm
             assert (await cp.query("uav", {"id": "d3"}))["lat"] == 1.0
             # Both batches went over the leaders' streams, not as actor calls.
             assert (await ingest.flush.remote())["forwarded"] == {"stream": 2, "ray": 0}
+            assert await ingest.__ray_call__.remote(_frozen_objects) > 10_000  # its process froze what it held
             await cp.command({"type": "create_group", "group": "g"})
             deadline = asyncio.get_running_loop().time() + 15
             while "g" not in sync.groups:  # the change feed brought it to the local view
