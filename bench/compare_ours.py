@@ -73,7 +73,10 @@ async def cpu_meter(replicas: dict[int, Any]) -> CpuMeter:
     return CpuMeter(pids, own="client (this process)")
 
 
-async def _run(workloads: list[str], clients: int, seconds: float, data_dir: str, w4: dict[str, Any]) -> dict[str, Any]:
+async def _run(
+    workloads: list[str], clients: int, seconds: float, data_dir: str, w4: dict[str, Any], **deploy_options: Any
+) -> dict[str, Any]:
+    """The workloads on a group deployed in `data_dir` (deploy_options: deploy()'s keywords)."""
     import ray
 
     from controlplane.actors import deploy, find_leader
@@ -81,7 +84,7 @@ async def _run(workloads: list[str], clients: int, seconds: float, data_dir: str
 
     results: dict[str, Any] = {}
     group = f"compare{os.getpid()}"
-    replicas = deploy(group, STATIONS, data_dir)
+    replicas = deploy(group, STATIONS, data_dir, **deploy_options)
     try:
         await find_leader(replicas, 60)
         sdks = [ControlPlane(group, replicas) for _ in range(clients)]
@@ -109,10 +112,17 @@ async def _run(workloads: list[str], clients: int, seconds: float, data_dir: str
 
         meter = await cpu_meter(replicas)
 
+        async def attempts() -> int:
+            """Peer RPC attempts (batches sent) of every replica so far."""
+            flushed = await asyncio.gather(*(h.flush_stats.remote() for h in replicas.values()))
+            return sum(f["statistics"]["attempts"] for f in flushed)
+
         async def measured(operation: Any, concurrency: int) -> dict[str, Any]:
+            before = await attempts()
             meter.start()
             result = await closed_loop(operation, concurrency, seconds)
             result["cpu_us_per_op"] = meter.per_op(result["ops"])
+            result["rpc_attempts_per_op"] = round((await attempts() - before) / max(result["ops"], 1), 3)
             return result
 
         if "W1" in workloads:

@@ -88,6 +88,9 @@ class ReplicaSpec:
     auto_register_uavs: bool = False
     # The leader folds the telemetry tables of all stations into one log entry per batch.
     telemetry: CoalescerConfig = LEADER_TELEMETRY
+    # Every peer RPC attempt as an Arrow row in Parquet files under the data directory
+    # (rpc-stats/); off: only the counters of get_statistics and Ray's metrics.
+    rpc_stats: bool = True
     stats_flush_interval: float = 2.0  # seconds between RPC-stats Parquet flushes
     stats_retention: StatsRetention = field(default_factory=StatsRetention)  # a day, 1 GiB per replica
     # DISCOVERY_TYPE and its settings: with etcd or Consul the replica registers there as
@@ -99,6 +102,8 @@ class ReplicaSpec:
             raise ValueError(f"group must be a non-empty name without '/', got {self.group!r}")
         if self.transport not in ("http", "ray"):
             raise ValueError(f"transport must be 'http' or 'ray', got {self.transport!r}")
+        if not isinstance(self.rpc_stats, bool):
+            raise ValueError(f"rpc_stats must be True or False, got {self.rpc_stats!r}")
         if self.joining == (self.replica in self.founders):
             raise ValueError(
                 f"replica {self.replica}: a founder ({self.founders}) cannot join, and only founders bootstrap"
@@ -169,12 +174,13 @@ class RaftReplica:
                 )
             storage.bootstrap(list(spec.founders))
         self.recovered_entries = len(storage.wal.entries())
-        self.stats = ArrowStatsWriter(
-            spec.directory / "rpc-stats",
-            node=f"{spec.group}-{spec.replica}",
-            flush_rows=20_000,
-            retention=spec.stats_retention,
-        )
+        if spec.rpc_stats:
+            self.stats = ArrowStatsWriter(
+                spec.directory / "rpc-stats",
+                node=f"{spec.group}-{spec.replica}",
+                flush_rows=20_000,
+                retention=spec.stats_retention,
+            )
         token = self._token = spec.cluster_token or group_secret(spec.group)
         settings = spec.settings(token)
         transport: Any = (
@@ -191,7 +197,7 @@ class RaftReplica:
             lambda peer: actor_name(spec.group, peer),
             settings,
             seed=int(time.time()),
-            hooks=[self.stats, metrics.record_attempt],
+            hooks=[metrics.record_attempt] if self.stats is None else [self.stats, metrics.record_attempt],
             on_failure=self._go_down,
         )
         await replica.start()
@@ -208,9 +214,10 @@ class RaftReplica:
             await self._register(self.server.address)
         # A killed replica loses only the rows of the last interval (they live in memory).
         stats = self.stats
-        self._stats_task = asyncio.get_running_loop().create_task(
-            keep_flushing(stats.flush, stats.retain, spec.stats_flush_interval, f"replica {spec.replica}")
-        )
+        if stats is not None:
+            self._stats_task = asyncio.get_running_loop().create_task(
+                keep_flushing(stats.flush, stats.retain, spec.stats_flush_interval, f"replica {spec.replica}")
+            )
         self._metrics_task = asyncio.get_running_loop().create_task(metrics.sample_every(replica))
         freeze_started_process()
         return replica
@@ -339,12 +346,14 @@ class RaftReplica:
         await (await self._ensure_started()).change_membership(op, node_id, timeout)
 
     async def flush_stats(self) -> dict[str, Any]:
+        """The RPC rows kept since the last flush, written to Parquet ("file" None: none were
+        kept, or the replica keeps none: "rpc_stats" False), and the running counters."""
         replica = await self._ensure_started()
-        assert self.stats is not None
-        path = self.stats.flush()
+        path = None if self.stats is None else self.stats.flush()
         return {
             "file": str(path) if path else None,
-            "rows": self.stats.rows_written,
+            "rows": 0 if self.stats is None else self.stats.rows_written,
+            "rpc_stats": self.stats is not None,
             "statistics": replica.client.get_statistics(),
         }
 
@@ -353,7 +362,8 @@ class RaftReplica:
         elsewhere (replicas run on other stations' disks): every file, or one file with the
         rows of since <= time < until (epoch seconds)."""
         await self.flush_stats()
-        assert self.stats is not None
+        if self.stats is None:
+            return []  # deployed with rpc_stats=False: it keeps none
         return await asyncio.to_thread(window_files, self.stats.files(), self.stats.node, since, until)
 
 
@@ -452,10 +462,12 @@ def deploy(
     rpc_timeout: float = 0.5,
     rpc_max_retries: int = 2,
     discovery_env: Mapping[str, str] | None = None,
+    rpc_stats: bool = True,
 ) -> dict[int, Any]:
     """Create (or find) one detached replica per station, pinned by the station resource.
     Idempotent: replicas that already run are returned as they are. discovery_env
-    (DISCOVERY_TYPE and its settings): where replicas register, with etcd or Consul."""
+    (DISCOVERY_TYPE and its settings): where replicas register, with etcd or Consul.
+    rpc_stats=False: replicas keep no per-attempt Parquet rows (ReplicaSpec.rpc_stats)."""
     if len(set(stations)) != len(stations) or not stations:
         raise ValueError(f"stations must be distinct and non-empty, got {stations}")
     founders = tuple(range(1, len(stations) + 1))
@@ -478,6 +490,7 @@ def deploy(
             rpc_timeout=rpc_timeout,
             rpc_max_retries=rpc_max_retries,
             discovery=tuple(sorted((discovery_env or {}).items())),
+            rpc_stats=rpc_stats,
         )
         handles[replica] = start_replica(spec, station)
     return handles

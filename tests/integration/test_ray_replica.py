@@ -310,7 +310,8 @@ def test_controller_replaces_a_replica_that_lost_its_disk(ray_session, tmp_path)
 
 def test_a_replacement_runs_with_every_setting_of_the_group(ray_session, tmp_path):
     """replace_replica rebuilt the spec from a few of its arguments and dropped the rest
-    (auto-register, snapshot interval, telemetry batching, election ticks)."""
+    (auto-register, snapshot interval, telemetry batching, election ticks). Here the group
+    also keeps no RPC rows (rpc_stats=False): none are written, the counters still count."""
     import dataclasses
 
     from controlplane.actors import replace_replica
@@ -320,7 +321,7 @@ def test_a_replacement_runs_with_every_setting_of_the_group(ray_session, tmp_pat
         telemetry = CoalescerConfig(max_size=1 << 20, max_delay=0.005, max_in_flight=3)
         handles = deploy(
             "same", ["s1", "s2", "s3"], str(tmp_path), tick_interval=0.04, snapshot_every=500,
-            auto_register_uavs=True, telemetry=telemetry,
+            auto_register_uavs=True, telemetry=telemetry, rpc_stats=False,
         )  # fmt: skip
         try:
             leader = await find_leader(handles, 60)
@@ -333,6 +334,12 @@ def test_a_replacement_runs_with_every_setting_of_the_group(ray_session, tmp_pat
             identity = {"replica": 99, "founders": (1,), "joining": True}
             assert dataclasses.replace(spec, **identity) == dataclasses.replace(template, **identity)
             assert spec.auto_register_uavs and spec.snapshot_every == 500 and spec.telemetry == telemetry
+            assert not spec.rpc_stats
+            flushed = await handles[leader].flush_stats.remote()
+            assert flushed["file"] is None and flushed["rows"] == 0 and not flushed["rpc_stats"]
+            assert flushed["statistics"]["total_requests"] > 0
+            assert await handles[leader].stats_files.remote() == []
+            assert not list(tmp_path.glob("same/*/rpc-stats/*.parquet"))
         finally:
             for h in handles.values():
                 ray.kill(h, no_restart=True)

@@ -24,6 +24,8 @@ def test_bad_peer_rpc_settings_are_refused_at_deploy_time():
         ReplicaSpec("g", 1, (1, 2, 3), "/tmp/x", rpc_timeout=0)
     with pytest.raises(ValueError, match="max_retries"):
         ReplicaSpec("g", 1, (1, 2, 3), "/tmp/x", rpc_max_retries=-1)
+    with pytest.raises(ValueError, match="rpc_stats"):
+        ReplicaSpec("g", 1, (1, 2, 3), "/tmp/x", rpc_stats="off")  # type: ignore[arg-type]
 
 
 def test_jobs_deploy_names_a_bad_rpc_setting_before_touching_the_cluster():
