@@ -65,6 +65,7 @@ async def deploy_group(args: argparse.Namespace) -> int:
             rpc_timeout=args.rpc_timeout,
             rpc_max_retries=args.rpc_max_retries,
             discovery_env=discovery,
+            rpc_stats=not args.no_rpc_stats,
         )
         action = "created"
     if is_shared(discovery):
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a leader")
     p.add_argument("--rpc-timeout", type=float, default=0.5, help="seconds per peer RPC attempt (Raft resends)")
     p.add_argument("--rpc-max-retries", type=int, default=2, help="retries of a failed peer RPC batch")
+    p.add_argument(
+        "--no-rpc-stats", action="store_true", help="keep no per-attempt RPC rows (rpc-stats/ Parquet); counters stay"
+    )
     p.add_argument(
         "--grace", type=float, default=30.0, help="seconds a station may be down before its member is replaced"
     )
