@@ -6,6 +6,7 @@ and lets the scheduler compare every idle UAV at once."""
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -102,9 +103,16 @@ class UAVColumns:
         report = (None, None) if t == NO_TIME else (t, self.report_seq.item(row))
         return (*self.kinematics[row].tolist(), *report)
 
-    def set(self, row: int, values: dict[str, Any]) -> None:
-        for name, value in values.items():
-            self.floats[name][row] = float(value)
+    def set(self, row: int, values: Mapping[str, Any]) -> None:
+        """The row's kinematics named in `values` (validated numbers; other keys are ignored,
+        absent kinematics keep their value)."""
+        try:
+            # Every update with all of them (the usual report) in one assignment of the row.
+            self.kinematics[row] = [values[name] for name in KINEMATICS]
+        except KeyError:
+            for name in KINEMATICS:
+                if name in values:
+                    self.floats[name][row] = float(values[name])
 
     def set_report(self, row: int, time: float | None, seq: int | None) -> None:
         self.report_time[row] = NO_TIME if time is None else time

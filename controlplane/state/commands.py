@@ -41,7 +41,10 @@ def _validate(cmd: Any) -> dict[str, Any]:
             ident(cmd[key], key)
     for key, (lo, hi) in NUMBER_RANGES.items():
         if key in cmd:
-            _number(cmd[key], key, lo, hi)
+            value = cmd[key]
+            # _number's own first test, here: seven calls saved on a position report (every replica).
+            if not ((type(value) is float or type(value) is int) and lo <= value <= hi and value - value == 0):
+                _number(value, key, lo, hi)  # names what is wrong
     if "status" in cmd:
         allowed = UAVStatus if kind == "update_uav" else MissionStatus
         if not isinstance(cmd["status"], str) or cmd["status"] not in {s.value for s in allowed}:
@@ -80,6 +83,16 @@ COMMANDS = frozenset(REQUIRED)
 
 def _session_fields(cmd: dict[str, Any]) -> tuple[str, int, int]:
     client, seq, ack = cmd.get("client"), cmd.get("seq"), cmd.get("ack", 1)
+    # Every replica reads these for every command of a session: the valid case first, in one test.
+    if (
+        type(client) is str
+        and 0 < len(client) <= 256
+        and type(seq) is int
+        and type(ack) is int
+        and 1 <= ack <= seq < 2**63
+        and cmd.get("type") != "open_session"
+    ):
+        return client, seq, ack
     if cmd.get("type") == "open_session":
         raise CommandError("client", "open_session opens a session; it is not sent in one")
     if not isinstance(client, str) or not client or len(client) > 256:

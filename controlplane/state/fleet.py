@@ -343,7 +343,7 @@ class FleetState:
             if new is not UAVStatus.IN_MISSION and uav.mission is not None:
                 self._release_mission(uav)
             self._set_uav(uav, new, uav.mission)
-        self.columns.set(uav.row, {k: cmd[k] for k in KINEMATICS if k in cmd})
+        self.columns.set(uav.row, cmd)
         uav.version += 1
         self._touch("uav", uav.id)
         return {"version": uav.version}

@@ -88,8 +88,8 @@ class Sessions:
         return name
 
     def check(self, client: str, seq: int, ack: int, digest: str, index: int) -> Seen:
-        """Call once per command, at log index `index`, before applying it."""
-        self.expire(index)
+        """Call once per command, at log index `index`, before applying it, after expire(index)
+        (FleetState expires on every entry, session or not)."""
         session = self.by_client.get(client)
         if bugs.enabled("session_last_seq"):
             return self._check_last_seq_only(session, seq)

@@ -21,3 +21,17 @@ def test_a_row_reads_back_what_was_written_by_row_and_by_column_also_after_growi
         assert record == expected | dict(zip(("report_time", "report_seq"), report, strict=True)), i
         assert all(type(v) is float for v in (record[name] for name in KINEMATICS))
     assert columns.floats["battery"][rows[8]] == 58.0 and columns.report_time[rows[0]] == NO_TIME
+
+
+def test_set_writes_the_kinematics_a_command_names_and_leaves_the_rest():
+    """set() takes a whole command: every kinematic in it (one row write when all are there),
+    nothing for its other keys, and the others keep their values when only some are named."""
+    columns = UAVColumns(capacity=4)
+    row = columns.allocate("u", {"lat": 1.0, "battery": 40.0})
+    full = {name: float(i + 1) for i, name in enumerate(KINEMATICS)}
+    columns.set(row, {"type": "update_uav", "uav": "u", "seq": 7, **full, "battery": 55})
+    assert dict(zip(KINEMATICS, columns.values(row), strict=False)) == full | {"battery": 55.0}
+    columns.set(row, {"type": "update_uav", "uav": "u", "alt": 300.5, "vz": -2})
+    after = dict(zip(KINEMATICS, columns.values(row), strict=False))
+    assert after == full | {"battery": 55.0, "alt": 300.5, "vz": -2.0}
+    assert all(type(after[name]) is float for name in KINEMATICS)
