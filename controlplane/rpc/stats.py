@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from controlplane.rpc.stats_files import StatsRetention, retain, stats_files
 
@@ -158,6 +157,8 @@ class ArrowStatsWriter:
     def flush(self) -> Path | None:
         if not self.buffered:
             return None
+        import pyarrow.parquet as pq  # ~30-75 ms of a process's start: not before the first flush
+
         table = self.to_table()
         path = self.dir / f"rpc-stats-{self.node}-{self._seq:08d}.parquet"
         tmp = path.with_suffix(".tmp")

@@ -84,13 +84,14 @@ for i, command in enumerate([
     {"type": "create_mission", "mission": "late", "waypoints": [{"lat": 1, "lon": 1, "alt": 10}]},
 ]):
     assert state.apply(Entry(1, state.applied_index + 1 + i, json.dumps(command).encode()))["ok"]
-print(sorted(m for m in ("pyarrow.compute", "pandas") if m in sys.modules))
+print(sorted(m for m in ("pyarrow.compute", "pyarrow.parquet", "pandas") if m in sys.modules))
 """
 
 
-def test_a_restart_restores_and_replays_without_importing_arrow_compute(tmp_path):
-    """pyarrow.compute costs ~85 ms of a process's start; a restarting replica needs it only
-    once it writes a snapshot or applies telemetry."""
+def test_a_restart_restores_and_replays_without_importing_arrow_compute_or_parquet(tmp_path):
+    """pyarrow.compute costs ~85 ms of a process's start, pyarrow.parquet ~30-75 ms; a
+    restarting replica needs the one only once it writes a snapshot or applies telemetry, the
+    other once it flushes its RPC statistics."""
     snapshot = tmp_path / "snapshot"
     write = f"from bench.snapshot import build; open({str(snapshot)!r}, 'wb').write(build(50).snapshot())"
     made = subprocess.run([sys.executable, "-c", write], cwd=ROOT, capture_output=True, text=True, timeout=120)
