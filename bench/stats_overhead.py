@@ -57,8 +57,9 @@ GOAL_OVERHEAD = 0.03  # issue 14: the statistics cost at most 3 % of W2
 REPLICAS = ("leader", "follower 1", "follower 2")
 
 
-def w2_share(rounds: int, seconds: float, clients: int = 64) -> dict[str, Any]:
-    """W2 with and without RPC statistics, alternated in one Ray session."""
+def w2_share(rounds: int, seconds: float, requests: int, clients: int = 64) -> dict[str, Any]:
+    """W2 with and without RPC statistics, alternated in one Ray session; the per-attempt cost
+    measured as without --w2, over `requests` attempts."""
     import ray
 
     from bench.compare_ours import STATIONS, _run
@@ -79,8 +80,8 @@ def w2_share(rounds: int, seconds: float, clients: int = 64) -> dict[str, Any]:
                     print(f"round {r + 1} statistics {side:>3}: {w2['ops_per_s']:>8,.0f} writes/s, "
                           f"replicas' CPU {cpu:6.1f} us per write, {w2['rpc_attempts_per_op']:.3f} "
                           "peer RPC attempts per write", flush=True)  # fmt: skip
-            base = asyncio.run(per_attempt_us(100_000, False, d))
-            arrow = asyncio.run(per_attempt_us(100_000, True, d))
+            base = asyncio.run(per_attempt_us(requests, False, d))
+            arrow = asyncio.run(per_attempt_us(requests, True, d))
     finally:
         ray.shutdown()
     median = {side: {k: statistics.median(run[k] for run in rs) for k in runs["on"][0]} for side, rs in runs.items()}
@@ -115,7 +116,7 @@ def main() -> None:
     if args.rounds < 1 or not args.seconds > 0:
         p.error("--rounds and --seconds must be positive")
     if args.w2:
-        share = w2_share(args.rounds, args.seconds)
+        share = w2_share(args.rounds, args.seconds, args.requests)
         if args.json:
             print(json.dumps(share))
         else:

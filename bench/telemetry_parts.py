@@ -364,20 +364,20 @@ def budget(parts: dict[str, dict[str, Any]], pipeline: dict[str, Any] | None, ra
     call_taker = receiver("ray_call")
     call_sender = us.get("ray_call", 0.0) - call_taker
     # A segment to the leader on its stream: both ends in one process, half to each.
-    put_taker = put_sender = us["to_leader"] / 2
+    segment_taker = segment_sender = us["to_leader"] / 2
     processes = {
         "load generator": us["generate"] + call_sender,
-        "station ingests (3, together)": us["validate"] + us["encode"] + call_taker + put_sender,
+        "station ingests (3, together)": us["validate"] + us["encode"] + call_taker + segment_sender,
     }
     if pipeline is not None:
         by = pipeline["cpu_us_per_1k_by_process"]
         followers = [v / 1000 for n, v in by.items() if n not in ("leader", FEEDER)]
-        processes["leader replica"] = by["leader"] / 1000 + put_taker
+        processes["leader replica"] = by["leader"] / 1000 + segment_taker
         for i, f in enumerate(followers, start=1):
             processes[f"follower replica {i}"] = f
     else:  # the stream part counts both of its ends: half of it to each
         replica = us["persist"] + us["apply"]
-        processes["leader replica"] = us["check"] + us["join"] + replica + us["stream"] + put_taker
+        processes["leader replica"] = us["check"] + us["join"] + replica + us["stream"] + segment_taker
         for i in (1, 2):
             processes[f"follower replica {i}"] = replica + us["stream"] / 2
     cores = {name: round(v * rate / 1e6, 2) for name, v in processes.items()}
