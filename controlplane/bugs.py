@@ -1,9 +1,11 @@
-"""Defects we fixed, kept switchable so the simulator can prove it finds them.
+"""Defects we fixed (or a design must not have), kept switchable so the simulator can prove
+it finds them.
 
 FoundationDB's BUGGIFY turns on known-bad behaviour to show its checks can fail; this is
 the same idea aimed at our own history: each switch below re-enables one defect in the
-production code path, exactly as it was. Off unless a test or `python -m controlplane.sim
---bug NAME` turns one on; nothing in production does.
+production code path, exactly as it was (or, for a design's hazard, as the obvious shortcut
+would write it). Off unless a test or `python -m controlplane.sim --bug NAME` turns one on;
+nothing in production does.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ KNOWN: dict[str, str] = {
     "acknowledgement or vote can be counted and then lost with the power",
     "telemetry_poison": "a telemetry segment whose uav column is not dictionary-encoded raises in apply and stops "
     "every replica at the same index",
+    "snapshot_encoded_live": "a snapshot is encoded from the live state after applies resumed, not from what was "
+    "captured at its index: it holds later entries' effects",
 }
 
 _active: set[str] = set()

@@ -50,7 +50,12 @@ def founder_storage(ids):
 
 class Cluster:
     def __init__(
-        self, size: int, snapshot_every: int = 10_000, http: bool = False, snapshot_bytes: int = 1 << 28
+        self,
+        size: int,
+        snapshot_every: int = 10_000,
+        http: bool = False,
+        snapshot_bytes: int = 1 << 28,
+        state_machine: type[KV] = KV,
     ) -> None:
         self.net = InMemoryNetwork()
         self.http = http
@@ -63,11 +68,12 @@ class Cluster:
         self.clients: dict[int, RaftRPCClient] = {}
         self.snapshot_every = snapshot_every
         self.snapshot_bytes = snapshot_bytes
+        self.state_machine = state_machine
 
     async def start(self, nid: int, storage=None) -> RaftNode:
         transport = StreamTransport(RPC) if self.http else self.net.transport()
         client = RaftRPCClient(nid, transport, RPC)
-        kv = KV()
+        kv = self.state_machine()
         node = RaftNode(
             RaftConfig(node_id=nid, seed=nid),
             storage or self.storage[nid],

@@ -5,7 +5,8 @@ and its state machine that report to the checkers and change nothing.
   completeness), what was durable when the last fsync returned, and what comes back on a
   restart (durability: nothing synced may be missing).
 - ObservedStateMachine: every applied entry and its answer (state machine safety,
-  exactly-once: no (client, seq) applied twice).
+  exactly-once: no (client, seq) applied twice), and every snapshot it saves: the state as
+  it was captured, at or below the snapshot's index (applies resume while it is encoded).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from controlplane.node import RaftNode
 from controlplane.persist import DiskStorage, RecoveredState
 from controlplane.raft.messages import Entry, EntryKind, Ready, Role, Snapshot
 from controlplane.sim.invariants import InvariantChecker
+from controlplane.state.fleet import FleetState
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class ObservedStorage:
         node: Callable[[], RaftNode | None],
         on_durable: Callable[[Durable | None], None],
         before_persist: Callable[[Ready], None] = lambda rd: None,
-        on_snapshot_saved: Callable[[], None] = lambda: None,
+        on_snapshot_saved: Callable[[Snapshot], None] = lambda snapshot: None,
     ) -> None:
         self._before_persist = before_persist
         self._on_snapshot_saved = on_snapshot_saved
@@ -121,7 +123,7 @@ class ObservedStorage:
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         self.inner.save_snapshot(snapshot)
-        self._on_snapshot_saved()
+        self._on_snapshot_saved(snapshot)
 
     def compact_log(self, through_index: int) -> None:
         self.inner.compact_log(through_index)
@@ -165,8 +167,11 @@ class ObservedStateMachine:
         checker: InvariantChecker,
         exactly_once: ExactlyOnce,
         term: Callable[[], int],
+        state: Callable[[], FleetState],
     ) -> None:
         self.term = term
+        self.state = state
+        self._captured: tuple[int, str] | None = None  # the state's applied index and digest
         self.inner = inner
         self.node_id = node_id
         self.checker = checker
@@ -182,6 +187,27 @@ class ObservedStateMachine:
     def snapshot(self) -> bytes:
         data: bytes = self.inner.snapshot()
         return data
+
+    def prepare_snapshot(self) -> Callable[[], bytes]:
+        state = self.state()
+        self._captured = (state.applied_index, state.digest())
+        encode: Callable[[], bytes] = self.inner.prepare_snapshot()
+        return encode
+
+    def check_saved(self, snapshot: Snapshot) -> None:
+        """The snapshot a node saved holds the state it captured, and nothing applied after
+        the snapshot's index."""
+        saved = FleetState()
+        saved.restore(snapshot.data)
+        index = snapshot.meta.index
+        if saved.applied_index > index:
+            self.checker.fail(
+                f"snapshot: node {self.node_id} saved a snapshot at index {index} holding entry {saved.applied_index}"
+            )
+        elif self._captured is None or self._captured != (saved.applied_index, saved.digest()):
+            self.checker.fail(
+                f"snapshot: node {self.node_id} saved a state at index {index} other than the one it captured"
+            )
 
     def restore(self, data: bytes) -> None:
         self.inner.restore(data)

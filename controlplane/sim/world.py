@@ -35,7 +35,7 @@ from controlplane import bugs
 from controlplane.node import NodeFailed
 from controlplane.persist import DiskStorage, StorageError
 from controlplane.raft.core import RaftError
-from controlplane.raft.messages import Ready, Role
+from controlplane.raft.messages import Ready, Role, Snapshot
 from controlplane.replica import Replica, ReplicaSettings
 from controlplane.rpc.config import RPCConfig
 from controlplane.sim.clients import Gateway, SimClient, telemetry_workload
@@ -287,8 +287,9 @@ class Simulation:
                     node.crash_before_log_reset = False
                     node.fs.crash_before_touching("wal")
 
-        def snapshot_saved() -> None:
+        def snapshot_saved(snapshot: Snapshot) -> None:
             self.stats.snapshots_taken += 1
+            observed_sm.check_saved(snapshot)
 
         observed = ObservedStorage(
             storage, node.id, self.checker, lambda: replica.node, durable, before_persist, snapshot_saved
@@ -306,12 +307,13 @@ class Simulation:
             on_failure=lambda exc: self._loop_failed(node, incarnation, exc),
         )
         replica.node.tick_interval = node.tick_interval
-        replica.node.sm = ObservedStateMachine(
+        replica.node.sm = observed_sm = ObservedStateMachine(
             replica.node.sm,
             node.id,
             self.checker,
             self.exactly_once,
             lambda: replica.node.core.term if replica.node.core else 0,
+            lambda: replica.state,
         )
         await replica.start()
         assert observed.recovered is not None

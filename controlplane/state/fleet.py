@@ -48,7 +48,7 @@ from controlplane.state.model import (
     route_start,
 )
 from controlplane.state.sessions import SESSION_FIELDS, SESSION_TTL_ENTRIES, Sessions, entry_digest
-from controlplane.state.snapshot_codec import decode_state, encode_state
+from controlplane.state.snapshot_codec import capture, decode_state, encode_captured, encode_state
 from controlplane.state.telemetry import (
     TelemetryCounts,
     apply_last_writer_wins,
@@ -573,6 +573,14 @@ class FleetState:
     def snapshot(self) -> bytes:
         """Arrow IPC tables (see snapshot_codec)."""
         return encode_state(self)
+
+    def prepare_snapshot(self) -> Callable[[], bytes]:
+        """The state captured now (nothing may be applied meanwhile); the returned call
+        encodes the capture and may run while entries are applied to this state."""
+        if bugs.enabled("snapshot_encoded_live"):
+            return lambda: encode_state(self)
+        captured = capture(self)
+        return lambda: encode_captured(captured)
 
     def restore(self, data: bytes) -> None:
         self.prepare_restore(data)()

@@ -93,6 +93,9 @@ class ChangeFeed:
     def snapshot(self) -> bytes:
         return self.state.snapshot()
 
+    def prepare_snapshot(self) -> Callable[[], bytes]:
+        return self.state.prepare_snapshot()
+
     def restore(self, data: bytes) -> None:
         self.prepare_restore(data)()
 

@@ -131,6 +131,7 @@ CAUGHT = {
         range(0, 10),
         "leader completeness|durability|linearizable",
     ),
+    "snapshot_encoded_live": ({"replicas": 3}, range(0, 10), "snapshot: node .* (holding entry|other than)"),
 }
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -11,7 +13,7 @@ from controlplane.node import NodeFailed
 from controlplane.persist import DiskStorage
 from controlplane.raft import NotLeaderError
 from controlplane.raft.messages import ConfChange, ConfChangeOp
-from tests.node_cluster import Cluster, wait_for
+from tests.node_cluster import KV, Cluster, wait_for
 
 
 def run(coro):
@@ -101,6 +103,62 @@ def test_snapshots_compact_and_a_restarted_node_recovers_from_disk(tmp_path):
             await wait_for(lambda: len(c.kvs[victim].data) == 80)
             assert list((tmp_path / f"n{leader.id}" / "snap").glob("snapshot-*"))
         finally:
+            await c.close()
+
+    run(go())
+
+
+class KVEncodedWhenLet(KV):
+    """Captures its snapshot at once; encodes it when the test lets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoding = threading.Event()
+        self.let = threading.Event()
+
+    def prepare_snapshot(self) -> Callable[[], bytes]:
+        captured = self.snapshot()
+
+        def encode() -> bytes:
+            self.encoding.set()
+            if not self.let.wait(30):
+                raise TimeoutError("the test never let the snapshot be encoded")
+            return captured
+
+        return encode
+
+
+def test_applies_go_on_while_a_snapshot_is_encoded_and_saved(tmp_path):
+    async def go():
+        c = Cluster(3, snapshot_every=20, state_machine=KVEncodedWhenLet)
+        for i in c.ids:
+            disk = DiskStorage(tmp_path / f"n{i}", cluster="t", node_id=i)
+            disk.bootstrap(c.ids)
+            await c.start(i, storage=disk)
+        try:
+            leader = await c.leader()
+            kv = c.kvs[leader.id]
+            index_of = {}
+            for i in range(20):
+                index_of[f"k{i}"] = await leader.propose(b"k%d=%d" % (i, i))
+            await wait_for(kv.encoding.is_set)
+            # Its snapshot is being encoded: writes still commit and apply (they waited for
+            # the whole write before).
+            for i in range(20, 30):
+                index_of[f"k{i}"] = await leader.propose(b"k%d=%d" % (i, i), timeout=5)
+            assert len(kv.data) == 30
+            for other in c.kvs.values():
+                other.let.set()
+            await wait_for(lambda: leader.core is not None and leader.core.log.snapshot.meta.index > 0)
+            snapshot = leader.core.log.snapshot
+            saved = KV()
+            saved.restore(snapshot.data)
+            # The state at the snapshot's index, nothing applied after it.
+            assert saved.data == {k: k[1:] for k, index in index_of.items() if index <= snapshot.meta.index}
+            assert len(saved.data) < 30
+        finally:
+            for other in c.kvs.values():
+                other.let.set()
             await c.close()
 
     run(go())
