@@ -1,7 +1,9 @@
 """FleetState snapshots as Arrow IPC: one columnar table per record kind (UAVs, missions,
 their waypoints flattened, group members, stations, control records, sessions), zstd-compressed, in a small
 container: b"FLT1", u32 table count, then per table u16 name length, name, u64 length, IPC
-stream. Columnar tables make 100,000-UAV snapshots fast to write and restore."""
+stream. Columnar tables make 100,000-UAV snapshots fast to write and restore. Writing one
+is two steps: capture (the records' fields copied out, while nothing is applied) and encode
+(the tables and their compression, while the replica applies on)."""
 
 from __future__ import annotations
 
@@ -100,7 +102,7 @@ def capture(state: FleetState) -> Captured:
 
 def encode_captured(c: Captured) -> bytes:
     """The captured state as a snapshot's bytes: Arrow tables, records in id order."""
-    # A column at a time (zip(*records) is one C call: ~30 ms without the GIL let go).
+    # A column at a time: zip(*records) is one C call, ~30 ms holding the GIL.
     uavs = sorted(c.uavs, key=_ID)
     uav_id, home, row, uav_status, uav_mission, uav_version = (list(map(itemgetter(i), uavs)) for i in range(6))
     rows = np.array(row, dtype=np.int64)
@@ -109,7 +111,7 @@ def encode_captured(c: Captured) -> bytes:
         list(map(itemgetter(i), missions)) for i in range(8)
     )
     waypoints = np.frombuffer(b"".join(route), dtype=np.float64)
-    groups = sorted(c.groups)
+    groups = sorted(c.groups, key=_ID)
     tables = {
         "stations": pa.table({"name": pa.array(sorted(c.stations), pa.string())}),
         "uavs": pa.table(

@@ -158,6 +158,37 @@ def test_snapshot_restores_exactly():
     assert dup["ok"]  # the session table came back too: the retry gets the first answer
 
 
+def test_a_captured_snapshot_encodes_the_state_as_it_was_then():
+    s = base()
+    run(
+        s,
+        {"type": "create_mission", "mission": "m", "waypoints": [{"lat": 1, "lon": 2, "alt": 3}]},
+        {"type": "create_group", "group": "g"},
+        {"type": "add_member", "group": "g", "uav": "u1"},
+        {"type": "control_cas", "key": "k", "value": "v1", "if_version": 0},
+        start=10,
+    )
+    then = s.snapshot()
+    encode = s.prepare_snapshot()
+    # Everything a snapshot holds, changed in place after the capture: records, columns
+    # (telemetry writes them in place), group members, control records, sessions, counters.
+    run(
+        s,
+        {"type": "update_uav", "uav": "u1", "lat": 10.0, "status": "charging", "client": "key:c", "seq": 1},
+        {"type": "update_uav", "uav": "u2", "battery": 5},
+        {"type": "set_mission_status", "mission": "m", "status": "aborted"},
+        {"type": "add_member", "group": "g", "uav": "u2"},
+        {"type": "control_cas", "key": "k", "value": "v2", "if_version": 1},
+        {"type": "register_station", "station": "bravo"},
+        {"type": "register_uav", "uav": "u3", "home_station": "bravo"},
+        {"type": "update_uav", "uav": "nope"},
+        start=20,
+    )
+    s.columns.floats["alt"][:] = 123.0
+    assert s.snapshot() != then
+    assert encode() == then
+
+
 STATIONS = ["alpha", "bravo"]
 UAVS = [f"u{i}" for i in range(4)]
 commands = st.one_of(
