@@ -62,8 +62,8 @@ class Captured:
     nothing meanwhile); encoding it, most of the work, may run while the replica applies on."""
 
     stations: list[str]
-    uavs: dict[str, list[Any]]  # _UAV_FIELDS
-    floats: dict[str, np.ndarray]  # by row
+    uavs: dict[str, list[Any]]  # _UAV_FIELDS but the row
+    floats: dict[str, np.ndarray]  # the UAVs' kinematics, in the order of `uavs`
     report_time: np.ndarray
     report_seq: np.ndarray
     missions: dict[str, list[Any]]  # _MISSION_FIELDS
@@ -77,12 +77,15 @@ class Captured:
 
 def capture(state: FleetState) -> Captured:
     columns = state.columns
+    uavs = _columns(state.uavs.values(), _UAV_FIELDS)
+    rows = np.asarray(uavs.pop("row"), dtype=np.int64)
     return Captured(
         stations=list(state.stations),
-        uavs=_columns(state.uavs.values(), _UAV_FIELDS),
-        floats={name: column.copy() for name, column in columns.floats.items()},
-        report_time=columns.report_time.copy(),
-        report_seq=columns.report_seq.copy(),
+        uavs=uavs,
+        # fancy indexing copies (the telemetry path writes these columns in place)
+        floats={name: column[rows] for name, column in columns.floats.items()},
+        report_time=columns.report_time[rows],
+        report_seq=columns.report_seq[rows],
         missions=_columns(state.missions.values(), _MISSION_FIELDS),
         groups=[(g.id, g.version, frozenset(g.members)) for g in state.groups.values()],
         control=state.control.rows(),  # ControlRecords are frozen
@@ -102,7 +105,7 @@ def encode_captured(c: Captured) -> bytes:
     u = c.uavs
     uav_ids = pa.array(u.pop("id"), pa.string())
     by_id = pc.sort_indices(uav_ids)
-    rows = np.asarray(u.pop("row"), dtype=np.int64)[by_id.to_numpy()]
+    rows = by_id.to_numpy()  # into the captured columns
     m = c.missions
     mission_ids = pa.array(m.pop("id"), pa.string())
     mission_order = pc.sort_indices(mission_ids)
