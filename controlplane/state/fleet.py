@@ -82,6 +82,9 @@ class FleetState:
         self.applied_index = 0
         # Derived state, rebuilt on restore, never in snapshots:
         self._pending: list[tuple[int, int, str]] = []  # sorted (-priority, created_index, id)
+        # A scheduling pass leaves no mission an idle UAV could take; the next one can only
+        # assign something once a mission turns pending, a UAV idle, or a battery rises.
+        self._schedule_due = True
         self._id_index: tuple[pa.Array, np.ndarray] | None = None  # known ids and their rows
         self.checkpoints: OrderedDict[int, dict[str, str]] = OrderedDict()  # index -> table digests
         self._checked: dict[bytes, dict[str, Any]] = {}  # command bytes -> parsed and valid
@@ -210,6 +213,7 @@ class FleetState:
                 report_times += report_time_histogram(table, accepted)
         self.telemetry.add(counts)
         if counts.written:
+            self._schedule_due = True  # batteries may have risen
             self._schedule()
         if self.track_changes:
             self._telemetry_changes.append({"index": index, **counts.to_dict(), "report_times": report_times})
@@ -290,7 +294,10 @@ class FleetState:
 
     def _set_uav(self, uav: UAV, status: UAVStatus, mission: str | None) -> None:
         uav.status, uav.mission = status, mission
-        self.columns.set_idle(uav.row, status is UAVStatus.IDLE and mission is None)
+        idle = status is UAVStatus.IDLE and mission is None
+        self.columns.set_idle(uav.row, idle)
+        if idle:
+            self._schedule_due = True
         self._touch("uav", uav.id)
 
     def _set_mission(self, mission: Mission, status: MissionStatus, uav: str | None) -> None:
@@ -299,6 +306,7 @@ class FleetState:
             del self._pending[bisect.bisect_left(self._pending, key)]
         elif status is MissionStatus.PENDING and mission.status is not MissionStatus.PENDING:
             bisect.insort(self._pending, key)
+            self._schedule_due = True
         mission.status, mission.uav = status, uav
         self._touch("mission", mission.id)
 
@@ -343,7 +351,10 @@ class FleetState:
             if new is not UAVStatus.IN_MISSION and uav.mission is not None:
                 self._release_mission(uav)
             self._set_uav(uav, new, uav.mission)
-        self.columns.set(uav.row, cmd)
+        columns = self.columns
+        if "battery" in cmd and columns.idle[uav.row] and cmd["battery"] > columns.floats["battery"][uav.row]:
+            self._schedule_due = True  # an idle UAV's battery rises (one turning idle set it already)
+        columns.set(uav.row, cmd)
         uav.version += 1
         self._touch("uav", uav.id)
         return {"version": uav.version}
@@ -374,6 +385,7 @@ class FleetState:
         )  # fmt: skip
         self.missions[mission.id] = mission
         bisect.insort(self._pending, (-mission.priority, mission.created_index, mission.id))
+        self._schedule_due = True
         self._touch("mission", mission.id)
         return {"version": 1}
 
@@ -454,9 +466,12 @@ class FleetState:
         Costs nothing while no mission is pending or no UAV is idle (the idle rows are
         counted); one idle UAV is matched alone; otherwise one pass over the UAV columns finds
         the idle rows, then vectorized passes over those rows alone per pending mission that
-        some idle UAV has the battery for."""
-        if not self._pending:
+        some idle UAV has the battery for. Skipped while nothing it depends on changed since
+        the last pass (see _schedule_due): a fleet with missions no idle UAV can take paid
+        ~0.45 ms for every command at 100k UAVs, whatever the command."""
+        if not self._pending or not self._schedule_due:
             return
+        self._schedule_due = False
         columns = self.columns
         if columns.idle_count <= 1:
             if columns.idle_count:

@@ -543,6 +543,54 @@ def test_uavs_registering_one_by_one_while_missions_wait_take_them_by_the_rule(u
         assert_idle_rows_match_the_records(s)
 
 
+def test_a_mission_no_idle_uav_could_take_is_assigned_as_soon_as_one_can():
+    """Scheduling passes that could assign nothing are skipped; each change that can make an
+    assignment possible must bring the next pass: a battery rising, a UAV turning idle, a
+    mission turning pending again."""
+    s = base()  # u1 (battery 90) and u2 (40), both idle
+    far = [{"lat": 47.0, "lon": 8.0, "alt": 10}]
+    answers = run(
+        s,
+        {"type": "update_uav", "uav": "u1", "status": "charging"},
+        {"type": "create_mission", "mission": "m1", "min_battery": 80, "waypoints": far},
+        {"type": "register_station", "station": "bravo"},  # changes nothing the scheduler reads
+        {"type": "update_uav", "uav": "u2", "lat": 47.0, "lon": 8.0},  # nor does a move
+        start=10,
+    )
+    assert all(a["ok"] for a in answers) and s.missions["m1"].status.value == "pending"
+    run(s, {"type": "update_uav", "uav": "u2", "battery": 85}, start=20)  # a battery rises
+    assert s.missions["m1"].uav == "u2"
+    run(s, {"type": "create_mission", "mission": "m2", "min_battery": 80, "waypoints": far}, start=21)
+    assert s.missions["m2"].status.value == "pending"  # u1 charges: not idle
+    run(s, {"type": "update_uav", "uav": "u1", "status": "idle"}, start=22)  # a UAV turns idle
+    assert s.missions["m2"].uav == "u1"
+    run(
+        s,
+        {"type": "set_mission_status", "mission": "m1", "status": "active"},
+        {"type": "update_uav", "uav": "u2", "status": "charging"},  # its mission fails, u2 charges
+        {"type": "create_mission", "mission": "m3", "min_battery": 95, "waypoints": far},
+        start=30,
+    )
+    assert s.missions["m1"].status.value == "failed" and s.missions["m3"].status.value == "pending"
+    run(s, {"type": "set_mission_status", "mission": "m2", "status": "pending"}, start=40)  # back to pending
+    assert s.missions["m2"].uav == "u1" and s.missions["m2"].status.value == "assigned"
+    run(s, {"type": "update_uav", "uav": "u2", "status": "idle"}, start=41)  # idle, but 85 < 95
+    assert s.missions["m3"].status.value == "pending"
+    table, rejected = normalize([{"uav": "u2", "time": 1.0, "seq": 1, "battery": 99.0}], station="alpha")
+    assert rejected == []
+    assert s.apply(Entry(1, 50, encode_entry(table, auto_register=False)))["ok"]  # telemetry charges u2
+    assert s.missions["m3"].uav == "u2"
+    run(
+        s,
+        {"type": "create_mission", "mission": "m4", "min_battery": 100, "waypoints": far},  # no UAV here
+        {"type": "register_uav", "uav": "u3", "home_station": "alpha", "battery": 99.5},
+        start=60,
+    )
+    assert s.uavs["u3"].status.value == "idle" and s.missions["m4"].status.value == "pending"
+    run(s, {"type": "update_uav", "uav": "u2", "status": "charging"}, start=62)  # m3 pending again, alone
+    assert s.missions["m3"].uav == "u3"
+
+
 @pytest.mark.parametrize(
     "box", [[None, 0, 1, 1], [float("nan"), 0, 1, 1], [0, float("inf"), 1, 1], ["47", 0, 1, 1], [True, 0, 1, 1]]
 )
