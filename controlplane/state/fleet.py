@@ -352,8 +352,15 @@ class FleetState:
                 self._release_mission(uav)
             self._set_uav(uav, new, uav.mission)
         columns = self.columns
-        if "battery" in cmd and columns.idle[uav.row] and cmd["battery"] > columns.floats["battery"][uav.row]:
-            self._schedule_due = True  # an idle UAV's battery rises (one turning idle set it already)
+        if (
+            "battery" in cmd
+            and self._pending
+            and columns.idle[uav.row]
+            and cmd["battery"] > columns.floats["battery"][uav.row]
+        ):
+            # An idle UAV's battery rises (one turning idle set it already; with nothing
+            # pending, the next mission to turn pending sets it).
+            self._schedule_due = True
         columns.set(uav.row, cmd)
         uav.version += 1
         self._touch("uav", uav.id)
