@@ -30,6 +30,7 @@ from controlplane.state.commands import _session_fields, _validate
 from controlplane.state.commands import encode as encode
 from controlplane.state.commands import validate as validate
 from controlplane.state.control_kv import ControlKV
+from controlplane.state.id_rows import IdRows
 from controlplane.state.model import (
     FINISHED,
     LEGAL_TRANSITIONS,
@@ -85,7 +86,7 @@ class FleetState:
         # A scheduling pass leaves no mission an idle UAV could take; the next one can only
         # assign something once a mission turns pending, a UAV idle, or a battery rises.
         self._schedule_due = True
-        self._id_index: tuple[pa.Array, np.ndarray] | None = None  # known ids and their rows
+        self._id_rows: IdRows | None = None  # known ids and their rows, while no UAV comes or goes
         self.checkpoints: OrderedDict[int, dict[str, str]] = OrderedDict()  # index -> table digests
         self._checked: dict[bytes, dict[str, Any]] = {}  # command bytes -> parsed and valid
         # The change feed (sync/changefeed.py) switches this on and drains the changes.
@@ -222,10 +223,12 @@ class FleetState:
     def _report_rows(self, table: pa.Table, auto_register: bool, counts: TelemetryCounts) -> np.ndarray:
         """Each report's UAV row (-1: unknown UAV), registering unknown UAVs if asked to.
         Ids are looked up once per distinct UAV (the column is dictionary-encoded), in one
-        vectorized hash lookup between the segment's ids and the known ones (_rows_of)."""
+        vectorized hash lookup between the segment's ids and the known ones (IdRows)."""
         column = table.column("uav").chunk(0)
         codes = int_values(column.indices, -1)
-        code_rows = self._rows_of(column.dictionary)
+        if self._id_rows is None:
+            self._id_rows = IdRows(self.uavs.values())
+        code_rows = self._id_rows.of(column.dictionary)
         unknown = np.nonzero(code_rows < 0)[0].tolist()
         if unknown and auto_register:
             names = column.dictionary
@@ -239,28 +242,6 @@ class FleetState:
                     counts.registered += 1
         rows: np.ndarray = np.append(code_rows, -1)[codes]  # code -1 (a null id) takes the last slot
         return rows
-
-    def _rows_of(self, ids: pa.Array) -> np.ndarray:
-        import pyarrow.compute as pc
-
-        if self._id_index is None:
-            known = list(self.uavs.values())
-            self._id_index = (
-                pa.array([u.id for u in known], pa.string()),
-                np.fromiter((u.row for u in known), dtype=np.int64, count=len(known)),
-            )
-        names, rows = self._id_index
-        # Hash the segment's few ids and probe every known one: hashing all known ids for each
-        # segment cost 5x more at 100k UAVs (a set lookup rebuilds its hash on every call).
-        position = pc.index_in(names, value_set=ids)
-        found = position.is_valid().to_numpy(zero_copy_only=False)
-        out = np.full(len(ids), -1, dtype=np.int64)
-        out[position.drop_null().to_numpy()] = rows[found]
-        missing = np.nonzero(out < 0)[0]
-        if len(missing):  # unknown ids, or an id a forged dictionary names twice: each looked up
-            look_up = pc.index_in(ids.take(pa.array(missing)), value_set=names)
-            out[missing] = np.append(rows, -1)[int_values(look_up, -1)]  # -1 (not known): last slot
-        return out
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -313,7 +294,7 @@ class FleetState:
     def _register(self, uav_id: str, station: str, values: dict[str, Any]) -> UAV:
         uav = UAV(uav_id, sys.intern(station), self.columns.allocate(uav_id, values))  # one str per station
         self.uavs[uav_id] = uav
-        self._id_index = None
+        self._id_rows = None
         self._set_uav(uav, UAVStatus.IDLE, None)
         return uav
 
@@ -372,7 +353,7 @@ class FleetState:
         if uav.mission is not None:
             raise ConflictError("uav", f"UAV {uav.id!r} is on mission {uav.mission!r}")
         del self.uavs[uav.id]
-        self._id_index = None
+        self._id_rows = None
         self.columns.release(uav.row)
         self._touch("uav", uav.id)
         for group in self.groups.values():

@@ -187,29 +187,32 @@ def invalid_rows(table: pa.Table, *, check_ids: bool = True) -> tuple[np.ndarray
     import pyarrow.compute as pc
 
     n = table.num_rows
-    bad = np.zeros(n, dtype=bool)
-    reasons: dict[int, tuple[str, str]] = {}
-
-    def flag(mask: np.ndarray, field: str, reason: str) -> None:
-        new = mask & ~bad
-        for i in np.nonzero(new)[0]:
-            reasons[int(i)] = (field, reason)
-        bad[:] |= mask
-
+    broken: list[tuple[np.ndarray, str, str]] = []  # (rows breaking it, field, reason), in rule order
     if check_ids:
         uav = table.column("uav")
-        flag(np.asarray(uav.is_null()), "uav", "is required")
+        broken.append((np.asarray(uav.is_null()), "uav", "is required"))
         length = pc.fill_null(pc.utf8_length(uav), 1).to_numpy()
         spaced = spaced_ids(uav)
-        flag((length == 0) | (length > 128) | spaced, "uav", "must be a non-empty id without spaces (<= 128 chars)")
-    time = _floats(table, "time")
-    flag(~np.isfinite(time), "time", "must be a finite number (seconds)")
-    seq = int_values(table.column("seq"), -1)
-    flag(seq < 0, "seq", "must be a non-negative integer")
+        broken.append(
+            ((length == 0) | (length > 128) | spaced, "uav", "must be a non-empty id without spaces (<= 128 chars)")
+        )
+    broken.append((~np.isfinite(_floats(table, "time")), "time", "must be a finite number (seconds)"))
+    broken.append((int_values(table.column("seq"), -1) < 0, "seq", "must be a non-negative integer"))
     for name, (lo, hi) in KINEMATICS.items():
+        column = table.column(name)
+        if column.null_count == n:
+            continue  # no report carries it (vx, vy, vz often): nothing to break
         values = _floats(table, name, absent=0.5 * (lo + hi))
-        with np.errstate(invalid="ignore"):
-            flag(~np.isfinite(values) | (values < lo) | (values > hi), name, f"must be within [{lo}, {hi}]")
+        # NaN and infinities fail both comparisons (the bounds are finite).
+        broken.append((~((values >= lo) & (values <= hi)), name, f"must be within [{lo}, {hi}]"))
+    bad = np.zeros(n, dtype=bool)
+    reasons: dict[int, tuple[str, str]] = {}
+    if not any(mask.any() for mask, _, _ in broken):
+        return bad, reasons  # the usual batch: no reason to name
+    for mask, field, reason in broken:
+        for i in np.nonzero(mask & ~bad)[0]:
+            reasons[int(i)] = (field, reason)
+        bad |= mask
     return bad, reasons
 
 
@@ -262,18 +265,32 @@ def int_values(column: pa.ChunkedArray | pa.Array, absent: int) -> np.ndarray:
 def encode_segment(table: pa.Table) -> bytes:
     """Reports as one Arrow IPC stream (lz4), the uav and station columns dictionary-encoded
     (one string per UAV, not per report). Stations encode their own segments, so the leader
-    only joins bytes."""
+    only joins bytes. The UAV dictionary is sorted: a station reporting the same UAVs again
+    sends the same dictionary, whose rows every replica then already knows (IdRows)."""
     import pyarrow.compute as pc
 
     table = table.select(REPORT_SCHEMA.names).combine_chunks()
     for name in ("uav", "station"):
         i = table.schema.get_field_index(name)
-        table = table.set_column(i, name, pc.dictionary_encode(table.column(name)))
+        encoded = pc.dictionary_encode(table.column(name))
+        table = table.set_column(i, name, _sorted_dictionary(encoded) if name == "uav" else encoded)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as writer:
         writer.write_table(table)
     body: bytes = sink.getvalue().to_pybytes()
     return body
+
+
+def _sorted_dictionary(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The same values, dictionary-encoded with the dictionary in sorted order."""
+    import pyarrow.compute as pc
+
+    chunk = column.combine_chunks()
+    order = pc.sort_indices(chunk.dictionary)
+    position = np.empty(len(order), dtype=np.int32)
+    position[order.to_numpy()] = np.arange(len(order), dtype=np.int32)
+    indices = pc.take(pa.array(position), chunk.indices)  # a null index stays null
+    return pa.chunked_array([pa.DictionaryArray.from_arrays(indices, chunk.dictionary.take(order))])
 
 
 def join_segments(segments: list[bytes], *, auto_register: bool) -> bytes:
@@ -398,6 +415,8 @@ def apply_last_writer_wins(
     counts.written = int(np.count_nonzero(winner))
     win_rows, win_src = r[winner], keep[winner]
     for name, column in columns.floats.items():
+        if table.column(name).null_count == len(table):
+            continue  # no report carries it: every row keeps its value
         values = _floats(table, name)[win_src]
         present = ~np.isnan(values)
         column[win_rows[present]] = values[present]

@@ -206,6 +206,41 @@ def test_a_dictionary_naming_a_uav_twice_still_finds_it_through_either_code():
     assert s.uav("u0")["lat"] == 20.0 and s.uav("u1")["lat"] == 30.0
 
 
+def test_a_station_reporting_the_same_uavs_sends_the_same_dictionary():
+    """Replicas keep the rows of the dictionaries they saw last (IdRows): a station's segment
+    names its UAVs in sorted order, so the same UAVs reported in another order still repeat."""
+    first, _ = normalize([report("u2", 1.0, 1), report("u0", 1.0, 1), report("u1", 1.0, 1)], station="alpha")
+    again, _ = normalize([report("u1", 2.0, 2), report("u2", 2.0, 2), report("u0", 2.0, 2), report("u1", 2.5, 3)],
+                         station="alpha")  # fmt: skip
+    dictionaries = [decode_entry(encode_entry(t, auto_register=False))[0][0].column("uav").chunk(0) for t in
+                    (first, again)]  # fmt: skip
+    assert dictionaries[0].dictionary.to_pylist() == ["u0", "u1", "u2"]
+    assert dictionaries[0].dictionary.equals(dictionaries[1].dictionary)
+    assert dictionaries[1].to_pylist() == ["u1", "u2", "u0", "u1"]  # each report still names its own UAV
+
+
+def test_a_repeated_dictionary_still_finds_uavs_registered_deleted_or_restored_since():
+    """The rows kept for a dictionary are dropped whenever a UAV comes or goes: the same
+    segment must then find the new UAV, refuse the deleted one, and find each UAV's row in a
+    state restored from a snapshot (where rows are numbered afresh)."""
+    s = fleet(2)  # u0, u1; u2 unknown
+    ids = ["u0", "u1", "u2"]
+
+    def answer(index: int, t: float) -> dict:
+        return send(s, index, [report(u, t, 1, lat=t) for u in ids])
+
+    assert (answer(10, 1.0)["accepted"], s.uav("u0")["lat"]) == (2, 1.0)
+    command(s, 11, {"type": "register_uav", "uav": "u2", "home_station": "alpha"})
+    assert (answer(12, 2.0)["accepted"], s.uav("u2")["lat"]) == (3, 2.0)
+    command(s, 13, {"type": "delete_uav", "uav": "u0"})
+    assert answer(14, 3.0)["rejected"] == 1 and "u0" not in s.uavs
+    snapshot = s.snapshot()  # u1 and u2, numbered 0 and 1 when restored
+    command(s, 15, {"type": "register_uav", "uav": "u0", "home_station": "alpha"})  # u0 takes row 0 again
+    assert answer(16, 4.0)["accepted"] == 3
+    s.restore(snapshot)
+    assert (answer(17, 5.0)["rejected"], s.uav("u1")["lat"], s.uav("u2")["lat"]) == (1, 5.0, 5.0)
+
+
 def test_apply_never_raises_even_on_a_bug_inside_a_command():
     s = fleet()
     s._cmd_create_group = lambda cmd, index: 1 / 0  # a bug in one handler
