@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from controlplane import fastjson
 from controlplane.node import BlockingRunner, NodeStorage, RaftNode, run_in_thread, write_on_the_loop
 from controlplane.raft import ConfChange, ConfChangeOp, NotLeaderError, RaftConfig, RaftError
@@ -129,7 +131,10 @@ class Replica:
         self.settings = settings = settings or ReplicaSettings()
         self.state = FleetState(session_ttl_entries=settings.session_ttl_entries)
         self.feed = ChangeFeed(self.state)
-        self.telemetry: Coalescer[bytes] = Coalescer(self._propose_telemetry, len, settings.telemetry)
+        # (segment, its reports as checked): the leader applies what it checked, as for commands.
+        self.telemetry: Coalescer[tuple[bytes, pa.Table]] = Coalescer(
+            self._propose_telemetry, lambda checked: len(checked[0]), settings.telemetry
+        )
         self.client = RaftRPCClient(node_id, transport, settings.rpc, hooks=hooks, rng=rng)
         self._address_of = address_of
         self._calls: list[tuple[int, tuple[type, ...], asyncio.Future[Message]]] = []
@@ -280,13 +285,13 @@ class Replica:
         entries they went in, once applied here."""
         if not self.node.is_leader:
             raise NotLeaderError(self.node.status().leader_id)
-        for segment in segments:
-            check_segment(segment)
-        return list(await asyncio.wait_for(asyncio.gather(*(self.telemetry.submit(s) for s in segments)), timeout))
+        checked = [(segment, check_segment(segment)) for segment in segments]
+        return list(await asyncio.wait_for(asyncio.gather(*(self.telemetry.submit(c) for c in checked)), timeout))
 
-    async def _propose_telemetry(self, segments: list[bytes]) -> Any:
-        entry = join_segments(segments, auto_register=self.settings.auto_register_uavs)
-        return await self.node.propose(entry, timeout=10.0)
+    async def _propose_telemetry(self, checked: list[tuple[bytes, pa.Table]]) -> Any:
+        entry = join_segments([segment for segment, _ in checked], auto_register=self.settings.auto_register_uavs)
+        with self.state.telemetry_checked(entry, [reports for _, reports in checked]):
+            return await self.node.propose(entry, timeout=10.0)
 
     def status(self) -> dict[str, Any]:
         s = self.node.status()

@@ -15,7 +15,8 @@ import hashlib
 import json
 import sys
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,7 @@ class FleetState:
         self._id_rows: IdRows | None = None  # known ids and their rows, while no UAV comes or goes
         self.checkpoints: OrderedDict[int, dict[str, str]] = OrderedDict()  # index -> table digests
         self._checked: dict[bytes, dict[str, Any]] = {}  # command bytes -> parsed and valid
+        self._checked_telemetry: dict[bytes, list[pa.Table]] = {}  # entry bytes -> its segments, decoded
         # The change feed (sync/changefeed.py) switches this on and drains the changes.
         self.track_changes = False
         self._changes: dict[tuple[str, str], None] = {}
@@ -127,6 +129,19 @@ class FleetState:
         if len(self._checked) >= CHECKED_KEPT:
             self._checked.clear()
         self._checked[data] = command
+
+    @contextmanager
+    def telemetry_checked(self, data: bytes, segments: list[pa.Table]) -> Iterator[None]:
+        """While proposing the telemetry entry `data`: its segments as decode_entry gives them
+        (the leader decoded each to check it before joining them). Its apply here, if it comes
+        meanwhile, takes them instead of decoding the entry again (~45 us per 1,000 reports of
+        the leader's CPU). Decoding reads nothing but the bytes, so the answer is every other
+        replica's. Kept no longer than the proposal waits: megabytes per entry."""
+        self._checked_telemetry[data] = segments
+        try:
+            yield
+        finally:
+            self._checked_telemetry.pop(data, None)
 
     def _apply_command(self, entry: Entry) -> dict[str, Any]:
         cmd: Any = self._checked.pop(entry.data, None)
@@ -196,7 +211,8 @@ class FleetState:
 
     def _apply_telemetry(self, data: bytes, index: int) -> dict[str, Any]:
         try:
-            segments, auto_register = decode_entry(data)
+            checked = self._checked_telemetry.pop(data, None)
+            segments, auto_register = decode_entry(data, checked)
         except (ValueError, pa.ArrowException) as exc:
             return self._reject(index, CommandError("telemetry", f"unreadable batch: {exc}"))
         counts = TelemetryCounts()

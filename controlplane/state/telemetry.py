@@ -311,29 +311,32 @@ def is_telemetry(data: bytes) -> bool:
     return data[:4] == MAGIC
 
 
-def decode_entry(data: bytes) -> tuple[list[pa.Table], bool]:
-    """The entry's segments as report tables (in order), and its auto-register flag."""
+def decode_entry(data: bytes, decoded: list[pa.Table] | None = None) -> tuple[list[pa.Table], bool]:
+    """The entry's segments as report tables (in order), and its auto-register flag.
+    `decoded`: its segments, already decoded by the caller (check_segment), taken as they are."""
     if not is_telemetry(data) or len(data) < 9:
         raise ValueError("not a telemetry entry")
     flags, count = struct.unpack_from("<BI", data, 4)
+    if decoded is not None and len(decoded) != count:
+        decoded = None
     view, pos, tables = memoryview(data), 9, []
-    for _ in range(count):
+    for i in range(count):
         if pos + 4 > len(data):
             raise ValueError("telemetry entry truncated")
         (size,) = struct.unpack_from("<I", data, pos)
         if pos + 4 + size > len(data):
             raise ValueError("telemetry entry truncated")
-        tables.append(_decode_segment(view[pos + 4 : pos + 4 + size]))
+        tables.append(_decode_segment(view[pos + 4 : pos + 4 + size]) if decoded is None else decoded[i])
         pos += 4 + size
     return tables, bool(flags & FLAG_AUTO_REGISTER)
 
 
-def check_segment(segment: bytes) -> None:
-    """Raise ValueError naming what is wrong with a station's encoded segment; the leader
-    checks every segment before it goes into the log."""
+def check_segment(segment: bytes) -> pa.Table:
+    """The segment's reports as decode_entry gives them; ValueError naming what is wrong with
+    a station's encoded segment (the leader checks every segment before it goes into the log)."""
     if not isinstance(segment, bytes):
         raise TypeError(f"a telemetry segment must be bytes, got {type(segment).__name__}")
-    _decode_segment(memoryview(segment))
+    return _decode_segment(memoryview(segment))
 
 
 def _decode_segment(data: memoryview) -> pa.Table:

@@ -9,7 +9,7 @@ from controlplane.raft.storage import MemoryStorage
 from controlplane.replica import Replica, ReplicaSettings
 from controlplane.rpc.transport import InMemoryNetwork
 from controlplane.state.fleet import encode
-from controlplane.state.telemetry import encode_entry, normalize
+from controlplane.state.telemetry import encode_entry, encode_segment, normalize
 
 
 def test_malformed_commands_are_refused_before_the_log_and_good_ones_applied():
@@ -43,6 +43,49 @@ def test_malformed_commands_are_refused_before_the_log_and_good_ones_applied():
             ]
             # one entry for the good command (and the leader's no-op came before): nothing else
             assert replica.node.status().last_index == before + 1
+        finally:
+            await replica.stop()
+
+    asyncio.run(asyncio.wait_for(go(), 30))
+
+
+def test_the_leader_applies_the_telemetry_it_checked_without_decoding_it_again(monkeypatch):
+    """A segment is decoded once on the leader (the check before the log); its apply takes
+    those reports. Nothing of them is kept once the proposal is answered."""
+    from controlplane.state import telemetry
+
+    decoded: list[int] = []
+    decode = telemetry._decode_segment
+
+    def counted(data):
+        decoded.append(len(data))
+        return decode(data)
+
+    monkeypatch.setattr(telemetry, "_decode_segment", counted)
+
+    async def go():
+        storage = MemoryStorage()
+        storage.bootstrap([1])
+        replica = Replica(1, storage, InMemoryNetwork().transport(), lambda n: f"mem://{n}", ReplicaSettings(0.01))
+        await replica.start()
+        try:
+            while not replica.node.is_leader:
+                await asyncio.sleep(0.01)
+            await replica.propose_many(
+                [encode({"type": "register_station", "station": "alpha"})]
+                + [encode({"type": "register_uav", "uav": f"u{k}", "home_station": "alpha"}) for k in range(2)]
+            )
+            segments = [
+                encode_segment(
+                    normalize([{"uav": f"u{k}", "time": 1.0, "seq": 1, "lat": 10.0 + k}], station="alpha")[0]
+                )
+                for k in range(2)
+            ]
+            answers = await replica.submit_segments(segments)
+            assert [a["accepted"] for a in answers] == [2, 2]  # both went into one entry
+            assert replica.state.uav("u1")["lat"] == 11.0
+            assert len(decoded) == 2  # the checks; the apply decoded nothing
+            assert replica.state._checked_telemetry == {}
         finally:
             await replica.stop()
 
