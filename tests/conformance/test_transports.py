@@ -210,6 +210,37 @@ def test_a_stream_pipelines_batches_past_a_slow_peer_and_keeps_their_order():
     run(go())
 
 
+def test_a_stream_sends_its_frames_unmasked_and_the_replica_server_reads_them(monkeypatch):
+    """Masking a megabyte entry (and unmasking it on the other side) was over half of the
+    stream's CPU: replica streams skip RFC 6455's client mask (rpc/stream.py says why)."""
+    from aiohttp._websocket import writer
+
+    masked: list[int] = []
+    mask = writer.websocket_mask
+    monkeypatch.setattr(writer, "websocket_mask", lambda key, data: (masked.append(len(data)), mask(key, data))[1])
+
+    async def go():
+        server, handler = HTTPTransportServer("127.0.0.1", 0), Recorder()
+        await server.start(handler)
+        client = StreamTransport(RPCConfig(), ping_interval=0.05)
+        try:
+            body = encode_batch([AppendEntries(1, 2, 3, 0, 0, (Entry(3, 1, bytes(range(256)) * 4096),), 0)])
+            await client.send(server.address, body, 2.0)
+            await asyncio.sleep(0.2)  # pings go both ways meanwhile, unmasked as well
+            await client.send(server.address, body, 2.0)
+            async with asyncio.timeout(5):
+                while len(handler.bodies) < 2:
+                    await asyncio.sleep(0.01)
+            assert handler.bodies == [body, body]
+            assert masked == []
+            assert client.streams_opened == 1  # the server kept the stream: it took every frame
+        finally:
+            await client.close()
+            await server.close()
+
+    run(go())
+
+
 def test_a_peer_that_never_answers_the_handshake_is_a_timeout():
     async def go():
         accepted: list[asyncio.StreamWriter] = []
