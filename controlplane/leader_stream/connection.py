@@ -24,6 +24,7 @@ import aiohttp
 from controlplane import fastjson
 from controlplane.leader_client import ControlPlaneError, RetryElsewhere
 from controlplane.leader_stream.wire import PATH, encode, encode_segment, unencodable
+from controlplane.rpc.stream import send_unmasked
 from controlplane.standalone.wire import decode_error
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,7 @@ class LeaderStream:
             except BaseException:
                 await session.close()
                 raise
+            send_unmasked(self._ws)  # a station's megabyte segments unmasked: see rpc/stream.py
             self._session = session
             self._reader = asyncio.get_running_loop().create_task(self._read(self._ws))
 

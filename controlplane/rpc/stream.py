@@ -83,7 +83,7 @@ class StreamTransport(HTTPTransport):
             if stream is not None and not stream.closed:
                 return stream
             stream = await self._dial(address)
-            _send_unmasked(stream)
+            send_unmasked(stream)
             self._streams[address] = stream
             self.streams_opened += 1
             reader = asyncio.get_running_loop().create_task(self._read_until_closed(address, stream))
@@ -136,7 +136,7 @@ class StreamTransport(HTTPTransport):
         await super().close()
 
 
-def _send_unmasked(stream: aiohttp.ClientWebSocketResponse) -> None:
+def send_unmasked(stream: aiohttp.ClientWebSocketResponse) -> None:
     """The stream's frames without RFC 6455's client mask (see the module's docstring). aiohttp
     has no option for it: its writer's flag, checked here so that a change of aiohttp shows."""
     writer = stream._writer

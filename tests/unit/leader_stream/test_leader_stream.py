@@ -302,7 +302,14 @@ def test_an_answer_json_cannot_carry_comes_back_as_an_error_not_a_silence():
     run(go())
 
 
-def test_segments_travel_in_binary_frames_beside_requests_each_answered_by_its_id():
+def test_segments_travel_in_binary_frames_beside_requests_each_answered_by_its_id(monkeypatch):
+    """... unmasked, as on the replicas' streams (rpc/stream.py says why)."""
+    from aiohttp._websocket import writer
+
+    masked: list[int] = []
+    mask = writer.websocket_mask
+    monkeypatch.setattr(writer, "websocket_mask", lambda key, data: (masked.append(len(data)), mask(key, data))[1])
+
     async def go():
         replica = FakeReplica()
         server = await _serve(replica)
@@ -319,6 +326,7 @@ def test_segments_travel_in_binary_frames_beside_requests_each_answered_by_its_i
         assert results[8] == ("ok", {"ok": True, "echo": {"n": 1}})
         assert sorted(r[0][0] for r in replica.segment_rounds) == sorted(segments)  # the bytes, whole
         assert {r[1] for r in replica.segment_rounds} == {3.0}  # the caller's timeout reaches the replica
+        assert masked == []
 
     run(go())
 
