@@ -392,12 +392,14 @@ def apply_last_writer_wins(
     Returns the counts and a mask of the accepted reports (newer than what was there)."""
     counts = TelemetryCounts()
     accepted = np.zeros(len(rows), dtype=bool)
-    keep = np.nonzero(rows >= 0)[0]
-    if len(keep) == 0:
-        return counts, accepted
-    r = rows[keep]
-    t = _floats(table, "time")[keep]
-    s = table.column("seq").to_numpy()[keep]
+    known = rows >= 0
+    if known.all():  # the usual segment: no row to leave out
+        keep, r, t, s = np.arange(len(rows)), rows, _floats(table, "time"), table.column("seq").to_numpy()
+    else:
+        keep = np.nonzero(known)[0]
+        if len(keep) == 0:
+            return counts, accepted
+        r, t, s = rows[keep], _floats(table, "time")[keep], table.column("seq").to_numpy()[keep]
     # Sort by UAV, then (time, seq). The sort is stable and runs over the input reversed, so
     # among equal keys the first occurrence ends each run of repeats and is the one counted.
     keep, r, t, s = keep[::-1], r[::-1], t[::-1], s[::-1]
@@ -418,9 +420,13 @@ def apply_last_writer_wins(
     counts.written = int(np.count_nonzero(winner))
     win_rows, win_src = r[winner], keep[winner]
     for name, column in columns.floats.items():
-        if table.column(name).null_count == len(table):
+        nulls = table.column(name).null_count
+        if nulls == len(table):
             continue  # no report carries it: every row keeps its value
         values = _floats(table, name)[win_src]
+        if nulls == 0:
+            column[win_rows] = values
+            continue
         present = ~np.isnan(values)
         column[win_rows[present]] = values[present]
     columns.report_time[win_rows] = t[winner]
@@ -437,6 +443,7 @@ def report_time_histogram(table: pa.Table, applied: np.ndarray, buckets: int = 2
         return []
     lo, hi = float(times.min()), float(times.max())
     width = max(0.01, (hi - lo) / buckets)
-    counts = np.bincount(((times - lo) // width).astype(np.int64))
+    # Truncation is the floor here (never negative), ~5x cheaper than numpy's float floor division.
+    counts = np.bincount(((times - lo) / width).astype(np.int64))
     present = np.nonzero(counts)[0]
     return [[lo + float(i) * width, int(counts[i])] for i in present.tolist()]

@@ -26,6 +26,7 @@ from controlplane.state.telemetry import (
     encode_segment,
     join_segments,
     normalize,
+    report_time_histogram,
     spaced_ids,
 )
 
@@ -324,6 +325,27 @@ def test_any_split_and_order_gives_sequential_last_writer_wins(raw, batches, rnd
         assert (got["report_time"], got["report_seq"]) == (t, q)
     distinct = {(r["uav"], r["time"], r["seq"]) for r in reports}
     assert accepted <= len(distinct)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 4e9, allow_nan=False), min_size=1, max_size=300), st.data())
+def test_the_report_time_histogram_puts_each_applied_report_in_its_bucket(times, data):
+    """What a watcher reads to tell how old reports were when applied (bench.telemetry's
+    latency): every applied report counted once, in the bucket holding its time."""
+    applied = np.array(data.draw(st.lists(st.booleans(), min_size=len(times), max_size=len(times))))
+    table = pa.table({"time": pa.array(times, pa.float64())})
+    buckets = report_time_histogram(table, applied, buckets=16)
+    chosen = np.asarray(times)[applied]
+    assert sum(n for _, n in buckets) == len(chosen)
+    if not len(chosen):
+        assert buckets == []
+        return
+    starts = [start for start, _ in buckets]
+    width = max(0.01, (chosen.max() - chosen.min()) / 16)
+    assert starts == sorted(starts) and len(buckets) <= 17
+    for start, n in buckets:
+        inside = np.count_nonzero((chosen >= start - 1e-6 * width) & (chosen < start + width * (1 + 1e-6)))
+        assert inside >= n > 0
 
 
 @settings(max_examples=300, deadline=None)
