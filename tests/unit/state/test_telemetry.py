@@ -101,6 +101,17 @@ def test_bad_rows_are_rejected_with_reasons_and_good_rows_kept():
         normalize("u0,1,2")
 
 
+def test_an_id_is_limited_to_128_characters_not_bytes():
+    """Ids are checked by their byte lengths first (no string read) and by characters only
+    when some byte length is out of bounds: both ways must give the same verdicts."""
+    ok = ["x" * 128, "é" * 100, "u" + "€" * 127]  # 128, 200 and 382 bytes
+    bad = ["", "x" * 129, "é" * 129]
+    for ids in (ok, ok + bad, ["u0", "u1"]):
+        table, rejected = normalize([report(u, 1.0, 1) for u in ids])
+        assert table.column("uav").to_pylist() == [u for u in ids if u in ok or u in ("u0", "u1")]
+        assert [(r.row, r.field) for r in rejected] == [(i, "uav") for i, u in enumerate(ids) if u in bad]
+
+
 def test_timestamps_become_seconds_and_station_is_filled():
     frame = pd.DataFrame({"uav": ["u0"], "time": pd.to_datetime(["2026-01-01T00:00:01Z"]), "seq": [1]})
     table, _ = normalize(frame, station="bravo")
