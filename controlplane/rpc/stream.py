@@ -25,7 +25,7 @@ replica straight to another, behind the cluster token, and masking a megabyte te
 and unmasking it on the other side was over half of the stream's CPU (`python -m
 bench.telemetry_parts`: 97-113 us per 1,000 reports against 40-45 unmasked, both ends). The
 replicas' server (aiohttp's reader) takes unmasked frames; the transport tests send through it.
-The leader stream, which any client may open from anywhere, keeps masking.
+The leader stream (SDK clients and station ingests, behind the same token) does the same.
 """
 
 from __future__ import annotations

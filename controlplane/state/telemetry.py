@@ -251,7 +251,7 @@ def _byte_lengths_within(ids: pa.ChunkedArray, lo: int, hi: int) -> bool:
             continue
         offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32, count=len(chunk) + 1, offset=4 * chunk.offset)
         lengths = np.diff(offsets)
-        if len(lengths) and not (lengths.min() >= lo and lengths.max() <= hi):
+        if not (lengths.min() >= lo and lengths.max() <= hi):
             return False
     return True
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 from controlplane.raft.storage import MemoryStorage
 from controlplane.replica import Replica, ReplicaSettings
@@ -12,15 +14,25 @@ from controlplane.state.fleet import encode
 from controlplane.state.telemetry import encode_entry, encode_segment, normalize
 
 
-def test_malformed_commands_are_refused_before_the_log_and_good_ones_applied():
-    async def go():
-        storage = MemoryStorage()
-        storage.bootstrap([1])
-        replica = Replica(1, storage, InMemoryNetwork().transport(), lambda n: f"mem://{n}", ReplicaSettings(0.01))
-        await replica.start()
-        try:
+@contextlib.asynccontextmanager
+async def leading_replica() -> AsyncIterator[Replica]:
+    """A group of one, led by its only replica."""
+    storage = MemoryStorage()
+    storage.bootstrap([1])
+    replica = Replica(1, storage, InMemoryNetwork().transport(), lambda n: f"mem://{n}", ReplicaSettings(0.01))
+    await replica.start()
+    try:
+        async with asyncio.timeout(10):
             while not replica.node.is_leader:
                 await asyncio.sleep(0.01)
+        yield replica
+    finally:
+        await replica.stop()
+
+
+def test_malformed_commands_are_refused_before_the_log_and_good_ones_applied():
+    async def go():
+        async with leading_replica() as replica:
             before = replica.node.status().last_index
             table, _ = normalize([{"uav": "u", "time": 1.0, "seq": 1}], station="a")
             answers = await replica.propose_many(
@@ -43,8 +55,6 @@ def test_malformed_commands_are_refused_before_the_log_and_good_ones_applied():
             ]
             # one entry for the good command (and the leader's no-op came before): nothing else
             assert replica.node.status().last_index == before + 1
-        finally:
-            await replica.stop()
 
     asyncio.run(asyncio.wait_for(go(), 30))
 
@@ -64,13 +74,7 @@ def test_the_leader_applies_the_telemetry_it_checked_without_decoding_it_again(m
     monkeypatch.setattr(telemetry, "_decode_segment", counted)
 
     async def go():
-        storage = MemoryStorage()
-        storage.bootstrap([1])
-        replica = Replica(1, storage, InMemoryNetwork().transport(), lambda n: f"mem://{n}", ReplicaSettings(0.01))
-        await replica.start()
-        try:
-            while not replica.node.is_leader:
-                await asyncio.sleep(0.01)
+        async with leading_replica() as replica:
             await replica.propose_many(
                 [encode({"type": "register_station", "station": "alpha"})]
                 + [encode({"type": "register_uav", "uav": f"u{k}", "home_station": "alpha"}) for k in range(2)]
@@ -86,7 +90,5 @@ def test_the_leader_applies_the_telemetry_it_checked_without_decoding_it_again(m
             assert replica.state.uav("u1")["lat"] == 11.0
             assert len(decoded) == 2  # the checks; the apply decoded nothing
             assert replica.state._checked_telemetry == {}
-        finally:
-            await replica.stop()
 
     asyncio.run(asyncio.wait_for(go(), 30))
