@@ -37,9 +37,9 @@ class IdRows:
                     self._seen.insert(0, self._seen.pop(i))
                 return rows.copy()
         rows = self._look_up(ids)
-        self._seen.insert(0, (ids, rows.copy()))
+        self._seen.insert(0, (ids, rows))
         del self._seen[DICTIONARIES_KEPT:]
-        return rows
+        return rows.copy()
 
     def _look_up(self, ids: pa.Array) -> np.ndarray:
         import pyarrow.compute as pc  # ~85 ms of a process's start: imported where used
