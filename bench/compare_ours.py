@@ -33,12 +33,30 @@ def write_command(n: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def w1_breakdown(replicas: dict[int, Any], sdk: Any, calls: int = 200) -> dict[str, float]:
+def fdatasync_p50_ms(directory: str, calls: int = 200) -> float:
+    """A small append made durable in `directory` (the replicas' disk), as a WAL write is."""
+    path = os.path.join(directory, "fdatasync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        times = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            os.write(fd, b"x" * 300)
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - started)
+    finally:
+        os.close(fd)
+        os.remove(path)
+    return round(float(np.percentile(times, 50)) * 1000, 3)
+
+
+async def w1_breakdown(replicas: dict[int, Any], sdk: Any, data_dir: str, calls: int = 200) -> dict[str, float]:
     """Where a sequential write's time goes, as p50s measured now: a bare actor call to the
     leader (Ray's floor, now only on the control path), a round trip on the leader stream
     (a stale read: the SDK's hop without Raft), a linearizable read (that hop plus one
     heartbeat round to the followers), a write (that hop plus a replication round with the
-    disk writes)."""
+    disk writes), and one small fdatasync on the replicas' disk (at least one is on a
+    write's path: the follower's whose acknowledgement commits it)."""
     from controlplane.actors import find_leader
     from controlplane.leader_stream.connection import leader_stream
 
@@ -59,7 +77,24 @@ async def w1_breakdown(replicas: dict[int, Any], sdk: Any, calls: int = 200) -> 
         "stream_round_trip_p50_ms": await p50(lambda n: stream.query("uav", {"id": "uav-00000"}, "stale", 5.0)),
         "linearizable_read_p50_ms": await p50(lambda n: sdk.query("uav", {"id": f"uav-{n % KEYS:05d}"})),
         "write_p50_ms": await p50(lambda n: sdk.command(write_command(n))),
+        "fdatasync_p50_ms": fdatasync_p50_ms(data_dir),
     }
+
+
+def w2_ceiling(cpu_us_per_op: dict[str, float]) -> dict[str, Any]:
+    """W2's rate if replication, the log, the disk and the leader stream cost nothing: every
+    replica still applies every write (the state machine's CPU per write with the change
+    feed, measured here and now by bench.apply) and the SDK clients still spend what they
+    spent in W2, all on this machine's cores. No code of ours on the path can go past it."""
+    from bench.apply import run as apply_run
+
+    apply_us = float(apply_run(commands=10_000, uavs=KEYS, feed=True)["cpu_us_per_command"])
+    client_us = float(cpu_us_per_op["client (this process)"])
+    cores = len(os.sched_getaffinity(0))
+    return {
+        "apply_us_per_write": apply_us, "replicas": len(STATIONS), "client_us_per_write": client_us, "cores": cores,
+        "ops_per_s": round(cores * 1e6 / (len(STATIONS) * apply_us + client_us)),
+    }  # fmt: skip
 
 
 async def cpu_meter(replicas: dict[int, Any]) -> CpuMeter:
@@ -127,9 +162,10 @@ async def _run(
 
         if "W1" in workloads:
             results["W1"] = await measured(writer(1), 1)
-            results["W1"]["breakdown"] = await w1_breakdown(replicas, sdks[0])
+            results["W1"]["breakdown"] = await w1_breakdown(replicas, sdks[0], data_dir)
         if "W2" in workloads:
             results["W2"] = await measured(writer(clients), clients)
+            results["W2"]["ceiling"] = w2_ceiling(results["W2"]["cpu_us_per_op"])
         if "W3" in workloads:
             results["W3"] = await measured(read, clients)
     finally:

@@ -37,6 +37,28 @@ def test_goals_compare_ours_against_the_peers_measured_in_the_same_run():
     assert not goals(table)["W1"]["met"] and not goals(table)["W2"]["met"]
 
 
+def test_goals_report_the_bounds_that_no_replication_change_can_pass():
+    table = {
+        "W1": {
+            "ours": {**result(400, 2.0), "breakdown": {"linearizable_read_p50_ms": 1.0, "fdatasync_p50_ms": 0.2}},
+            "etcd-go": result(1000, 0.8),
+        },
+        "W2": {
+            "ours": {**result(5000, 5), "ceiling": {"ops_per_s": 9000}},
+            "pysyncobj-nobatch": result(3000, 5), "etcd-go": result(6000, 5),
+        },
+    }  # fmt: skip
+    reached = goals(table)
+    assert reached["W1"]["read_round_and_fsync_vs_etcd_write"] == 1.5  # a 1 ms round + 0.2 ms disk against 0.8
+    assert reached["W2"]["ceiling_vs_goal"] == 0.75  # 9,000/s at best against the 12,000 goal (2 x etcd)
+    table["W2"]["pysyncobj-nobatch"] = result(9000, 5)
+    assert goals(table)["W2"]["ceiling_vs_goal"] == 0.5  # the goal is 2 x the faster peer
+    del table["W1"]["ours"]["breakdown"], table["W2"]["ours"]["ceiling"]
+    assert (
+        "read_round_and_fsync_vs_etcd_write" not in goals(table)["W1"] and "ceiling_vs_goal" not in goals(table)["W2"]
+    )
+
+
 def test_w4_is_met_only_within_its_latency_bound_and_above_pysyncobj():
     fast_but_late = {"ours": {**result(1_200_000, 600), "p99_ms": 1060}, "pysyncobj-nobatch": result(880_000, 20)}
     assert not goals({"W4": fast_but_late})["W4"]["met"]
