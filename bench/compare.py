@@ -217,6 +217,12 @@ def main() -> None:
         if cpu:
             spent = ", ".join(f"{name} {us:,.0f}" for name, us in cpu.items())
             print(f"{w} ours, CPU us per operation: {spent} (sum {sum(cpu.values()):,.0f})")
+        waited = row.get("ours", {}).get("run_queue_wait_us_per_op")
+        if waited:
+            print(
+                f"{w} ours, us per operation waiting for a core: "
+                + ", ".join(f"{n} {us:,.0f}" for n, us in waited.items())
+            )
     ceiling = table.get("W2", {}).get("ours", {}).get("ceiling")
     if ceiling:
         print(

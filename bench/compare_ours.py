@@ -157,6 +157,7 @@ async def _run(
             meter.start()
             result = await closed_loop(operation, concurrency, seconds)
             result["cpu_us_per_op"] = meter.per_op(result["ops"])
+            result["run_queue_wait_us_per_op"] = meter.wait_per_op(result["ops"])
             result["rpc_attempts_per_op"] = round((await attempts() - before) / max(result["ops"], 1), 3)
             return result
 

@@ -1,5 +1,5 @@
 """CPU time of processes by pid (from /proc), to say per operation where a benchmark's CPU
-went: which process spent what."""
+went: which process spent what, and how long each waited for a core."""
 
 from __future__ import annotations
 
@@ -12,6 +12,18 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_queue_wait_seconds(pid: int) -> float:
+    """Seconds the threads of a process so far spent runnable but waiting for a core (the
+    kernel's schedstat; threads that have ended no longer count)."""
+    waited = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            waited += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile, or no schedstat in this kernel
+            continue
+    return waited / 1e9
 
 
 def pids_named(name: str) -> list[int]:
@@ -29,12 +41,14 @@ def pids_named(name: str) -> list[int]:
 
 class CpuMeter:
     """CPU spent by each named process (this one included as `own`) between start() and
-    per_op(ops): microseconds of CPU per operation, by name."""
+    per_op(ops): microseconds of CPU per operation, by name; wait_per_op(ops): microseconds
+    per operation its threads waited for a core meanwhile."""
 
     def __init__(self, pids: dict[str, list[int]], own: str | None = None) -> None:
         self.pids = pids
         self.own = own
         self._start: dict[str, float] = {}
+        self._start_wait: dict[str, float] = {}
 
     def _now(self) -> dict[str, float]:
         now = {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.pids.items()}
@@ -42,8 +56,21 @@ class CpuMeter:
             now[self.own] = time.process_time()
         return now
 
+    def _waited(self) -> dict[str, float]:
+        waited = {name: sum(run_queue_wait_seconds(p) for p in pids) for name, pids in self.pids.items()}
+        if self.own is not None:
+            waited[self.own] = run_queue_wait_seconds(os.getpid())
+        return waited
+
     def start(self) -> None:
         self._start = self._now()
+        self._start_wait = self._waited()
+
+    def wait_per_op(self, ops: int) -> dict[str, float]:
+        return {
+            name: round((seconds - self._start_wait[name]) / max(ops, 1) * 1e6, 1)
+            for name, seconds in self._waited().items()
+        }
 
     def spent(self) -> dict[str, float]:
         """CPU seconds of each since start()."""
