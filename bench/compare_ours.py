@@ -85,7 +85,7 @@ def w2_ceiling(cpu_us_per_op: dict[str, float]) -> dict[str, Any]:
     """W2's rate if replication, the log, the disk and the leader stream cost nothing: every
     replica still applies every write (the state machine's CPU per write with the change
     feed, measured here and now by bench.apply) and the SDK clients still spend what they
-    spent in W2, all on this machine's cores. No code of ours on the path can go past it."""
+    spent in W2, all on this machine's cores. No change to replication can go past it."""
     from bench.apply import run as apply_run
 
     apply_us = float(apply_run(commands=10_000, uavs=KEYS, feed=True)["cpu_us_per_command"])
