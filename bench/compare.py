@@ -75,7 +75,7 @@ def goals(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             # A linearizable read is a write's hops without its disk writes and apply; a write
             # adds at least one fdatasync (the acknowledging follower's). Above 1, no change
             # but cheaper hops can meet the goal.
-            floor = breakdown["linearizable_read_p50_ms"] + breakdown.get("fdatasync_p50_ms", 0.0)
+            floor = breakdown["linearizable_read_p50_ms"] + breakdown["fdatasync_p50_ms"]
             out["W1"]["read_round_and_fsync_vs_etcd_write"] = round(floor / w1["etcd-go"]["p50_ms"], 2)
     ours2, pso2, etcd2 = rate("W2", "ours"), rate("W2", "pysyncobj-nobatch"), rate("W2", "etcd-go")
     if ours2 is not None and pso2 and etcd2:
@@ -211,7 +211,7 @@ def main() -> None:
         print("W1 ours, p50 of: an actor call to the leader {actor_call_p50_ms} ms (control path only); a round "
               "trip on the leader stream {stream_round_trip_p50_ms} ms; a linearizable read "
               "{linearizable_read_p50_ms} ms; a write {write_p50_ms} ms; an fdatasync {fdatasync_p50_ms} ms"
-              .format(**{"fdatasync_p50_ms": "-", **breakdown}))  # fmt: skip
+              .format(**breakdown))  # fmt: skip
     for w, row in table.items():
         cpu = row.get("ours", {}).get("cpu_us_per_op")
         if cpu:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -50,31 +51,32 @@ class CpuMeter:
         self._start: dict[str, float] = {}
         self._start_wait: dict[str, float] = {}
 
-    def _now(self) -> dict[str, float]:
-        now = {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.pids.items()}
+    def _each(self, of_pid: Callable[[int], float], own: Callable[[], float]) -> dict[str, float]:
+        values = {name: sum(of_pid(p) for p in pids) for name, pids in self.pids.items()}
         if self.own is not None:
-            now[self.own] = time.process_time()
-        return now
+            values[self.own] = own()
+        return values
+
+    def _now(self) -> dict[str, float]:
+        return self._each(cpu_seconds, time.process_time)
 
     def _waited(self) -> dict[str, float]:
-        waited = {name: sum(run_queue_wait_seconds(p) for p in pids) for name, pids in self.pids.items()}
-        if self.own is not None:
-            waited[self.own] = run_queue_wait_seconds(os.getpid())
-        return waited
+        return self._each(run_queue_wait_seconds, lambda: run_queue_wait_seconds(os.getpid()))
 
     def start(self) -> None:
         self._start = self._now()
         self._start_wait = self._waited()
-
-    def wait_per_op(self, ops: int) -> dict[str, float]:
-        return {
-            name: round((seconds - self._start_wait[name]) / max(ops, 1) * 1e6, 1)
-            for name, seconds in self._waited().items()
-        }
 
     def spent(self) -> dict[str, float]:
         """CPU seconds of each since start()."""
         return {name: value - self._start[name] for name, value in self._now().items()}
 
     def per_op(self, ops: int) -> dict[str, float]:
-        return {name: round(seconds / max(ops, 1) * 1e6, 1) for name, seconds in self.spent().items()}
+        return _per_op(self.spent(), ops)
+
+    def wait_per_op(self, ops: int) -> dict[str, float]:
+        return _per_op({name: value - self._start_wait[name] for name, value in self._waited().items()}, ops)
+
+
+def _per_op(seconds: dict[str, float], ops: int) -> dict[str, float]:
+    return {name: round(value / max(ops, 1) * 1e6, 1) for name, value in seconds.items()}
